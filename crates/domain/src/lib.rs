@@ -1,0 +1,21 @@
+//! The domain core of ordo: the values and rules of selling stock, free of any I/O.
+//!
+//! Layout:
+//! - [`error`]: the one error model (kinds, each with its HTTP status, gRPC code and label).
+//! - [`text`]: Unicode text parsed once at the edge (NFC, limits counted in characters).
+//! - [`ids`]: identifiers (SKU, warehouse, customer, country) as validated newtypes.
+//! - [`money`]: integer minor units plus an ISO 4217 currency, overflow-checked.
+//! - [`stock`]: quantities, stock levels and the allocation of an order's items to warehouses.
+//! - [`order`]: order lines, pricing, the shipping address and contact, the status state machine.
+//!
+//! Invariant: a value of any type here is valid by construction. Parsing happens at the edge
+//! (`parse`/`new` constructors return [`Error`]); code inside trusts the types.
+
+pub mod error;
+pub mod ids;
+pub mod money;
+pub mod order;
+pub mod stock;
+pub mod text;
+
+pub use error::{Error, ErrorKind};
