@@ -1,1 +1,323 @@
-//! placeholder
+//! Configuration of ordo, resolved once at start-up in three layers, later ones winning:
+//! the profile's defaults (`dev`, `staging`, `prod`), an optional TOML file, then the
+//! environment variables of the operating contract (`ORDO_*`).
+//!
+//! Invariant: a [`Config`] that exists is complete and consistent; nothing else in ordo reads
+//! configuration from the environment (the standard `OTEL_*` variables excepted, which the
+//! telemetry crate reads as the OpenTelemetry specification says).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Dev,
+    Staging,
+    Prod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profile: Profile,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub redis_url: Option<String>,
+    pub broker_url: Option<String>,
+    /// Bearer token for the admin port's metrics and debug endpoints.
+    pub admin_token: Option<String>,
+    /// API keys accepted on the public API; empty means the API is open (dev only).
+    pub api_keys: Vec<String>,
+    pub log_format: LogFormat,
+    /// The largest request body the API reads.
+    pub max_body_bytes: usize,
+    /// How long one API request may take before it is answered `deadline_exceeded`.
+    pub request_timeout: Duration,
+    /// How long a graceful shutdown waits for in-flight requests before it gives up.
+    pub shutdown_drain: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{name} is not valid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("the {profile} profile requires {name}")]
+    Missing {
+        profile: &'static str,
+        name: &'static str,
+    },
+}
+
+/// The TOML file's shape: every key optional, names as in [`Config`] (durations in
+/// milliseconds or seconds as their suffix says).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    profile: Option<Profile>,
+    http_addr: Option<String>,
+    grpc_addr: Option<String>,
+    admin_addr: Option<String>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    redis_url: Option<String>,
+    broker_url: Option<String>,
+    admin_token: Option<String>,
+    api_keys: Option<Vec<String>>,
+    log_format: Option<LogFormat>,
+    max_body_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    shutdown_drain_secs: Option<u64>,
+}
+
+impl Config {
+    /// Resolves the configuration from `file` (if any) and `env` (a lookup, so tests need not
+    /// touch the process environment).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file_config = match file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        // Each key: environment first, then file, then default.
+        let pick = |name: &'static str, from_file: Option<String>| -> Option<String> {
+            env(name).filter(|v| !v.is_empty()).or(from_file)
+        };
+
+        let profile = match env("ORDO_PROFILE").filter(|v| !v.is_empty()) {
+            Some(raw) => parse_profile(&raw)?,
+            None => file_config.profile.unwrap_or(Profile::Dev),
+        };
+
+        let addr = |name: &'static str, from_file: Option<String>, default: &str| {
+            let raw = pick(name, from_file).unwrap_or_else(|| default.to_owned());
+            raw.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+                name,
+                reason: format!("{raw:?} is not a socket address: {e}"),
+            })
+        };
+        let number = |name: &'static str, from_file: Option<u64>, default: u64| match env(name)
+            .filter(|v| !v.is_empty())
+        {
+            Some(raw) => raw.parse::<u64>().map_err(|e| ConfigError::Invalid {
+                name,
+                reason: format!("{raw:?} is not a whole number: {e}"),
+            }),
+            None => Ok(from_file.unwrap_or(default)),
+        };
+
+        let log_format = match pick("ORDO_LOG_FORMAT", None) {
+            Some(raw) => match raw.as_str() {
+                "json" => LogFormat::Json,
+                "pretty" => LogFormat::Pretty,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "ORDO_LOG_FORMAT",
+                        reason: format!("{raw:?} is neither \"json\" nor \"pretty\""),
+                    });
+                }
+            },
+            None => file_config.log_format.unwrap_or(LogFormat::Json),
+        };
+
+        let api_keys = match env("ORDO_API_KEYS") {
+            Some(raw) => raw
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => file_config.api_keys.unwrap_or_default(),
+        };
+
+        let config = Config {
+            profile,
+            http_addr: addr("ORDO_HTTP_ADDR", file_config.http_addr, "127.0.0.1:8080")?,
+            grpc_addr: addr("ORDO_GRPC_ADDR", file_config.grpc_addr, "127.0.0.1:50051")?,
+            admin_addr: addr("ORDO_ADMIN_ADDR", file_config.admin_addr, "127.0.0.1:9090")?,
+            database_url: pick("ORDO_DATABASE_URL", file_config.database_url)
+                .unwrap_or_else(|| "sqlite://data/ordo.db".to_owned()),
+            database_max_connections: number(
+                "ORDO_DATABASE_MAX_CONNECTIONS",
+                file_config.database_max_connections.map(u64::from),
+                16,
+            )?
+            .clamp(1, 1024) as u32,
+            redis_url: pick("ORDO_REDIS_URL", file_config.redis_url),
+            broker_url: pick("ORDO_BROKER_URL", file_config.broker_url),
+            admin_token: pick("ORDO_ADMIN_TOKEN", file_config.admin_token),
+            api_keys,
+            log_format,
+            max_body_bytes: number(
+                "ORDO_MAX_BODY_BYTES",
+                file_config.max_body_bytes.map(|b| b as u64),
+                64 * 1024,
+            )? as usize,
+            request_timeout: Duration::from_millis(number(
+                "ORDO_REQUEST_TIMEOUT_MS",
+                file_config.request_timeout_ms,
+                10_000,
+            )?),
+            shutdown_drain: Duration::from_secs(number(
+                "ORDO_SHUTDOWN_DRAIN_SECS",
+                file_config.shutdown_drain_secs,
+                10,
+            )?),
+        };
+        config.check_profile()?;
+        Ok(config)
+    }
+
+    /// Staging and production refuse to start with the open defaults meant for a laptop.
+    fn check_profile(&self) -> Result<(), ConfigError> {
+        let profile = match self.profile {
+            Profile::Dev => return Ok(()),
+            Profile::Staging => "staging",
+            Profile::Prod => "prod",
+        };
+        if self.admin_token.is_none() {
+            return Err(ConfigError::Missing {
+                profile,
+                name: "ORDO_ADMIN_TOKEN",
+            });
+        }
+        if self.profile == Profile::Prod && self.api_keys.is_empty() {
+            return Err(ConfigError::Missing {
+                profile,
+                name: "ORDO_API_KEYS",
+            });
+        }
+        Ok(())
+    }
+}
+
+fn parse_profile(raw: &str) -> Result<Profile, ConfigError> {
+    match raw {
+        "dev" => Ok(Profile::Dev),
+        "staging" => Ok(Profile::Staging),
+        "prod" => Ok(Profile::Prod),
+        _ => Err(ConfigError::Invalid {
+            name: "ORDO_PROFILE",
+            reason: format!("{raw:?} is not one of dev, staging, prod"),
+        }),
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: shown,
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_operating_contract() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.profile, Profile::Dev);
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.admin_addr.to_string(), "127.0.0.1:9090");
+        assert!(config.database_url.starts_with("sqlite://data/"));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.api_keys.is_empty());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("ordo-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ordo.toml");
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:1\"\nadmin_addr = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), env(&[("ORDO_HTTP_ADDR", "127.0.0.1:0")])).unwrap();
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:0");
+        assert_eq!(config.admin_addr.to_string(), "127.0.0.1:2");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("ordo-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ordo.toml");
+        std::fs::write(&path, "htp_addr = \"127.0.0.1:1\"\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path), env(&[])),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn prod_requires_an_admin_token_and_api_keys() {
+        let missing_token = Config::load(None, env(&[("ORDO_PROFILE", "prod")]));
+        assert!(matches!(
+            missing_token,
+            Err(ConfigError::Missing {
+                name: "ORDO_ADMIN_TOKEN",
+                ..
+            })
+        ));
+        let config = Config::load(
+            None,
+            env(&[
+                ("ORDO_PROFILE", "prod"),
+                ("ORDO_ADMIN_TOKEN", "t"),
+                ("ORDO_API_KEYS", "k1, k2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.api_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = Config::load(None, env(&[("ORDO_HTTP_ADDR", "nope")])).unwrap_err();
+        assert!(err.to_string().contains("ORDO_HTTP_ADDR"));
+        let err = Config::load(None, env(&[("ORDO_PROFILE", "qa")])).unwrap_err();
+        assert!(err.to_string().contains("ORDO_PROFILE"));
+    }
+}

@@ -126,7 +126,10 @@ mod tests {
     #[test]
     fn skus_accept_letters_of_any_script() {
         assert_eq!(Sku::parse("ชา-001").unwrap().as_str(), "ชา-001");
-        assert_eq!(Sku::parse("TEA.green:500g").unwrap().as_str(), "TEA.green:500g");
+        assert_eq!(
+            Sku::parse("TEA.green:500g").unwrap().as_str(),
+            "TEA.green:500g"
+        );
     }
 
     #[test]

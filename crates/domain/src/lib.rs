@@ -18,4 +18,4 @@ pub mod order;
 pub mod stock;
 pub mod text;
 
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, Result};

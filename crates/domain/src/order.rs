@@ -352,13 +352,21 @@ mod tests {
                 .apply(OrderEvent::RiskApproved)
                 .is_err()
         );
-        assert!(OrderStatus::Paid.apply(OrderEvent::SplitIntoShipments).is_err());
+        assert!(
+            OrderStatus::Paid
+                .apply(OrderEvent::SplitIntoShipments)
+                .is_err()
+        );
         assert!(
             OrderStatus::RiskApproved
                 .apply(OrderEvent::AllShipmentsAccepted)
                 .is_err()
         );
-        assert!(OrderStatus::Paid.apply(OrderEvent::FulfillmentFailed).is_err());
+        assert!(
+            OrderStatus::Paid
+                .apply(OrderEvent::FulfillmentFailed)
+                .is_err()
+        );
         assert!(
             OrderStatus::PendingPayment
                 .apply(OrderEvent::PaymentSucceeded)

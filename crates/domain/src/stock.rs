@@ -243,7 +243,10 @@ mod tests {
     #[test]
     fn allocations_come_sorted_by_sku_then_warehouse() {
         let stock = HashMap::from([
-            (sku("B"), vec![level("w2", "TH", 1, 0), level("w1", "TH", 1, 0)]),
+            (
+                sku("B"),
+                vec![level("w2", "TH", 1, 0), level("w1", "TH", 1, 0)],
+            ),
             (sku("A"), vec![level("w9", "TH", 5, 0)]),
         ]);
         let got = allocate(&[(sku("B"), q(2)), (sku("A"), q(1))], &stock, &th()).unwrap();

@@ -1,1 +1,97 @@
-//! placeholder
+//! ordo's REST API: the axum router for `/v1`, its OpenAPI document, and the layers every request
+//! passes (the server span and `traceparent`, the deadline, the body limit, panic recovery).
+//!
+//! Layout:
+//! - `routes`: thin handlers, one [`ordo_service::Service`] call each.
+//! - `extract`: JSON, path and query extractors that reject with the contract's error body.
+//! - [`error`]: the error body; statuses come from the error kind, decided in `ordo_domain`.
+//! - `middleware`: the per-request span, deadline and `traceparent` response header.
+//!
+//! Invariant: every response, success or error, leaves through `middleware::serve_request`,
+//! so every response carries `traceparent` and every error has the one body shape.
+
+pub mod error;
+mod extract;
+mod middleware;
+mod routes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use ordo_service::Service;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Limits the HTTP edge enforces before a handler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ordo",
+        description = "Order fulfillment: products and stock, orders with reservations that \
+            never oversell. Money is integer minor units plus an ISO 4217 code. Every response \
+            carries a W3C `traceparent` header; every error has the body \
+            `{\"error\": {\"code\", \"message\", \"details\", \"trace_id\"}}`."
+    ),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the API, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+fn api_router() -> OpenApiRouter<Service> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::put_product, routes::get_product))
+        .routes(routes!(routes::put_warehouse))
+        .routes(routes!(routes::put_stock))
+        .routes(routes!(routes::get_stock))
+        .routes(routes!(routes::create_order, routes::list_orders))
+        .routes(routes!(routes::get_order))
+        .routes(routes!(routes::cancel_order))
+        .routes(routes!(routes::order_timeline))
+}
+
+/// The whole REST API over `service`.
+pub fn router(service: Service, limits: HttpLimits) -> Router {
+    let (api, openapi) = api_router().split_for_parts();
+    let document: Arc<str> = openapi
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+        .into();
+    api.route(
+        "/openapi.json",
+        get(move || {
+            let document = Arc::clone(&document);
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    document.to_string(),
+                )
+            }
+        }),
+    )
+    .fallback(routes::not_found)
+    .with_state(service)
+    .layer(
+        ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(
+                limits.request_timeout,
+                middleware::serve_request,
+            ))
+            .layer(CatchPanicLayer::custom(middleware::panic_response))
+            .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+    )
+}

@@ -1,0 +1,69 @@
+//! The command line. Configuration itself comes from the TOML file and `ORDO_*` variables
+//! (see `ordo_config`); flags here only choose what to do and which file to read.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ordo_config::{Config, LogFormat};
+use ordo_telemetry::LogStyle;
+use std::path::PathBuf;
+
+/// ordo: an order-fulfillment backend. Products and stock, orders whose reservations never
+/// oversell, one trace per order.
+///
+/// Configuration comes from the environment (ORDO_HTTP_ADDR, ORDO_ADMIN_ADDR,
+/// ORDO_DATABASE_URL, ...; see the README) and optionally a TOML file. With nothing set, ordo
+/// runs on a SQLite file under ./data/ and listens on 127.0.0.1:8080 (API) and :9090 (admin).
+#[derive(Debug, Parser)]
+#[command(name = "ordo", version, about, long_about)]
+pub struct Cli {
+    /// A TOML configuration file; environment variables override its values.
+    #[arg(long, global = true, env = "ORDO_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: apply pending migrations, then serve the REST API and the admin port
+    /// until SIGTERM or Ctrl-C.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document of the REST API and exit.
+    Openapi,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Openapi = cli.command {
+        let document = ordo_http_api::openapi().to_pretty_json()?;
+        println!("{document}");
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())
+        .context("invalid configuration")?;
+    let style = match config.log_format {
+        LogFormat::Json => LogStyle::Json,
+        LogFormat::Pretty => LogStyle::Pretty,
+    };
+    let telemetry = ordo_telemetry::init(style, "ordo")?;
+    let result = match cli.command {
+        Command::Serve => crate::serve::serve(config).await,
+        Command::Migrate => migrate(config).await,
+        Command::Openapi => Ok(()),
+    };
+    telemetry.shutdown();
+    result
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let db = crate::serve::connect_database(&config).await?;
+    db.migrate().await.context("migrations failed")?;
+    tracing::info!(
+        database = %crate::serve::redact_url(&config.database_url),
+        "migrations applied"
+    );
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Request inputs and response views: the JSON shapes of the API contract, and the schemas of
+//! the OpenAPI document. Inputs refuse unknown fields; numbers arrive as wide integers so that a
+//! value out of range is reported by the domain with the rule it broke.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// An amount in minor units (cents) of an ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyDto {
+    #[schema(example = 1999, minimum = 0, maximum = 1_000_000_000_000_000i64)]
+    pub amount_minor: i64,
+    #[schema(example = "USD")]
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductInput {
+    #[schema(example = "Green tea 500 g")]
+    pub name: String,
+    pub price: MoneyDto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProductView {
+    pub sku: String,
+    pub name: String,
+    pub price: MoneyDto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseInput {
+    /// ISO 3166-1 alpha-2.
+    #[schema(example = "TH")]
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WarehouseView {
+    pub id: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockInput {
+    #[schema(minimum = 0, maximum = 1_000_000_000_000i64)]
+    pub on_hand: i64,
+}
+
+/// One SKU's stock in one warehouse.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StockEntryView {
+    pub sku: String,
+    pub warehouse: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WarehouseStockView {
+    pub warehouse: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+/// A SKU's stock across warehouses.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StockView {
+    pub sku: String,
+    pub warehouses: Vec<WarehouseStockView>,
+    /// Units available in all warehouses together.
+    pub available: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderItemInput {
+    pub sku: String,
+    #[schema(minimum = 1, maximum = 10000)]
+    pub quantity: i64,
+}
+
+/// Personal data.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressDto {
+    pub name: String,
+    pub line1: String,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+}
+
+/// Personal data.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactDto {
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderInput {
+    pub customer_id: String,
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// 1 to 100 lines.
+    pub items: Vec<OrderItemInput>,
+    pub shipping_address: AddressDto,
+    pub contact: ContactDto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderItemView {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: MoneyDto,
+    pub line_total: MoneyDto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShipmentView {
+    pub id: String,
+    pub warehouse: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderView {
+    pub id: String,
+    pub customer_id: String,
+    /// One of pending_payment, paid, risk_approved, split, scheduled, shipped, cancelled,
+    /// rejected, fulfillment_failed.
+    pub status: String,
+    pub currency: String,
+    pub items: Vec<OrderItemView>,
+    pub total: MoneyDto,
+    pub shipping_address: AddressDto,
+    pub contact: ContactDto,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+    /// The trace the order was created in (32 hex digits).
+    pub trace_id: String,
+    pub shipments: Vec<ShipmentView>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListOrdersQuery {
+    pub customer_id: Option<String>,
+    pub status: Option<String>,
+    /// 1 to 100, default 20.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    pub orders: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEventView {
+    /// RFC 3339, UTC.
+    pub at: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub detail: String,
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TimelineView {
+    pub events: Vec<TimelineEventView>,
+}

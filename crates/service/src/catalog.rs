@@ -1,0 +1,139 @@
+//! Products, warehouses and stock.
+
+use crate::Service;
+use crate::api::{
+    MoneyDto, ProductInput, ProductView, StockEntryView, StockInput, StockView, WarehouseInput,
+    WarehouseStockView, WarehouseView,
+};
+use ordo_domain::ids::{CountryCode, Sku, WarehouseId};
+use ordo_domain::money::{Currency, Money};
+use ordo_domain::stock::OnHand;
+use ordo_domain::text::parse_text;
+use ordo_domain::{Error, Result};
+use ordo_storage::now_ms;
+use ordo_storage::records::{ProductRecord, StockRecord, WarehouseRecord};
+
+impl MoneyDto {
+    /// Parses the amount of field `field` (`price`, `total`...).
+    pub fn parse(&self, field: &str) -> Result<Money> {
+        let currency = Currency::parse_field(&format!("{field}.currency"), &self.currency)?;
+        Money::new_field(
+            &format!("{field}.amount_minor"),
+            self.amount_minor,
+            currency,
+        )
+    }
+
+    pub fn from_parts(amount_minor: i64, currency: &str) -> Self {
+        MoneyDto {
+            amount_minor,
+            currency: currency.to_owned(),
+        }
+    }
+}
+
+impl From<ProductRecord> for ProductView {
+    fn from(record: ProductRecord) -> Self {
+        ProductView {
+            price: MoneyDto::from_parts(record.price_minor, &record.currency),
+            sku: record.sku,
+            name: record.name,
+        }
+    }
+}
+
+impl From<StockRecord> for StockEntryView {
+    fn from(record: StockRecord) -> Self {
+        StockEntryView {
+            available: record.on_hand - record.reserved,
+            sku: record.sku,
+            warehouse: record.warehouse,
+            on_hand: record.on_hand,
+            reserved: record.reserved,
+        }
+    }
+}
+
+impl Service {
+    #[tracing::instrument(skip_all, fields(sku = %sku))]
+    pub async fn put_product(&self, sku: &str, input: ProductInput) -> Result<ProductView> {
+        let sku = Sku::parse(sku)?;
+        let name = parse_text("name", &input.name, 200)?;
+        let price = input.price.parse("price")?;
+        let record = ProductRecord {
+            sku: sku.into_string(),
+            name,
+            price_minor: price.amount_minor(),
+            currency: price.currency().to_string(),
+        };
+        self.db.upsert_product(&record, now_ms()).await?;
+        Ok(record.into())
+    }
+
+    #[tracing::instrument(skip_all, fields(sku = %sku))]
+    pub async fn product(&self, sku: &str) -> Result<ProductView> {
+        let sku = Sku::parse(sku)?;
+        self.db
+            .product(sku.as_str())
+            .await?
+            .map(ProductView::from)
+            .ok_or_else(|| Error::not_found(format!("product {sku}")))
+    }
+
+    #[tracing::instrument(skip_all, fields(warehouse = %id))]
+    pub async fn put_warehouse(&self, id: &str, input: WarehouseInput) -> Result<WarehouseView> {
+        let id = WarehouseId::parse(id)?;
+        let country = CountryCode::parse(&input.country)?;
+        let record = WarehouseRecord {
+            id: id.into_string(),
+            country: country.into_string(),
+        };
+        self.db.upsert_warehouse(&record, now_ms()).await?;
+        Ok(WarehouseView {
+            id: record.id,
+            country: record.country,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(sku = %sku, warehouse = %warehouse))]
+    pub async fn put_stock(
+        &self,
+        sku: &str,
+        warehouse: &str,
+        input: StockInput,
+    ) -> Result<StockEntryView> {
+        let sku = Sku::parse(sku)?;
+        let warehouse = WarehouseId::parse(warehouse)?;
+        let on_hand = OnHand::new(input.on_hand)?;
+        let record = self
+            .db
+            .set_on_hand(sku.as_str(), warehouse.as_str(), on_hand.get(), now_ms())
+            .await?;
+        Ok(record.into())
+    }
+
+    #[tracing::instrument(skip_all, fields(sku = %sku))]
+    pub async fn stock(&self, sku: &str) -> Result<StockView> {
+        let sku = Sku::parse(sku)?;
+        if self.db.product(sku.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("product {sku}")));
+        }
+        let warehouses: Vec<WarehouseStockView> = self
+            .db
+            .stock_of(sku.as_str())
+            .await?
+            .into_iter()
+            .map(|r| WarehouseStockView {
+                available: r.on_hand - r.reserved,
+                warehouse: r.warehouse,
+                on_hand: r.on_hand,
+                reserved: r.reserved,
+            })
+            .collect();
+        Ok(StockView {
+            available: warehouses.iter().map(|w| w.available).sum(),
+            sku: sku.into_string(),
+            warehouses,
+        })
+    }
+}

@@ -1,0 +1,341 @@
+//! Orders: creation (idempotent, reserving stock atomically), reads, listing, cancellation and
+//! the timeline.
+
+use crate::api::{
+    AddressDto, ContactDto, CreateOrderInput, ListOrdersQuery, MoneyDto, OrderItemView, OrderPage,
+    OrderView, TimelineEventView, TimelineView,
+};
+use crate::{Service, rfc3339, step_ids};
+use ordo_domain::ids::{CustomerId, OrderId, Sku};
+use ordo_domain::money::Currency;
+use ordo_domain::order::{
+    Contact, NewOrder, OrderEvent, OrderStatus, ShippingAddress, price_lines,
+};
+use ordo_domain::stock::{Quantity, allocate};
+use ordo_domain::{Error, Result};
+use ordo_storage::now_ms;
+use ordo_storage::orders::{KeyClaim, NewEvent};
+use ordo_storage::records::{OrderFilter, OrderItemRecord, OrderRecord};
+use sha2::{Digest, Sha256};
+use tracing::field;
+
+/// The outcome of a create: the order, and whether it is an earlier request's result replayed
+/// for the same idempotency key.
+pub struct Created {
+    pub order: OrderView,
+    pub replayed: bool,
+}
+
+const MAX_PAGE: i64 = 100;
+const DEFAULT_PAGE: i64 = 20;
+
+impl CreateOrderInput {
+    /// Validates every field into a [`NewOrder`]; the first violation is the error.
+    pub fn parse(&self) -> Result<NewOrder> {
+        let customer_id = CustomerId::parse(&self.customer_id)?;
+        let currency = Currency::parse(&self.currency)?;
+        let lines = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                Ok((
+                    Sku::parse(&item.sku).map_err(|e| e.in_field(&format!("items[{i}]")))?,
+                    Quantity::new(item.quantity).map_err(|e| e.in_field(&format!("items[{i}]")))?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let a = &self.shipping_address;
+        let shipping_address =
+            ShippingAddress::parse(&a.name, &a.line1, &a.city, &a.postal_code, &a.country)?;
+        let contact = Contact::parse(&self.contact.email, self.contact.phone.as_deref())?;
+        NewOrder::new(customer_id, currency, lines, shipping_address, contact)
+    }
+
+    /// A digest of the request, to tell "the same request again" from "another request
+    /// reusing the key".
+    fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(bytes))
+    }
+}
+
+/// An idempotency key: 1 to 255 visible ASCII characters.
+fn parse_idempotency_key(raw: &str) -> Result<&str> {
+    let valid = !raw.is_empty() && raw.len() <= 255 && raw.bytes().all(|b| b.is_ascii_graphic());
+    if valid {
+        Ok(raw)
+    } else {
+        Err(Error::invalid_field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        ))
+    }
+}
+
+fn new_order_id() -> OrderId {
+    OrderId::from_u128(uuid::Uuid::now_v7().as_u128())
+}
+
+impl Service {
+    /// Creates an order and reserves all its items, or nothing.
+    ///
+    /// With an idempotency key, a request repeating an earlier one returns that order and
+    /// reserves nothing more; a different request with the same key is a `conflict`.
+    #[tracing::instrument(name = "create_order", skip_all,
+        fields(order.id = field::Empty, order.item_count = input.items.len()))]
+    pub async fn create_order(
+        &self,
+        idempotency_key: Option<&str>,
+        input: CreateOrderInput,
+    ) -> Result<Created> {
+        let new_order = input.parse()?;
+        let key = idempotency_key.map(parse_idempotency_key).transpose()?;
+        let order_id = new_order_id();
+        let now = now_ms();
+        let ids = step_ids();
+
+        let mut tx = self.db.begin().await?;
+        if let Some(key) = key {
+            let digest = input.digest();
+            match tx
+                .claim_idempotency_key(key, &digest, order_id.as_str(), now)
+                .await?
+            {
+                KeyClaim::Claimed => {}
+                KeyClaim::Existing {
+                    request_hash,
+                    order_id,
+                } => {
+                    drop(tx);
+                    if request_hash != digest {
+                        return Err(Error::conflict(
+                            "the Idempotency-Key was already used with a different request",
+                        ));
+                    }
+                    tracing::Span::current().record("order.id", order_id.as_str());
+                    let order = self.order(&order_id).await?;
+                    return Ok(Created {
+                        order,
+                        replayed: true,
+                    });
+                }
+            }
+        }
+        tracing::Span::current().record("order.id", order_id.as_str());
+
+        let mut skus: Vec<&Sku> = new_order.lines.iter().map(|(sku, _)| sku).collect();
+        skus.sort();
+        skus.dedup();
+        let prices = tx.prices(&skus).await?;
+        let (priced, total) = price_lines(new_order.currency, &new_order.lines, |sku| {
+            prices.get(sku).copied()
+        })?;
+        let stock = tx.lock_stock(&skus).await?;
+        let allocations = allocate(
+            &new_order.lines,
+            &stock,
+            &new_order.shipping_address.country(),
+        )?;
+
+        let record = OrderRecord {
+            id: order_id.as_str().to_owned(),
+            customer_id: new_order.customer_id.into_string(),
+            status: OrderStatus::PendingPayment.as_str().to_owned(),
+            currency: new_order.currency.to_string(),
+            total_minor: total.amount_minor(),
+            shipping_address: to_json(&new_order.shipping_address)?,
+            contact: to_json(&new_order.contact)?,
+            created_at_ms: now,
+            updated_at_ms: now,
+            trace_id: ids.trace_id.clone(),
+            span_id: ids.span_id.clone(),
+            items: priced
+                .iter()
+                .map(|line| OrderItemRecord {
+                    sku: line.sku.as_str().to_owned(),
+                    quantity: i64::from(line.quantity.get()),
+                    unit_price_minor: line.unit_price.amount_minor(),
+                    line_total_minor: line.line_total.amount_minor(),
+                })
+                .collect(),
+        };
+        tx.insert_order(&record).await?;
+        tx.reserve(order_id.as_str(), &allocations, now).await?;
+        let detail = format!(
+            "order created: {} line(s), {} reserved in {} warehouse(s), total {total}",
+            priced.len(),
+            allocations.iter().map(|a| a.quantity).sum::<i64>(),
+            {
+                let mut warehouses: Vec<_> = allocations.iter().map(|a| &a.warehouse).collect();
+                warehouses.sort();
+                warehouses.dedup();
+                warehouses.len()
+            }
+        );
+        tx.append_event(&NewEvent {
+            order_id: &record.id,
+            at_ms: now,
+            kind: "order_created",
+            detail: &detail,
+            trace_id: &ids.trace_id,
+            span_id: &ids.span_id,
+        })
+        .await?;
+        tx.commit().await?;
+        tracing::info!(order.id = %record.id, "order created");
+        Ok(Created {
+            order: view(record)?,
+            replayed: false,
+        })
+    }
+
+    #[tracing::instrument(name = "get_order", skip_all, fields(order.id = %id))]
+    pub async fn order(&self, id: &str) -> Result<OrderView> {
+        let id = OrderId::parse(id)?;
+        let record = self.db.order(id.as_str()).await?;
+        record
+            .map(view)
+            .unwrap_or_else(|| Err(Error::not_found(format!("order {id}"))))
+    }
+
+    #[tracing::instrument(name = "list_orders", skip_all)]
+    pub async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage> {
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::invalid_field(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let filter = OrderFilter {
+            customer_id: query
+                .customer_id
+                .as_deref()
+                .map(CustomerId::parse)
+                .transpose()?
+                .map(CustomerId::into_string),
+            status: query
+                .status
+                .as_deref()
+                .map(OrderStatus::parse)
+                .transpose()?
+                .map(|s| s.as_str().to_owned()),
+            before_id: query
+                .cursor
+                .as_deref()
+                .map(|c| {
+                    OrderId::parse(c)
+                        .map_err(|_| Error::invalid_field("cursor", "is not a cursor of this API"))
+                })
+                .transpose()?
+                .map(OrderId::into_string),
+            // One more than asked tells whether another page follows.
+            limit: limit as u32 + 1,
+        };
+        let mut records = self.db.orders(&filter).await?;
+        let more = records.len() > limit as usize;
+        records.truncate(limit as usize);
+        let next_cursor = more.then(|| records.last().map(|r| r.id.clone())).flatten();
+        Ok(OrderPage {
+            orders: records.into_iter().map(view).collect::<Result<_>>()?,
+            next_cursor,
+        })
+    }
+
+    /// Cancels an unpaid order and releases its stock. Cancelling a cancelled order again
+    /// changes nothing and succeeds; any other status is a `conflict`.
+    #[tracing::instrument(name = "cancel_order", skip_all, fields(order.id = %id))]
+    pub async fn cancel_order(&self, id: &str) -> Result<OrderView> {
+        let id = OrderId::parse(id)?;
+        let mut tx = self.db.begin().await?;
+        let Some(mut record) = tx.order_for_update(id.as_str()).await? else {
+            return Err(Error::not_found(format!("order {id}")));
+        };
+        let status = OrderStatus::parse(&record.status)
+            .map_err(|_| Error::internal(format!("order {id} has an unknown stored status")))?;
+        if status == OrderStatus::Cancelled {
+            return view(record);
+        }
+        let next = status.apply(OrderEvent::Cancel)?;
+        let now = now_ms();
+        let ids = step_ids();
+        if !tx
+            .set_status(id.as_str(), status.as_str(), next.as_str(), now)
+            .await?
+        {
+            return Err(Error::conflict(format!("order {id} changed concurrently")));
+        }
+        tx.release_reservations(id.as_str(), now).await?;
+        tx.append_event(&NewEvent {
+            order_id: id.as_str(),
+            at_ms: now,
+            kind: "order_cancelled",
+            detail: "cancelled by request; reserved stock released",
+            trace_id: &ids.trace_id,
+            span_id: &ids.span_id,
+        })
+        .await?;
+        tx.commit().await?;
+        tracing::info!(order.id = %id, "order cancelled");
+        record.status = next.as_str().to_owned();
+        record.updated_at_ms = now;
+        view(record)
+    }
+
+    #[tracing::instrument(name = "order_timeline", skip_all, fields(order.id = %id))]
+    pub async fn timeline(&self, id: &str) -> Result<TimelineView> {
+        let id = OrderId::parse(id)?;
+        let events = self.db.timeline(id.as_str()).await?;
+        if events.is_empty() && self.db.order(id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("order {id}")));
+        }
+        Ok(TimelineView {
+            events: events
+                .into_iter()
+                .map(|e| TimelineEventView {
+                    at: rfc3339(e.at_ms),
+                    kind: e.kind,
+                    detail: e.detail,
+                    trace_id: e.trace_id,
+                    span_id: e.span_id,
+                })
+                .collect(),
+        })
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::internal(format!("cannot encode: {e}")))
+}
+
+fn view(record: OrderRecord) -> Result<OrderView> {
+    let shipping_address: AddressDto = serde_json::from_str(&record.shipping_address)
+        .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
+    let contact: ContactDto = serde_json::from_str(&record.contact)
+        .map_err(|_| Error::internal("a stored contact is not valid"))?;
+    let currency = record.currency;
+    Ok(OrderView {
+        items: record
+            .items
+            .into_iter()
+            .map(|item| OrderItemView {
+                unit_price: MoneyDto::from_parts(item.unit_price_minor, &currency),
+                line_total: MoneyDto::from_parts(item.line_total_minor, &currency),
+                sku: item.sku,
+                quantity: item.quantity,
+            })
+            .collect(),
+        total: MoneyDto::from_parts(record.total_minor, &currency),
+        id: record.id,
+        customer_id: record.customer_id,
+        status: record.status,
+        currency,
+        shipping_address,
+        contact,
+        created_at: rfc3339(record.created_at_ms),
+        updated_at: rfc3339(record.updated_at_ms),
+        trace_id: record.trace_id,
+        shipments: Vec::new(),
+    })
+}
