@@ -185,15 +185,15 @@ fn sqlite_url_creating_file(url: &str) -> Result<String> {
             "ordo needs a SQLite file, not an in-memory database",
         ));
     }
-    if let Some(parent) = std::path::Path::new(path).parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                Error::unavailable(format!(
-                    "cannot create the folder of the SQLite database {}: {e}",
-                    parent.display()
-                ))
-            })?;
-        }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::unavailable(format!(
+                "cannot create the folder of the SQLite database {}: {e}",
+                parent.display()
+            ))
+        })?;
     }
     let query = if query.contains("mode=") {
         query.to_owned()
