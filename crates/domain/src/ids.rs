@@ -92,6 +92,24 @@ impl OrderId {
         parse_identifier("order_id", raw, 64).map(OrderId)
     }
 
+    /// Accepts only the shape the service generates (`ord_` + 32 lower-case hex digits), for
+    /// values that must have come from us, such as a listing cursor.
+    pub fn parse_generated(raw: &str) -> Result<Self> {
+        let hex = raw.strip_prefix("ord_").unwrap_or("");
+        let generated = hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if generated {
+            Ok(OrderId(raw.to_owned()))
+        } else {
+            Err(Error::invalid_field(
+                "order_id",
+                "is not an order id of this service",
+            ))
+        }
+    }
+
     /// Builds the id from a 128-bit time-ordered value; its hex form sorts by creation time.
     pub fn from_u128(value: u128) -> Self {
         OrderId(format!("ord_{value:032x}"))
@@ -154,5 +172,20 @@ mod tests {
         let later = OrderId::from_u128(0x0190_0000_0000_0000_0000_0000_0000_0010);
         assert!(earlier < later);
         assert_eq!(earlier.as_str().len(), 36);
+    }
+
+    #[test]
+    fn only_generated_order_ids_pass_the_strict_parse() {
+        let id = OrderId::from_u128(u128::MAX - 7);
+        assert_eq!(OrderId::parse_generated(id.as_str()).unwrap(), id);
+        for bad in [
+            "garbage",
+            "ord_",
+            "0",
+            "ord_0123",
+            &id.as_str().to_uppercase(),
+        ] {
+            assert!(OrderId::parse_generated(bad).is_err(), "{bad:?}");
+        }
     }
 }

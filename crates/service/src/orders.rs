@@ -225,7 +225,7 @@ impl Service {
                 .cursor
                 .as_deref()
                 .map(|c| {
-                    OrderId::parse(c)
+                    OrderId::parse_generated(c)
                         .map_err(|_| Error::invalid_field("cursor", "is not a cursor of this API"))
                 })
                 .transpose()?

@@ -1,0 +1,348 @@
+//! The process's life: kill -9 loses no committed order, SIGTERM under load fails no accepted
+//! request and exits 0, and a database that cannot be reached stops start-up with a clear error.
+//! Runs on SQLite and PostgreSQL.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+backend_tests!(
+    kill9_and_restart_loses_no_committed_order,
+    sigterm_under_load_fails_no_accepted_request,
+    unreachable_database_fails_start_up_fast,
+);
+
+const SKU: &str = "DUR-1";
+
+fn quantity_for(i: usize) -> i64 {
+    1 + (i % 3) as i64
+}
+
+fn order_quantity(order: &Value) -> i64 {
+    order["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["quantity"].as_i64().expect("quantity"))
+        .sum()
+}
+
+/// Every order answered 201 is stored with exactly the content it was answered with.
+async fn assert_orders_survived(server: &TestServer, answered: &[Value]) {
+    for order in answered {
+        let id = order["id"].as_str().expect("order id");
+        let reply = server.get(&format!("/v1/orders/{id}")).await;
+        assert_eq!(
+            reply.status, 200,
+            "order {id} answered 201 is gone after the restart: {}",
+            reply.text
+        );
+        assert_eq!(&reply.body, order, "order {id} changed across the restart");
+    }
+}
+
+/// Reserved stock equals what the stored (pending) orders hold: reservations and orders were
+/// committed together.
+async fn assert_reservations_match_orders(server: &TestServer) -> Vec<Value> {
+    let stored = server.list_all_orders("").await;
+    let held: i64 = stored.iter().map(order_quantity).sum();
+    assert_eq!(
+        server.reserved(SKU).await,
+        held,
+        "reserved stock differs from the quantities of the {} stored orders",
+        stored.len()
+    );
+    stored
+}
+
+/// Creates orders from `workers` concurrent tasks until a request fails at the transport level
+/// (the server died) or `stop` is set; returns the orders answered 201, and every other status.
+struct LoadResult {
+    created: Vec<Value>,
+    statuses: BTreeMap<u16, usize>,
+    failures: Vec<String>,
+}
+
+struct Load {
+    created: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    /// Set just before the server is signalled: transport errors are expected from then on.
+    signalled: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<LoadResult>>,
+}
+
+impl Load {
+    fn start(base_url: String, workers: usize, max_requests_per_worker: usize) -> Load {
+        let created = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let signalled = Arc::new(AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|worker| {
+                let (base_url, created, stop, signalled) = (
+                    base_url.clone(),
+                    created.clone(),
+                    stop.clone(),
+                    signalled.clone(),
+                );
+                tokio::spawn(async move {
+                    // A fresh connection per request: shutdown has to handle connection set-up
+                    // as well as requests on open connections.
+                    let client = reqwest::Client::builder()
+                        .no_proxy()
+                        .pool_max_idle_per_host(0)
+                        .timeout(Duration::from_secs(20))
+                        .build()
+                        .expect("client");
+                    let mut result = LoadResult {
+                        created: Vec::new(),
+                        statuses: BTreeMap::new(),
+                        failures: Vec::new(),
+                    };
+                    for i in 0..max_requests_per_worker {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let body = order_body(&format!("load-{worker}"), &[(SKU, quantity_for(i))]);
+                        let outcome = match client
+                            .post(format!("{base_url}/v1/orders"))
+                            .json(&body)
+                            .send()
+                            .await
+                        {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                response.json::<Value>().await.map(|body| (status, body))
+                            }
+                            Err(error) => Err(error),
+                        };
+                        match outcome {
+                            Ok((status, body)) => {
+                                *result.statuses.entry(status).or_insert(0) += 1;
+                                if status == 201 {
+                                    result.created.push(body);
+                                    created.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            Err(error) => {
+                                if !signalled.load(Ordering::SeqCst) {
+                                    result
+                                        .failures
+                                        .push(format!("worker {worker}, request {i}: {error:?}"));
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    result
+                })
+            })
+            .collect();
+        Load {
+            created,
+            stop,
+            signalled,
+            tasks,
+        }
+    }
+
+    /// Waits until at least `count` orders were created (at most 30 s).
+    async fn wait_for_created(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.created.load(Ordering::SeqCst) < count {
+            assert!(
+                Instant::now() < deadline,
+                "the load created only {} orders in 30 s",
+                self.created.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn finish(self) -> LoadResult {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = LoadResult {
+            created: Vec::new(),
+            statuses: BTreeMap::new(),
+            failures: Vec::new(),
+        };
+        for task in self.tasks {
+            let result = task.await.expect("load worker panicked");
+            total.created.extend(result.created);
+            total.failures.extend(result.failures);
+            for (status, count) in result.statuses {
+                *total.statuses.entry(status).or_insert(0) += count;
+            }
+        }
+        total
+    }
+}
+
+async fn kill9_and_restart_loses_no_committed_order(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    seed_single_sku(&server, SKU, 1_000_000).await;
+
+    // Phase 1: orders answered before the kill, sequential then a concurrent burst.
+    let mut answered = Vec::new();
+    for i in 0..50 {
+        answered.push(
+            server
+                .create_order(&order_body(&format!("seq-{i}"), &[(SKU, quantity_for(i))]))
+                .await,
+        );
+    }
+    let burst: Vec<_> = (0..50)
+        .map(|i| {
+            let request = server
+                .request(reqwest::Method::POST, "/v1/orders")
+                .json(&order_body(
+                    &format!("burst-{i}"),
+                    &[(SKU, quantity_for(i))],
+                ));
+            tokio::spawn(send(request))
+        })
+        .collect();
+    for task in burst {
+        answered.push(task.await.expect("burst task").expect_status(201).body);
+    }
+    server.kill9();
+    server.restart().await;
+
+    assert_orders_survived(&server, &answered).await;
+    let stored = assert_reservations_match_orders(&server).await;
+    assert_eq!(
+        stored.len(),
+        answered.len(),
+        "orders appeared that were never answered"
+    );
+    assert_eq!(
+        server.reserved(SKU).await,
+        answered.iter().map(order_quantity).sum::<i64>()
+    );
+
+    // Phase 2: kill -9 while requests are in flight. Every answered order survives, and no
+    // order or reservation was half-committed.
+    let load = Load::start(server.base_url(), 8, 2_000);
+    load.wait_for_created(40).await;
+    load.signalled.store(true, Ordering::SeqCst);
+    server.kill9();
+    let result = load.finish().await;
+    eprintln!(
+        "kill -9 under load: {} orders answered 201, statuses {:?}",
+        result.created.len(),
+        result.statuses
+    );
+    assert!(
+        result.failures.is_empty(),
+        "requests failed before the kill: {:?}",
+        result.failures
+    );
+    server.restart().await;
+
+    assert_orders_survived(&server, &answered).await;
+    assert_orders_survived(&server, &result.created).await;
+    assert_reservations_match_orders(&server).await;
+}
+
+async fn sigterm_under_load_fails_no_accepted_request(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    seed_single_sku(&server, SKU, 1_000_000).await;
+
+    let load = Load::start(server.base_url(), 8, 5_000);
+    load.wait_for_created(40).await;
+    load.signalled.store(true, Ordering::SeqCst);
+    server.sigterm();
+    let exit = server.wait_exit(Duration::from_secs(15)).await;
+    let result = load.finish().await;
+    eprintln!(
+        "SIGTERM under load: exit {exit:?}, statuses {:?}",
+        result.statuses
+    );
+
+    let exit =
+        exit.unwrap_or_else(|| panic!("ordo still runs 15 s after SIGTERM\n{}", server.output()));
+    assert!(
+        exit.success(),
+        "ordo exited with {exit} after SIGTERM\n{}",
+        server.output()
+    );
+    assert!(
+        result.failures.is_empty(),
+        "requests failed before SIGTERM: {:?}",
+        result.failures
+    );
+    let server_errors: Vec<_> = result
+        .statuses
+        .iter()
+        .filter(|(status, _)| **status >= 500)
+        .collect();
+    assert!(
+        server_errors.is_empty(),
+        "5xx answers during shutdown: {:?}",
+        result.statuses
+    );
+
+    server.restart().await;
+    let stored = assert_reservations_match_orders(&server).await;
+    let stored_ids: BTreeSet<&str> = stored.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let answered_ids: BTreeSet<&str> = result
+        .created
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    let lost: Vec<_> = answered_ids.difference(&stored_ids).collect();
+    let unanswered: Vec<_> = stored_ids.difference(&answered_ids).collect();
+    assert!(
+        lost.is_empty(),
+        "orders answered 201 but not stored: {lost:?}"
+    );
+    assert!(
+        unanswered.is_empty(),
+        "orders stored whose 201 never reached the client (statuses {:?}): {unanswered:?}",
+        result.statuses
+    );
+    assert_orders_survived(&server, &result.created).await;
+}
+
+async fn unreachable_database_fails_start_up_fast(backend: Backend) {
+    let workdir = tempfile::tempdir().expect("temporary directory");
+    let database_url = backend.unreachable_database_url(workdir.path());
+    let mut process = ServerProcess::spawn(&database_url, workdir.path());
+
+    let started = Instant::now();
+    let exit = process
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "ordo still runs 15 s after start against {database_url}\n{}",
+                process.output()
+            )
+        });
+    let output = process.output();
+    eprintln!(
+        "start-up against {database_url}: {exit} after {:?}\n{output}",
+        started.elapsed()
+    );
+    assert!(
+        !exit.success(),
+        "ordo exited successfully against {database_url}\n{output}"
+    );
+    assert!(
+        output.to_lowercase().contains("database"),
+        "the error should mention the database (after {:?}):\n{output}",
+        started.elapsed()
+    );
+    assert!(
+        !process
+            .stdout_lines()
+            .iter()
+            .any(|line| ReadyLine::parse(line).is_some()),
+        "ordo said it was ready without a database:\n{output}"
+    );
+}
