@@ -11,8 +11,10 @@ PG=${ORDO_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-cargo build --release --locked -p ordo -p ordo-http-api --example hello --bin ordo >/dev/null 2>&1 \
-  || cargo build --release --locked -p ordo -p ordo-http-api --bin ordo --example hello
+cargo build --release --locked -p ordo-http-api --example hello >/dev/null 2>&1 \
+  || cargo build --release --locked -p ordo-http-api --example hello
+cargo build --release --locked -p ordo --bin ordo --example otlp_sink >/dev/null 2>&1 \
+  || cargo build --release --locked -p ordo --bin ordo --example otlp_sink
 ORDO=target/release/ordo
 
 wait_ready() { for _ in $(seq 100); do curl -sf "http://$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
@@ -32,17 +34,18 @@ run_wrk() { # $1 = label, rest = wrk args
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" | grep -E "Requests/sec|Latency |50%|99%|Non-2xx|Socket errors"
 }
 
-bench_ordo() { # $1 = label, $2 = database url
-  local api=127.0.0.1:18080 admin=127.0.0.1:19090
-  RUST_LOG=warn ORDO_HTTP_ADDR=$api ORDO_ADMIN_ADDR=$admin ORDO_DATABASE_URL=$2 \
-    ORDO_DATABASE_MAX_CONNECTIONS=32 "$ORDO" serve >"$WORK/$1.log" 2>&1 &
+bench_ordo() { # $1 = label, $2 = database url, then extra VAR=value settings
+  local label=$1 url=$2 api=127.0.0.1:18080 admin=127.0.0.1:19090
+  shift 2
+  env RUST_LOG=warn ORDO_HTTP_ADDR=$api ORDO_ADMIN_ADDR=$admin ORDO_DATABASE_URL=$url \
+    ORDO_DATABASE_MAX_CONNECTIONS=32 "$@" "$ORDO" serve >"$WORK/$label.log" 2>&1 &
   local pid=$!
   wait_ready "$admin"
   seed "$api"
-  run_wrk "ordo $1: POST /v1/orders" -s bench/create_order.lua "http://$api"
+  run_wrk "ordo $label: POST /v1/orders" -s bench/create_order.lua "http://$api"
   local id
   id=$(curl -sf "http://$api/v1/orders?limit=1" | sed -E 's/.*"id":"(ord_[0-9a-f]+)".*/\1/')
-  run_wrk "ordo $1: GET /v1/orders/{id}" "http://$api/v1/orders/$id"
+  run_wrk "ordo $label: GET /v1/orders/{id}" "http://$api/v1/orders/$id"
   kill -TERM "$pid"; wait "$pid" || true
 }
 
@@ -54,6 +57,14 @@ run_wrk "bare axum hello" "http://127.0.0.1:18081/hello"
 kill "$HELLO"
 
 bench_ordo sqlite "sqlite://$WORK/bench.db"
+
+# Telemetry cost, side by side on SQLite: spans sampled and exported over OTLP/gRPC to a local
+# sink at 100%, against no export and nothing sampled.
+target/release/examples/otlp_sink 127.0.0.1:14317 2>"$WORK/sink.log" & SINK=$!
+bench_ordo "sqlite-telemetry-off" "sqlite://$WORK/off.db" OTEL_TRACES_SAMPLER=always_off
+bench_ordo "sqlite-telemetry-on" "sqlite://$WORK/on.db" OTEL_TRACES_SAMPLER=always_on \
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc
+kill "$SINK"; tail -n 1 "$WORK/sink.log"
 
 DB=ordo_bench_$$
 psql "$PG/postgres" -qc "CREATE DATABASE $DB" >/dev/null

@@ -11,6 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # "command:package" pairs: a Debian package is installed when its command is missing.
 REQUIRED_PACKAGES=(
   "wrk:wrk"
+  "promtool:prometheus"
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

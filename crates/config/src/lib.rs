@@ -48,6 +48,19 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests before it gives up.
     pub shutdown_drain: Duration,
+    /// The file the configuration came from; SIGHUP re-reads its [`LiveSettings`].
+    pub file: Option<std::path::PathBuf>,
+    pub live: LiveSettings,
+}
+
+/// The settings a running process takes again from its file on SIGHUP. At start-up `RUST_LOG`
+/// and `OTEL_TRACES_SAMPLER_ARG` win over them; a reload applies the file's values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveSettings {
+    /// Log filter directives (`RUST_LOG` syntax).
+    pub log_filter: Option<String>,
+    /// Head-sampling ratio for new traces, 0..=1.
+    pub trace_sampling_ratio: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +103,25 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
     shutdown_drain_secs: Option<u64>,
+    log_filter: Option<String>,
+    trace_sampling_ratio: Option<f64>,
+}
+
+impl FileConfig {
+    fn live(&self) -> Result<LiveSettings, ConfigError> {
+        if let Some(ratio) = self.trace_sampling_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(ConfigError::Invalid {
+                name: "trace_sampling_ratio",
+                reason: format!("{ratio} is not in [0, 1]"),
+            });
+        }
+        Ok(LiveSettings {
+            log_filter: self.log_filter.clone(),
+            trace_sampling_ratio: self.trace_sampling_ratio,
+        })
+    }
 }
 
 impl Config {
@@ -103,6 +135,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let live = file_config.live()?;
         // Each key: environment first, then file, then default.
         let pick = |name: &'static str, from_file: Option<String>| -> Option<String> {
             env(name).filter(|v| !v.is_empty()).or(from_file)
@@ -155,6 +188,8 @@ impl Config {
         };
 
         let config = Config {
+            file: file.map(Path::to_path_buf),
+            live,
             profile,
             http_addr: addr("ORDO_HTTP_ADDR", file_config.http_addr, "127.0.0.1:8080")?,
             grpc_addr: addr("ORDO_GRPC_ADDR", file_config.grpc_addr, "127.0.0.1:50051")?,
@@ -190,6 +225,15 @@ impl Config {
         };
         config.check_profile()?;
         Ok(config)
+    }
+
+    /// Re-reads the live settings from the configuration file (SIGHUP). Without a file there
+    /// is nothing to reload.
+    pub fn reload_live(&self) -> Result<Option<LiveSettings>, ConfigError> {
+        self.file
+            .as_deref()
+            .map(|path| read_file(path)?.live())
+            .transpose()
     }
 
     /// Staging and production refuse to start with the open defaults meant for a laptop.
@@ -277,6 +321,26 @@ mod tests {
         let config = Config::load(Some(&path), env(&[("ORDO_HTTP_ADDR", "127.0.0.1:0")])).unwrap();
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:0");
         assert_eq!(config.admin_addr.to_string(), "127.0.0.1:2");
+    }
+
+    #[test]
+    fn live_settings_are_read_again_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("ordo-config-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ordo.toml");
+        std::fs::write(&path, "log_filter = \"warn\"\n").unwrap();
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.live.log_filter.as_deref(), Some("warn"));
+        std::fs::write(
+            &path,
+            "log_filter = \"debug\"\ntrace_sampling_ratio = 0.25\n",
+        )
+        .unwrap();
+        let live = config.reload_live().unwrap().unwrap();
+        assert_eq!(live.log_filter.as_deref(), Some("debug"));
+        assert_eq!(live.trace_sampling_ratio, Some(0.25));
+        std::fs::write(&path, "trace_sampling_ratio = 2.0\n").unwrap();
+        assert!(config.reload_live().is_err());
     }
 
     #[test]

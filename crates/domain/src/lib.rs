@@ -7,6 +7,7 @@
 //! - [`money`]: integer minor units plus an ISO 4217 currency, overflow-checked.
 //! - [`stock`]: quantities, stock levels and the allocation of an order's items to warehouses.
 //! - [`order`]: order lines, pricing, the shipping address and contact, the status state machine.
+//! - [`personal`]: the marking of personal data, which formatting never prints.
 //!
 //! Invariant: a value of any type here is valid by construction. Parsing happens at the edge
 //! (`parse`/`new` constructors return [`Error`]); code inside trusts the types.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod personal;
 pub mod stock;
 pub mod text;
 

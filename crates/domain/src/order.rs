@@ -13,6 +13,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{CountryCode, CustomerId, Sku};
 use crate::money::{Currency, Money};
+use crate::personal::Personal;
 use crate::stock::Quantity;
 use crate::text::parse_text;
 use std::fmt;
@@ -123,10 +124,10 @@ impl fmt::Display for OrderStatus {
 /// Where an order ships to. Every field is personal data except the country.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShippingAddress {
-    pub name: String,
-    pub line1: String,
-    pub city: String,
-    pub postal_code: String,
+    pub name: Personal<String>,
+    pub line1: Personal<String>,
+    pub city: Personal<String>,
+    pub postal_code: Personal<String>,
     pub country: String,
 }
 
@@ -140,10 +141,10 @@ impl ShippingAddress {
     ) -> Result<Self> {
         let parsed = (|| {
             Ok(ShippingAddress {
-                name: parse_text("name", name, 100)?,
-                line1: parse_text("line1", line1, 200)?,
-                city: parse_text("city", city, 100)?,
-                postal_code: parse_text("postal_code", postal_code, 20)?,
+                name: Personal::new(parse_text("name", name, 100)?),
+                line1: Personal::new(parse_text("line1", line1, 200)?),
+                city: Personal::new(parse_text("city", city, 100)?),
+                postal_code: Personal::new(parse_text("postal_code", postal_code, 20)?),
                 country: CountryCode::parse(country)?.into_string(),
             })
         })();
@@ -164,8 +165,8 @@ fn unreachable_country() -> CountryCode {
 /// How to reach the customer. Personal data.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Contact {
-    pub email: String,
-    pub phone: Option<String>,
+    pub email: Personal<String>,
+    pub phone: Option<Personal<String>>,
 }
 
 impl Contact {
@@ -194,7 +195,10 @@ impl Contact {
                     }
                 })
                 .transpose()?;
-            Ok(Contact { email, phone })
+            Ok(Contact {
+                email: Personal::new(email),
+                phone: phone.map(Personal::new),
+            })
         })();
         parsed.map_err(|e: Error| e.in_field("contact"))
     }

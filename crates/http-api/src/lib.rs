@@ -71,21 +71,28 @@ pub fn router(service: Service, limits: HttpLimits) -> Router {
         .to_pretty_json()
         .unwrap_or_else(|_| "{}".to_owned())
         .into();
-    api.route(
-        "/openapi.json",
-        get(move || {
-            let document = Arc::clone(&document);
-            async move {
-                (
-                    [(http::header::CONTENT_TYPE, "application/json")],
-                    document.to_string(),
-                )
-            }
-        }),
-    )
-    .fallback(routes::not_found)
-    .with_state(service)
-    .layer(
+    let api = api
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = Arc::clone(&document);
+                async move {
+                    (
+                        [(http::header::CONTENT_TYPE, "application/json")],
+                        document.to_string(),
+                    )
+                }
+            }),
+        )
+        .fallback(routes::not_found)
+        .with_state(service);
+    with_edge_layers(api, limits)
+}
+
+/// The layers every route passes, outermost first: the request span, deadline and
+/// `traceparent` (`middleware::serve_request`), panic recovery inside that span, the body limit.
+fn with_edge_layers(router: Router, limits: HttpLimits) -> Router {
+    router.layer(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn_with_state(
                 limits.request_timeout,
@@ -94,4 +101,82 @@ pub fn router(service: Service, limits: HttpLimits) -> Router {
             .layer(CatchPanicLayer::custom(middleware::panic_response))
             .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            max_body_bytes: 1024,
+            request_timeout: Duration::from_millis(200),
+        }
+    }
+
+    async fn body_json(response: axum::response::Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_the_error_body_and_the_router_keeps_serving() {
+        let app = with_edge_layers(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "fine" })),
+            limits(),
+        );
+        let response = app
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(
+            !body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("handler bug")
+        );
+        let response = app
+            .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_answers_504_deadline_exceeded() {
+        let app = with_edge_layers(
+            Router::new().route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            ),
+            limits(),
+        );
+        let response = app
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            body_json(response).await["error"]["code"],
+            "deadline_exceeded"
+        );
+    }
 }

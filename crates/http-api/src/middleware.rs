@@ -1,6 +1,7 @@
 //! The cross-cutting layer every request goes through: the SERVER span (a child of a valid
 //! incoming `traceparent`), the request deadline, the error body for statuses axum produces
-//! itself (405), and the `traceparent` response header.
+//! itself (405), the `traceparent` response header, and the request's telemetry: the duration
+//! histogram (with the trace as exemplar), `errors_total` and one access log line.
 
 use crate::error::ApiError;
 use axum::extract::{MatchedPath, Request, State};
@@ -9,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderName};
 use ordo_domain::{Error, ErrorKind};
+use ordo_telemetry::metrics::{self, HttpLabels, TraceExemplar, labels};
 use ordo_telemetry::propagation;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{Instrument, field};
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -20,13 +22,11 @@ pub(crate) async fn serve_request(
     request: Request,
     next: Next,
 ) -> Response {
+    let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let span_name = match &route {
-        Some(route) => format!("{method} {route}"),
+        Some(route) => format!("{method} {}", route.as_str()),
         None => method.to_string(),
     };
     let span = tracing::info_span!(
@@ -78,11 +78,37 @@ pub(crate) async fn serve_request(
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }
+    let mut exemplar = None;
     if let Some(traceparent) = propagation::traceparent_of(&span) {
+        exemplar = TraceExemplar::from_sampled_traceparent(traceparent.as_bytes());
         response
             .headers_mut()
             .insert(TRACEPARENT.clone(), traceparent);
     }
+
+    if let Some(kind) = response.extensions().get::<ErrorKind>() {
+        metrics::count_error(kind.code());
+    }
+    let labels = HttpLabels::new(
+        &method,
+        route.as_ref().map(MatchedPath::as_str),
+        status.as_u16(),
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::observe_http(labels, seconds, exemplar);
+    // Inside the span, so the line carries its trace_id and span_id.
+    span.in_scope(|| {
+        tracing::info!(
+            target: "ordo::access",
+            {
+                { labels::METHOD } = labels.method,
+                { labels::ROUTE } = labels.route,
+                { labels::STATUS_CODE } = labels.status_code,
+                duration_seconds = seconds,
+            },
+            "request"
+        )
+    });
     response
 }
 
@@ -94,5 +120,6 @@ pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> 
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned());
     tracing::error!(panic.message = %message, "a request handler panicked");
+    metrics::count_panic();
     ApiError(Error::internal("internal error")).into_response()
 }

@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ordo_config::{Config, LogFormat};
-use ordo_telemetry::LogStyle;
+use ordo_config::{Config, LogFormat, Profile};
+use ordo_telemetry::{LogStyle, ServiceIdentity, TelemetryOptions};
 use std::path::PathBuf;
 
 /// ordo: an order-fulfillment backend. Products and stock, orders whose reservations never
@@ -47,9 +47,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         LogFormat::Json => LogStyle::Json,
         LogFormat::Pretty => LogStyle::Pretty,
     };
-    let telemetry = ordo_telemetry::init(style, "ordo")?;
+    let profile = match config.profile {
+        Profile::Dev => "dev",
+        Profile::Staging => "staging",
+        Profile::Prod => "prod",
+    };
+    let telemetry = ordo_telemetry::init(
+        TelemetryOptions {
+            style,
+            identity: ServiceIdentity::new(
+                env!("CARGO_PKG_VERSION"),
+                profile,
+                env!("ORDO_GIT_COMMIT"),
+            ),
+            log_filter: config.live.log_filter.clone(),
+            sampling_ratio: config.live.trace_sampling_ratio,
+        },
+        |name| std::env::var(name).ok(),
+    )?;
     let result = match cli.command {
-        Command::Serve => crate::serve::serve(config).await,
+        Command::Serve => crate::serve::serve(config, telemetry.reload_handle()).await,
         Command::Migrate => migrate(config).await,
         Command::Openapi => Ok(()),
     };

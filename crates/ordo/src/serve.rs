@@ -9,12 +9,13 @@ use ordo_config::Config;
 use ordo_http_api::HttpLimits;
 use ordo_service::Service;
 use ordo_storage::Database;
+use ordo_telemetry::ReloadHandle;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
     let db = connect_database(&config).await?;
     db.migrate()
         .await
@@ -37,7 +38,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let admin = admin::router(AdminState {
         service,
         draining: Arc::clone(&draining),
+        admin_token: config.admin_token.as_deref().map(Arc::from),
     });
+    let runtime_sampler =
+        ordo_telemetry::metrics::spawn_runtime_sampler(&tokio::runtime::Handle::current());
 
     let token = CancellationToken::new();
     let http_server = tokio::spawn(
@@ -66,7 +70,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "ordo is ready"
     );
 
+    let reloader = tokio::spawn(shutdown::reload_on_sighup(config.clone(), reload));
     shutdown::signal().await;
+    reloader.abort();
     draining.store(true, Ordering::Relaxed);
     let servers = async {
         for (name, server) in [("http", http_server), ("admin", admin_server)] {
@@ -85,6 +91,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "drain time ran out; stopping with requests still in flight"
         );
     }
+    runtime_sampler.abort();
     db.close().await;
     tracing::info!("ordo stopped");
     Ok(())

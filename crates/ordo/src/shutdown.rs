@@ -1,4 +1,5 @@
-//! Graceful shutdown: which signals stop ordo, and the bounded wait for in-flight work.
+//! Signals: which ones stop ordo, the bounded wait for in-flight work, and SIGHUP, which
+//! reloads the live settings (log filter, sampling ratio) from the configuration file.
 
 use std::future::Future;
 use std::time::Duration;
@@ -42,4 +43,46 @@ pub async fn drain(
 ) -> bool {
     token.cancel();
     tokio::time::timeout(drain, servers).await.is_ok()
+}
+
+/// Applies the configuration file's live settings on every SIGHUP until aborted. A file that
+/// does not parse changes nothing and says why.
+pub async fn reload_on_sighup(config: ordo_config::Config, handle: ordo_telemetry::ReloadHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGHUP");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match config.reload_live() {
+                Ok(Some(live)) => apply(&handle, &live),
+                Ok(None) => tracing::warn!("SIGHUP: no configuration file to reload (--config)"),
+                Err(error) => tracing::error!(%error, "SIGHUP: configuration not reloaded"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (config, handle);
+}
+
+fn apply(handle: &ordo_telemetry::ReloadHandle, live: &ordo_config::LiveSettings) {
+    let filter = live.log_filter.as_deref().unwrap_or("info");
+    if let Err(error) = handle.set_log_filter(filter) {
+        tracing::error!(%error, "SIGHUP: log filter not changed");
+    }
+    if let Some(ratio) = live.trace_sampling_ratio
+        && let Err(error) = handle.set_sampling_ratio(ratio)
+    {
+        tracing::error!(%error, "SIGHUP: sampling ratio not changed");
+    }
+    tracing::warn!(
+        log_filter = filter,
+        trace_sampling_ratio = live.trace_sampling_ratio,
+        "configuration reloaded"
+    );
 }

@@ -2,6 +2,7 @@
 //! the OpenAPI document. Inputs refuse unknown fields; numbers arrive as wide integers so that a
 //! value out of range is reported by the domain with the rule it broke.
 
+use ordo_domain::personal::Personal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -86,25 +87,32 @@ pub struct OrderItemInput {
     pub quantity: i64,
 }
 
-/// Personal data.
+/// Personal data (except the country): marked [`Personal`], so formatting never prints it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressDto {
-    pub name: String,
-    pub line1: String,
-    pub city: String,
-    pub postal_code: String,
+    #[schema(value_type = String, max_length = 100)]
+    pub name: Personal<String>,
+    #[schema(value_type = String, max_length = 200)]
+    pub line1: Personal<String>,
+    #[schema(value_type = String, max_length = 100)]
+    pub city: Personal<String>,
+    #[schema(value_type = String, max_length = 20)]
+    pub postal_code: Personal<String>,
     /// ISO 3166-1 alpha-2.
+    #[schema(example = "TH")]
     pub country: String,
 }
 
-/// Personal data.
+/// Personal data, marked [`Personal`].
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactDto {
-    pub email: String,
+    #[schema(value_type = String, max_length = 254)]
+    pub email: Personal<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
+    #[schema(value_type = Option<String>, max_length = 32)]
+    pub phone: Option<Personal<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

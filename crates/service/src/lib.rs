@@ -52,15 +52,15 @@ fn step_ids() -> ordo_telemetry::propagation::TraceIds {
     })
 }
 
-/// RFC 3339 in UTC with millisecond precision, from stored Unix milliseconds.
+/// RFC 3339 in UTC with exactly three fractional digits, so that the text sorts like the time.
 fn rfc3339(ms: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_default()
 }
 
@@ -68,7 +68,11 @@ fn rfc3339(ms: i64) -> String {
 mod tests {
     #[test]
     fn stored_milliseconds_render_as_rfc3339_utc() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_700_000_000_100),
+            "2023-11-14T22:13:20.100Z"
+        );
         assert_eq!(
             super::rfc3339(1_700_000_000_123),
             "2023-11-14T22:13:20.123Z"

@@ -16,6 +16,7 @@ use ordo_domain::{Error, Result};
 use ordo_storage::now_ms;
 use ordo_storage::orders::{KeyClaim, NewEvent};
 use ordo_storage::records::{OrderFilter, OrderItemRecord, OrderRecord};
+use ordo_telemetry::metrics;
 use sha2::{Digest, Sha256};
 use tracing::field;
 
@@ -46,9 +47,17 @@ impl CreateOrderInput {
             })
             .collect::<Result<Vec<_>>>()?;
         let a = &self.shipping_address;
-        let shipping_address =
-            ShippingAddress::parse(&a.name, &a.line1, &a.city, &a.postal_code, &a.country)?;
-        let contact = Contact::parse(&self.contact.email, self.contact.phone.as_deref())?;
+        let shipping_address = ShippingAddress::parse(
+            a.name.expose(),
+            a.line1.expose(),
+            a.city.expose(),
+            a.postal_code.expose(),
+            &a.country,
+        )?;
+        let contact = Contact::parse(
+            self.contact.email.expose(),
+            self.contact.phone.as_ref().map(|p| p.expose().as_str()),
+        )?;
         NewOrder::new(customer_id, currency, lines, shipping_address, contact)
     }
 
@@ -85,6 +94,18 @@ impl Service {
     #[tracing::instrument(name = "create_order", skip_all,
         fields(order.id = field::Empty, order.item_count = input.items.len()))]
     pub async fn create_order(
+        &self,
+        idempotency_key: Option<&str>,
+        input: CreateOrderInput,
+    ) -> Result<Created> {
+        let result = self.try_create_order(idempotency_key, input).await;
+        if let Err(error) = &result {
+            metrics::count_order_rejected(error.kind.code());
+        }
+        result
+    }
+
+    async fn try_create_order(
         &self,
         idempotency_key: Option<&str>,
         input: CreateOrderInput,
@@ -183,6 +204,7 @@ impl Service {
         })
         .await?;
         tx.commit().await?;
+        metrics::count_order_created();
         tracing::info!(order.id = %record.id, "order created");
         Ok(Created {
             order: view(record)?,
@@ -277,6 +299,7 @@ impl Service {
         })
         .await?;
         tx.commit().await?;
+        metrics::count_order_cancelled();
         tracing::info!(order.id = %id, "order cancelled");
         record.status = next.as_str().to_owned();
         record.updated_at_ms = now;

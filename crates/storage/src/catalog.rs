@@ -1,6 +1,7 @@
 //! Products, warehouses and stock levels.
 
 use crate::records::{ProductRecord, StockRecord, WarehouseRecord};
+use crate::traced::Traced;
 use crate::{Database, db_error};
 use ordo_domain::{Error, Result};
 use sqlx::Row;
@@ -21,8 +22,8 @@ impl Database {
         .bind(&product.currency)
         .bind(now_ms)
         .execute(self.writer())
-        .await
-        .map_err(db_error)?;
+        .traced(self.backend, "INSERT products")
+        .await?;
         Ok(())
     }
 
@@ -31,8 +32,8 @@ impl Database {
             sqlx::query("SELECT sku, name, price_minor, currency FROM products WHERE sku = $1")
                 .bind(sku)
                 .fetch_optional(self.reader())
-                .await
-                .map_err(db_error)?;
+                .traced(self.backend, "SELECT products")
+                .await?;
         row.map(|row| {
             Ok(ProductRecord {
                 sku: row.try_get(0)?,
@@ -57,8 +58,8 @@ impl Database {
         .bind(&warehouse.country)
         .bind(now_ms)
         .execute(self.writer())
-        .await
-        .map_err(db_error)?;
+        .traced(self.backend, "INSERT warehouses")
+        .await?;
         Ok(())
     }
 
@@ -71,12 +72,12 @@ impl Database {
         on_hand: i64,
         now_ms: i64,
     ) -> Result<StockRecord> {
-        let mut tx = self.writer().begin().await.map_err(db_error)?;
+        let mut tx = self.writer().begin().traced(self.backend, "BEGIN").await?;
         let product_exists = sqlx::query("SELECT 1 FROM products WHERE sku = $1")
             .bind(sku)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?
+            .traced(self.backend, "SELECT products")
+            .await?
             .is_some();
         if !product_exists {
             return Err(Error::not_found(format!("product {sku}")));
@@ -84,8 +85,8 @@ impl Database {
         let warehouse_exists = sqlx::query("SELECT 1 FROM warehouses WHERE id = $1")
             .bind(warehouse)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?
+            .traced(self.backend, "SELECT warehouses")
+            .await?
             .is_some();
         if !warehouse_exists {
             return Err(Error::not_found(format!("warehouse {warehouse}")));
@@ -103,8 +104,8 @@ impl Database {
         .bind(on_hand)
         .bind(now_ms)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        .traced(self.backend, "INSERT stock")
+        .await?;
         let Some(row) = row else {
             return Err(Error::conflict(format!(
                 "on_hand {on_hand} is below the units already reserved for {sku} in {warehouse}"
@@ -116,7 +117,7 @@ impl Database {
             on_hand: row.try_get(0).map_err(db_error)?,
             reserved: row.try_get(1).map_err(db_error)?,
         };
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().traced(self.backend, "COMMIT").await?;
         Ok(record)
     }
 
@@ -127,8 +128,8 @@ impl Database {
         )
         .bind(sku)
         .fetch_all(self.reader())
-        .await
-        .map_err(db_error)?;
+        .traced(self.backend, "SELECT stock")
+        .await?;
         rows.into_iter()
             .map(|row| {
                 Ok(StockRecord {

@@ -19,6 +19,7 @@ pub mod catalog;
 mod error;
 pub mod orders;
 pub mod records;
+mod traced;
 
 pub use orders::WriteTx;
 
@@ -28,6 +29,7 @@ use sqlx::{AnyPool, Executor};
 use std::time::Duration;
 
 pub(crate) use error::db_error;
+use traced::Traced;
 
 /// Which database a URL names; decides the dialect-specific bits of SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,9 +148,9 @@ impl Database {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
+            .traced(self.backend, "SELECT 1")
             .await
             .map(|_| ())
-            .map_err(db_error)
     }
 
     /// Closes the pools, waiting for connections in use to come back.

@@ -1,6 +1,7 @@
 //! Orders: reads on the read pool, and [`WriteTx`], the steps of a write that commit together.
 
 use crate::records::{EventRecord, OrderFilter, OrderItemRecord, OrderRecord};
+use crate::traced::Traced;
 use crate::{Backend, Database, db_error, placeholders};
 use ordo_domain::ids::{CountryCode, Sku, WarehouseId};
 use ordo_domain::money::{Currency, Money};
@@ -31,7 +32,11 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
 }
 
 /// Loads the items of `orders` with one query and attaches them in line order.
-async fn attach_items<'e, E>(executor: E, orders: &mut [OrderRecord]) -> Result<()>
+async fn attach_items<'e, E>(
+    backend: Backend,
+    executor: E,
+    orders: &mut [OrderRecord],
+) -> Result<()>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {
@@ -47,7 +52,10 @@ where
     for order in orders.iter() {
         query = query.bind(order.id.clone());
     }
-    let rows = query.fetch_all(executor).await.map_err(db_error)?;
+    let rows = query
+        .fetch_all(executor)
+        .traced(backend, "SELECT order_items")
+        .await?;
     let index: HashMap<String, usize> = orders
         .iter()
         .enumerate()
@@ -74,11 +82,11 @@ impl Database {
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.reader())
-            .await
-            .map_err(db_error)?;
+            .traced(self.backend, "SELECT orders")
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let mut orders = [order_from_row(&row).map_err(db_error)?];
-        attach_items(self.reader(), &mut orders).await?;
+        attach_items(self.backend, self.reader(), &mut orders).await?;
         let [order] = orders;
         Ok(Some(order))
     }
@@ -111,13 +119,16 @@ impl Database {
         for value in binds {
             query = query.bind(value);
         }
-        let rows = query.fetch_all(self.reader()).await.map_err(db_error)?;
+        let rows = query
+            .fetch_all(self.reader())
+            .traced(self.backend, "SELECT orders")
+            .await?;
         let mut orders = rows
             .iter()
             .map(order_from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_error)?;
-        attach_items(self.reader(), &mut orders).await?;
+        attach_items(self.backend, self.reader(), &mut orders).await?;
         Ok(orders)
     }
 
@@ -129,8 +140,8 @@ impl Database {
         )
         .bind(id)
         .fetch_all(self.reader())
-        .await
-        .map_err(db_error)?;
+        .traced(self.backend, "SELECT order_events")
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(EventRecord {
@@ -147,7 +158,7 @@ impl Database {
 
     /// Starts a write transaction. Dropping it without [`WriteTx::commit`] rolls back.
     pub async fn begin(&self) -> Result<WriteTx> {
-        let tx = self.writer().begin().await.map_err(db_error)?;
+        let tx = self.writer().begin().traced(self.backend, "BEGIN").await?;
         Ok(WriteTx {
             tx,
             backend: self.backend,
@@ -186,7 +197,7 @@ pub struct NewEvent<'a> {
 
 impl WriteTx {
     pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await.map_err(db_error)
+        self.tx.commit().traced(self.backend, "COMMIT").await
     }
 
     /// Claims `key` for `order_id`. A concurrent claim of the same key waits for this
@@ -207,8 +218,8 @@ impl WriteTx {
         .bind(order_id)
         .bind(now_ms)
         .execute(&mut *self.tx)
-        .await
-        .map_err(db_error)?
+        .traced(self.backend, "INSERT idempotency_keys")
+        .await?
         .rows_affected();
         if inserted == 1 {
             return Ok(KeyClaim::Claimed);
@@ -216,8 +227,8 @@ impl WriteTx {
         let row = sqlx::query("SELECT request_hash, order_id FROM idempotency_keys WHERE key = $1")
             .bind(key)
             .fetch_one(&mut *self.tx)
-            .await
-            .map_err(db_error)?;
+            .traced(self.backend, "SELECT idempotency_keys")
+            .await?;
         Ok(KeyClaim::Existing {
             request_hash: row.try_get(0).map_err(db_error)?,
             order_id: row.try_get(1).map_err(db_error)?,
@@ -234,7 +245,10 @@ impl WriteTx {
         for sku in skus {
             query = query.bind(sku.as_str().to_owned());
         }
-        let rows = query.fetch_all(&mut *self.tx).await.map_err(db_error)?;
+        let rows = query
+            .fetch_all(&mut *self.tx)
+            .traced(self.backend, "SELECT products")
+            .await?;
         let mut prices = HashMap::with_capacity(rows.len());
         for row in rows {
             let sku: String = row.try_get(0).map_err(db_error)?;
@@ -264,7 +278,10 @@ impl WriteTx {
         for sku in skus {
             query = query.bind(sku.as_str().to_owned());
         }
-        let rows = query.fetch_all(&mut *self.tx).await.map_err(db_error)?;
+        let rows = query
+            .fetch_all(&mut *self.tx)
+            .traced(self.backend, "SELECT stock")
+            .await?;
         let mut stock: HashMap<Sku, Vec<StockLevel>> = HashMap::new();
         for row in rows {
             let sku: String = row.try_get(0).map_err(db_error)?;
@@ -303,8 +320,8 @@ impl WriteTx {
             .bind(allocation.sku.as_str().to_owned())
             .bind(allocation.warehouse.as_str().to_owned())
             .execute(&mut *self.tx)
-            .await
-            .map_err(db_error)?
+            .traced(self.backend, "UPDATE stock")
+            .await?
             .rows_affected();
             if updated != 1 {
                 return Err(Error::conflict(format!(
@@ -321,8 +338,8 @@ impl WriteTx {
             .bind(allocation.warehouse.as_str().to_owned())
             .bind(allocation.quantity)
             .execute(&mut *self.tx)
-            .await
-            .map_err(db_error)?;
+            .traced(self.backend, "INSERT reservations")
+            .await?;
         }
         Ok(())
     }
@@ -336,8 +353,8 @@ impl WriteTx {
         )
         .bind(order_id)
         .fetch_all(&mut *self.tx)
-        .await
-        .map_err(db_error)?;
+        .traced(self.backend, "SELECT reservations")
+        .await?;
         for row in rows {
             let sku: String = row.try_get(0).map_err(db_error)?;
             let warehouse: String = row.try_get(1).map_err(db_error)?;
@@ -351,8 +368,8 @@ impl WriteTx {
             .bind(&sku)
             .bind(&warehouse)
             .execute(&mut *self.tx)
-            .await
-            .map_err(db_error)?;
+            .traced(self.backend, "UPDATE stock")
+            .await?;
         }
         sqlx::query(
             "UPDATE reservations SET released_at_ms = $1
@@ -361,8 +378,8 @@ impl WriteTx {
         .bind(now_ms)
         .bind(order_id)
         .execute(&mut *self.tx)
-        .await
-        .map_err(db_error)?;
+        .traced(self.backend, "UPDATE reservations")
+        .await?;
         Ok(())
     }
 
@@ -383,8 +400,8 @@ impl WriteTx {
             .bind(&order.trace_id)
             .bind(&order.span_id)
             .execute(&mut *self.tx)
-            .await
-            .map_err(db_error)?;
+            .traced(self.backend, "INSERT orders")
+            .await?;
         for (line_no, item) in order.items.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor,
@@ -397,8 +414,8 @@ impl WriteTx {
             .bind(item.unit_price_minor)
             .bind(item.line_total_minor)
             .execute(&mut *self.tx)
-            .await
-            .map_err(db_error)?;
+            .traced(self.backend, "INSERT order_items")
+            .await?;
         }
         Ok(())
     }
@@ -414,11 +431,11 @@ impl WriteTx {
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(db_error)?;
+            .traced(self.backend, "SELECT orders")
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let mut orders = [order_from_row(&row).map_err(db_error)?];
-        attach_items(&mut *self.tx, &mut orders).await?;
+        attach_items(self.backend, &mut *self.tx, &mut orders).await?;
         let [order] = orders;
         Ok(Some(order))
     }
@@ -439,8 +456,8 @@ impl WriteTx {
         .bind(id)
         .bind(from)
         .execute(&mut *self.tx)
-        .await
-        .map_err(db_error)?
+        .traced(self.backend, "UPDATE orders")
+        .await?
         .rows_affected();
         Ok(updated == 1)
     }
@@ -457,8 +474,8 @@ impl WriteTx {
         .bind(event.trace_id)
         .bind(event.span_id)
         .execute(&mut *self.tx)
-        .await
-        .map_err(db_error)?;
+        .traced(self.backend, "INSERT order_events")
+        .await?;
         Ok(())
     }
 }

@@ -10,7 +10,11 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-pub(crate) struct JsonLogLayer;
+/// Writes through `writer`, a bounded non-blocking queue: a burst of logs never blocks a request,
+/// it drops lines (counted) instead.
+pub(crate) struct JsonLogLayer {
+    pub(crate) writer: tracing_appender::non_blocking::NonBlocking,
+}
 
 struct FieldsVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
 
@@ -60,7 +64,8 @@ where
         }
         let mut bytes = serde_json::Value::Object(line).to_string().into_bytes();
         bytes.push(b'\n');
-        // A closed stdout must not take the service down; the line is lost, nothing else.
-        let _ = std::io::stdout().lock().write_all(&bytes);
+        // A full queue or a closed stdout must not take the service down; the line is lost
+        // (and counted), nothing else.
+        let _ = self.writer.clone().write_all(&bytes);
     }
 }

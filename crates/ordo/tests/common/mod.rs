@@ -249,6 +249,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Spawns `ordo serve` on `database_url`, every listener on a free port, JSON logs on stdout.
     pub fn spawn(database_url: &str, workdir: &Path) -> ServerProcess {
+        ServerProcess::spawn_with_env(database_url, workdir, &[])
+    }
+
+    /// As [`ServerProcess::spawn`], with extra environment variables set last (they win).
+    pub fn spawn_with_env(
+        database_url: &str,
+        workdir: &Path,
+        extra_env: &[(String, String)],
+    ) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ordo"));
         command
             .arg("serve")
@@ -275,6 +284,7 @@ impl ServerProcess {
         ] {
             command.env_remove(variable);
         }
+        command.envs(extra_env.iter().map(|(k, v)| (k, v)));
         let mut child = command.spawn().expect("spawn the ordo binary");
         let stdout = CapturedLines::drain_from(child.stdout.take().expect("piped stdout"));
         let stderr = CapturedLines::drain_from(child.stderr.take().expect("piped stderr"));
@@ -428,13 +438,25 @@ pub struct TestServer {
     ready: ReadyLine,
     previous_logs: Vec<String>,
     client: reqwest::Client,
+    /// Extra environment variables of every process this server starts.
+    extra_env: Vec<(String, String)>,
 }
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with_env(backend, &[]).await
+    }
+
+    /// Starts a server with extra environment variables, e.g. `[("ORDO_ADMIN_TOKEN", "t")]`;
+    /// restarts keep them.
+    pub async fn start_with_env(backend: Backend, env: &[(&str, &str)]) -> TestServer {
+        let extra_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let workdir = tempfile::tempdir().expect("create a temporary directory");
         let database = TestDatabase::create(&backend, workdir.path()).await;
-        let mut process = ServerProcess::spawn(&database.url, workdir.path());
+        let mut process = ServerProcess::spawn_with_env(&database.url, workdir.path(), &extra_env);
         let ready = process.wait_ready().await;
         TestServer {
             process,
@@ -443,6 +465,7 @@ impl TestServer {
             ready,
             previous_logs: Vec::new(),
             client: http_client(),
+            extra_env,
         }
     }
 
@@ -450,7 +473,8 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.process.kill9();
         self.previous_logs.extend(self.process.stdout_lines());
-        self.process = ServerProcess::spawn(&self.database.url, self.workdir.path());
+        self.process =
+            ServerProcess::spawn_with_env(&self.database.url, self.workdir.path(), &self.extra_env);
         self.ready = self.process.wait_ready().await;
     }
 
@@ -492,6 +516,11 @@ impl TestServer {
 
     pub fn kill9(&mut self) {
         self.process.kill9();
+    }
+
+    /// SIGHUP: reload the live settings from the configuration file.
+    pub fn hangup(&mut self) {
+        self.process.signal(libc::SIGHUP);
     }
 
     pub fn sigterm(&mut self) {

@@ -1,0 +1,310 @@
+//! Exported traces, captured by an in-test OTLP receiver: the server span continues the caller's
+//! trace, database spans are its descendants, nothing is orphaned, sampling is honoured, logs
+//! name their trace, SIGHUP changes the log level, and no personal value leaves the process.
+
+#[macro_use]
+mod common;
+#[path = "common/otlp.rs"]
+mod otlp;
+
+use common::*;
+use otlp::{KIND_CLIENT, KIND_SERVER, OtlpReceiver, assert_one_tree, describe};
+use std::time::Duration;
+
+backend_tests!(server_span_continues_the_callers_trace_with_database_spans_below);
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+async fn start_exporting_to(
+    receiver: &OtlpReceiver,
+    backend: Backend,
+    extra: &[(&str, &str)],
+) -> TestServer {
+    let env = receiver.env();
+    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pairs.extend_from_slice(extra);
+    TestServer::start_with_env(backend, &pairs).await
+}
+
+async fn server_span_continues_the_callers_trace_with_database_spans_below(backend: Backend) {
+    let receiver = OtlpReceiver::grpc().await;
+    let server = start_exporting_to(&receiver, backend.clone(), &[]).await;
+    seed_single_sku(&server, "TRACED-1", 10).await;
+
+    let reply = send(
+        server
+            .request(reqwest::Method::POST, "/v1/orders")
+            .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+            .json(&order_body("traced-customer", &[("TRACED-1", 2)])),
+    )
+    .await
+    .expect_status(201);
+    let (trace_id, server_span_id) = reply.traceparent();
+    assert_eq!(trace_id, CALLER_TRACE);
+
+    let spans = receiver
+        .trace(CALLER_TRACE, |spans| {
+            spans.iter().any(|s| s.kind == KIND_SERVER) && spans.iter().any(|s| s.name == "COMMIT")
+        })
+        .await;
+    let root = assert_one_tree(&spans, CALLER_SPAN);
+    assert_eq!(root.kind, KIND_SERVER, "{:#?}", describe(&spans));
+    assert_eq!(root.name, "POST /v1/orders");
+    assert_eq!(
+        root.span_id, server_span_id,
+        "the response names the server span"
+    );
+    assert_eq!(root.attributes["http.request.method"], "POST");
+    assert_eq!(root.attributes["http.route"], "/v1/orders");
+    assert_eq!(root.attributes["http.response.status_code"], "201");
+
+    let system = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres { .. } => "postgresql",
+    };
+    let db_spans: Vec<_> = spans.iter().filter(|s| s.kind == KIND_CLIENT).collect();
+    assert!(
+        db_spans.len() >= 5,
+        "a create runs several statements: {:#?}",
+        describe(&spans)
+    );
+    for span in &db_spans {
+        assert_eq!(span.attributes["db.system.name"], system);
+        assert!(span.attributes.contains_key("db.query.summary"));
+        assert!(
+            !span.attributes.contains_key("db.query.text"),
+            "no query text, no values"
+        );
+    }
+    let create = spans
+        .iter()
+        .find(|s| s.name == "create_order")
+        .expect("a create_order span");
+    assert_eq!(create.parent_span_id, root.span_id);
+    assert_eq!(
+        create.attributes["order.id"],
+        reply.body["id"].as_str().unwrap()
+    );
+    assert_eq!(create.attributes["order.item_count"], "1");
+
+    let resource = &root.resource;
+    assert_eq!(resource["service.name"], "ordo-under-test");
+    for key in [
+        "service.version",
+        "service.instance.id",
+        "deployment.environment",
+        "vcs.ref.head.revision",
+    ] {
+        assert!(
+            resource.get(key).is_some_and(|v| !v.is_empty()),
+            "resource lacks {key}: {resource:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_is_one_tree_with_no_orphan_spans_over_otlp_http() {
+    let receiver = OtlpReceiver::http().await;
+    let server = start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
+    seed_single_sku(&server, "TREE-1", 100).await;
+
+    let created = server
+        .post_order(&order_body("tree-customer", &[("TREE-1", 1)]))
+        .await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let replies = vec![
+        created,
+        server.get(&format!("/v1/orders/{id}")).await,
+        server.get("/v1/orders?customer_id=tree-customer").await,
+        server.get(&format!("/v1/orders/{id}/timeline")).await,
+        server.cancel_order(&id).await,
+        server.get("/v1/no-such-path").await,
+        server
+            .post_order(&serde_json::json!({"customer_id": 5}))
+            .await,
+    ];
+    for reply in &replies {
+        let (trace_id, span_id) = reply.traceparent();
+        let spans = receiver
+            .trace(&trace_id, |spans| {
+                spans.iter().any(|s| s.kind == KIND_SERVER)
+            })
+            .await;
+        let root = assert_one_tree(&spans, "");
+        assert_eq!(root.span_id, span_id, "{:#?}", describe(&spans));
+        assert_eq!(root.kind, KIND_SERVER);
+    }
+    let unmatched = receiver
+        .spans()
+        .into_iter()
+        .find(|s| {
+            s.attributes
+                .get("url.path")
+                .is_some_and(|p| p == "/v1/no-such-path")
+        })
+        .expect("the 404 has a span");
+    assert_eq!(
+        unmatched.name, "GET",
+        "an unmatched path has no route in its name"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sampling_ratio_of_zero_exports_nothing_but_still_answers_with_a_trace() {
+    let receiver = OtlpReceiver::grpc().await;
+    let server = start_exporting_to(
+        &receiver,
+        Backend::sqlite(),
+        &[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
+    )
+    .await;
+    seed_single_sku(&server, "UNSAMPLED-1", 10).await;
+    let reply = server
+        .post_order(&order_body("unsampled", &[("UNSAMPLED-1", 1)]))
+        .await
+        .expect_status(201);
+    let traceparent = reply.header("traceparent").expect("traceparent").to_owned();
+    assert!(traceparent.ends_with("-00"), "not sampled: {traceparent}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        receiver.spans().is_empty(),
+        "{:#?}",
+        describe(&receiver.spans())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_carry_the_trace_id_of_their_request() {
+    let server = TestServer::start(Backend::sqlite()).await;
+    seed_single_sku(&server, "LOGGED-1", 10).await;
+    let reply = server
+        .post_order(&order_body("logged", &[("LOGGED-1", 1)]))
+        .await
+        .expect_status(201);
+    let (trace_id, _) = reply.traceparent();
+    let line = wait_for_log(&server, |line| {
+        line["message"] == "order created" && line["trace_id"] == trace_id.as_str()
+    })
+    .await;
+    assert!(
+        is_lower_hex(line["span_id"].as_str().unwrap(), 16),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_log_level_from_the_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ordo.toml");
+    // The ready line stays visible; the service crate's info lines do not.
+    std::fs::write(&config, "log_filter = \"warn,ordo::serve=info\"\n").unwrap();
+    let config_path = config.to_str().unwrap().to_owned();
+    let mut server = TestServer::start_with_env(
+        Backend::sqlite(),
+        &[("ORDO_CONFIG", &config_path), ("RUST_LOG", "")],
+    )
+    .await;
+    seed_single_sku(&server, "HUP-1", 10).await;
+
+    let quiet = server
+        .post_order(&order_body("hup", &[("HUP-1", 1)]))
+        .await
+        .expect_status(201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quiet_id = quiet.body["id"].as_str().unwrap().to_owned();
+    assert!(
+        !parsed_logs(&server)
+            .iter()
+            .any(|l| l["order.id"] == quiet_id.as_str()),
+        "info lines are filtered at warn"
+    );
+
+    std::fs::write(&config, "log_filter = \"info\"\n").unwrap();
+    server.hangup();
+    wait_for_log(&server, |line| line["message"] == "configuration reloaded").await;
+    let loud = server
+        .post_order(&order_body("hup", &[("HUP-1", 1)]))
+        .await
+        .expect_status(201);
+    let loud_id = loud.body["id"].as_str().unwrap().to_owned();
+    wait_for_log(&server, |line| {
+        line["message"] == "order created" && line["order.id"] == loud_id.as_str()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn personal_values_never_reach_logs_spans_or_metrics() {
+    let receiver = OtlpReceiver::grpc().await;
+    let server = start_exporting_to(&receiver, Backend::sqlite(), &[("RUST_LOG", "debug")]).await;
+    seed_single_sku(&server, "PII-1", 10).await;
+    let secrets = [
+        "Zebulon Quixotic",
+        "77 Hidden Lane",
+        "Secretville",
+        "SEC-777",
+        "zq-secret@example.org",
+        "+1 555 0199",
+    ];
+    let body = serde_json::json!({
+        "customer_id": "pii-customer",
+        "currency": "USD",
+        "items": [{"sku": "PII-1", "quantity": 1}],
+        "shipping_address": {"name": secrets[0], "line1": secrets[1], "city": secrets[2],
+                             "postal_code": secrets[3], "country": "TH"},
+        "contact": {"email": secrets[4], "phone": secrets[5]},
+    });
+    let reply = server.post_order(&body).await.expect_status(201);
+    let id = reply.body["id"].as_str().unwrap().to_owned();
+    server
+        .get(&format!("/v1/orders/{id}"))
+        .await
+        .expect_status(200);
+    server.cancel_order(&id).await.expect_status(200);
+    let (trace_id, _) = reply.traceparent();
+    receiver
+        .trace(&trace_id, |spans| spans.iter().any(|s| s.name == "COMMIT"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let metrics = server.admin_get("/metrics").await;
+    let mut exported = Vec::new();
+    for span in receiver.spans() {
+        exported.push(span.name.clone());
+        exported.extend(span.attributes.values().cloned());
+    }
+    let logs = server.logs().join("\n");
+    for secret in secrets {
+        assert!(!logs.contains(secret), "{secret:?} in the logs");
+        assert!(
+            !exported.iter().any(|v| v.contains(secret)),
+            "{secret:?} in a span"
+        );
+        assert!(!metrics.text.contains(secret), "{secret:?} in the metrics");
+    }
+}
+
+fn parsed_logs(server: &TestServer) -> Vec<serde_json::Value> {
+    server
+        .logs()
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+async fn wait_for_log(
+    server: &TestServer,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..100 {
+        if let Some(line) = parsed_logs(server).into_iter().find(|l| wanted(l)) {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no such log line in:\n{}", server.logs().join("\n"));
+}

@@ -1,0 +1,719 @@
+//! Prometheus metrics of the process: one registry for the whole process ([`global`]), the
+//! families every layer records into, and [`encode`] for the admin port's `/metrics`.
+//!
+//! - HTTP: `http_server_request_duration_seconds{method, route, status_code}`, a histogram whose
+//!   buckets carry the trace id of a sampled request as an OpenMetrics exemplar.
+//! - Database: `db_client_operation_duration_seconds{db_system, operation}` ([`observe_db`]).
+//! - Errors and panics: `errors_total{error_kind}` ([`count_error`]), `panics_total`.
+//! - Business: `orders_created_total`, `orders_cancelled_total`, `orders_rejected_total{reason}`.
+//! - Async runtime health: `tokio_alive_tasks`, `tokio_workers`, `tokio_busy_ratio`,
+//!   `tokio_global_queue_depth`, sampled every second by [`spawn_runtime_sampler`].
+//! - Process (Linux): `process_resident_memory_bytes`, `process_cpu_seconds_total`,
+//!   `process_open_fds`, `process_start_time_seconds`, read from `/proc` at scrape time.
+//!
+//! Label names are the constants in [`labels`]; the access log uses the same constants, so a
+//! log line and a series of the same request agree on names and values.
+//!
+//! Cardinality is bounded by construction: methods outside the standard set are `_OTHER`, a
+//! path no route matched is `unmatched`, and route templates come from the router only.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{OnceLock, RwLock};
+use std::time::Duration;
+
+/// The label names shared by metrics and logs.
+pub mod labels {
+    /// The HTTP method, upper case; `_OTHER` for a non-standard one.
+    pub const METHOD: &str = "method";
+    /// The matched route template (`/v1/orders/{id}`), or [`super::UNMATCHED_ROUTE`].
+    pub const ROUTE: &str = "route";
+    /// The HTTP status code of the response.
+    pub const STATUS_CODE: &str = "status_code";
+    /// `ordo_domain::ErrorKind::code()`.
+    pub const ERROR_KIND: &str = "error_kind";
+    /// Why an order was rejected: the error kind code of the failed create.
+    pub const REASON: &str = "reason";
+    /// `sqlite` or `postgresql`.
+    pub const DB_SYSTEM: &str = "db_system";
+    /// A short static name of the database operation (`create_order`).
+    pub const OPERATION: &str = "operation";
+    /// The exemplar label naming the trace of an observation.
+    pub const TRACE_ID: &str = "trace_id";
+}
+
+/// The `route` of every request no route template matched: one value, whatever the path.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The content type of the Prometheus text exposition format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of the OpenMetrics text exposition format.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Request and database durations: 0.5 ms to 10 s.
+const HTTP_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Database statements are often faster than a request: start at 0.1 ms.
+const DB_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Route templates come from the router, a small fixed set; this only guards against a bug
+/// that would feed raw paths in.
+const MAX_ROUTES: usize = 512;
+/// How often [`spawn_runtime_sampler`] samples the runtime.
+const RUNTIME_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------------
+// Label sets
+// ---------------------------------------------------------------------------------------------
+
+/// The labels of one HTTP request, shared by the duration histogram and the access log. Built
+/// by [`HttpLabels::new`] without allocating: every value is static or interned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HttpLabels {
+    pub method: &'static str,
+    pub route: &'static str,
+    pub status_code: u16,
+}
+
+impl HttpLabels {
+    /// `route` is the matched route template, `None` when no route matched.
+    pub fn new(method: &http::Method, route: Option<&str>, status_code: u16) -> HttpLabels {
+        HttpLabels {
+            method: method_label(method),
+            route: route.map_or(UNMATCHED_ROUTE, intern_route),
+            status_code,
+        }
+    }
+}
+
+impl EncodeLabelSet for HttpLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        (labels::METHOD, self.method).encode(encoder.encode_label())?;
+        (labels::ROUTE, self.route).encode(encoder.encode_label())?;
+        (labels::STATUS_CODE, self.status_code).encode(encoder.encode_label())
+    }
+}
+
+/// One label whose value is a static string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StaticLabel<const N: usize>([(&'static str, &'static str); N]);
+
+impl<const N: usize> EncodeLabelSet for StaticLabel<N> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
+/// The exemplar of an HTTP observation: the trace id, 32 lower-case hex digits, kept inline so
+/// that recording one allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceExemplar([u8; 32]);
+
+impl TraceExemplar {
+    /// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`) when the trace
+    /// is sampled: an exemplar pointing at a trace that was never exported is a dead link.
+    pub fn from_sampled_traceparent(traceparent: &[u8]) -> Option<TraceExemplar> {
+        if traceparent.len() != 55
+            || &traceparent[..3] != b"00-"
+            || traceparent[35] != b'-'
+            || traceparent[52] != b'-'
+        {
+            return None;
+        }
+        let flags = hex_value(traceparent[53])? << 4 | hex_value(traceparent[54])?;
+        if flags & 1 == 0 {
+            return None;
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&traceparent[3..35]);
+        id.iter()
+            .all(|&b| hex_value(b).is_some())
+            .then_some(TraceExemplar(id))
+    }
+
+    pub fn trace_id(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl EncodeLabelSet for TraceExemplar {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [(labels::TRACE_ID, self.trace_id())].encode(encoder)
+    }
+}
+
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+/// The route template as a `&'static str`: each distinct template is leaked once. Templates
+/// come from the router, so the set is small and fixed.
+fn intern_route(route: &str) -> &'static str {
+    static ROUTES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(interned) = routes.read().ok().and_then(|set| set.get(route).copied()) {
+        return interned;
+    }
+    let Ok(mut set) = routes.write() else {
+        return UNMATCHED_ROUTE;
+    };
+    if let Some(interned) = set.get(route) {
+        return interned;
+    }
+    if set.len() >= MAX_ROUTES {
+        return UNMATCHED_ROUTE;
+    }
+    let interned: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    set.insert(interned);
+    interned
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry
+// ---------------------------------------------------------------------------------------------
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric family of the process.
+pub struct Metrics {
+    registry: Registry,
+    http_duration: Family<HttpLabels, HistogramWithExemplars<TraceExemplar>>,
+    db_duration: Family<StaticLabel<2>, Histogram>,
+    errors: Family<StaticLabel<1>, Counter>,
+    panics: Counter,
+    orders_created: Counter,
+    orders_cancelled: Counter,
+    orders_rejected: Family<StaticLabel<1>, Counter>,
+    tokio_alive_tasks: Gauge,
+    tokio_workers: Gauge,
+    tokio_busy_ratio: FloatGauge,
+    tokio_global_queue_depth: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The process-wide metrics, created on first use.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let http_duration =
+            Family::<HttpLabels, HistogramWithExemplars<TraceExemplar>>::new_with_constructor(
+                || HistogramWithExemplars::new(HTTP_BUCKETS.into_iter()),
+            );
+        registry.register_with_unit(
+            "http_server_request_duration",
+            "Duration of HTTP server requests, from the request's arrival to its response",
+            Unit::Seconds,
+            http_duration.clone(),
+        );
+        let db_duration = Family::<StaticLabel<2>, Histogram>::new_with_constructor(|| {
+            Histogram::new(DB_BUCKETS)
+        });
+        registry.register_with_unit(
+            "db_client_operation_duration",
+            "Duration of database operations",
+            Unit::Seconds,
+            db_duration.clone(),
+        );
+        let errors = Family::<StaticLabel<1>, Counter>::default();
+        registry.register(
+            "errors",
+            "Requests answered with an error, by error kind",
+            errors.clone(),
+        );
+        let panics = Counter::default();
+        registry.register(
+            "panics",
+            "Panics caught while serving a request",
+            panics.clone(),
+        );
+        let orders_created = Counter::default();
+        registry.register(
+            "orders_created",
+            "Orders created (idempotent replays not counted)",
+            orders_created.clone(),
+        );
+        let orders_cancelled = Counter::default();
+        registry.register(
+            "orders_cancelled",
+            "Orders cancelled",
+            orders_cancelled.clone(),
+        );
+        let orders_rejected = Family::<StaticLabel<1>, Counter>::default();
+        registry.register(
+            "orders_rejected",
+            "Order creations that failed, by the error kind of the failure",
+            orders_rejected.clone(),
+        );
+        let tokio_alive_tasks = Gauge::default();
+        registry.register(
+            "tokio_alive_tasks",
+            "Tasks alive in the async runtime (a steady climb is a task leak)",
+            tokio_alive_tasks.clone(),
+        );
+        let tokio_workers = Gauge::default();
+        registry.register(
+            "tokio_workers",
+            "Worker threads of the async runtime",
+            tokio_workers.clone(),
+        );
+        let tokio_busy_ratio = FloatGauge::default();
+        registry.register(
+            "tokio_busy_ratio",
+            "Share of the last sampling interval the runtime's workers were busy, averaged over \
+             workers (0 to 1)",
+            tokio_busy_ratio.clone(),
+        );
+        let tokio_global_queue_depth = Gauge::default();
+        registry.register(
+            "tokio_global_queue_depth",
+            "Tasks waiting in the async runtime's global queue",
+            tokio_global_queue_depth.clone(),
+        );
+        #[cfg(target_os = "linux")]
+        registry.register_collector(Box::new(process::ProcessCollector));
+        Metrics {
+            registry,
+            http_duration,
+            db_duration,
+            errors,
+            panics,
+            orders_created,
+            orders_cancelled,
+            orders_rejected,
+            tokio_alive_tasks,
+            tokio_workers,
+            tokio_busy_ratio,
+            tokio_global_queue_depth,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording
+// ---------------------------------------------------------------------------------------------
+
+/// Records one HTTP request's duration, with the trace id of a sampled request as exemplar.
+pub fn observe_http(labels: HttpLabels, seconds: f64, exemplar: Option<TraceExemplar>) {
+    global()
+        .http_duration
+        .get_or_create(&labels)
+        .observe(seconds, exemplar, None);
+}
+
+/// Records one database operation's duration. `system` is `sqlite` or `postgresql`,
+/// `operation` a short static name such as `create_order`.
+pub fn observe_db(system: &'static str, operation: &'static str, seconds: f64) {
+    global()
+        .db_duration
+        .get_or_create(&StaticLabel([
+            (labels::DB_SYSTEM, system),
+            (labels::OPERATION, operation),
+        ]))
+        .observe(seconds);
+}
+
+/// Counts one error answered to a caller; `kind_code` is `ordo_domain::ErrorKind::code()`.
+pub fn count_error(kind_code: &'static str) {
+    global()
+        .errors
+        .get_or_create(&StaticLabel([(labels::ERROR_KIND, kind_code)]))
+        .inc();
+}
+
+/// Counts one panic caught while serving a request.
+pub fn count_panic() {
+    global().panics.inc();
+}
+
+/// Counts one order created (after its commit; not for an idempotent replay).
+pub fn count_order_created() {
+    global().orders_created.inc();
+}
+
+/// Counts one order cancelled (after its commit).
+pub fn count_order_cancelled() {
+    global().orders_cancelled.inc();
+}
+
+/// Counts one failed order creation; `reason` is the error kind code of the failure.
+pub fn count_order_rejected(reason: &'static str) {
+    global()
+        .orders_rejected
+        .get_or_create(&StaticLabel([(labels::REASON, reason)]))
+        .inc();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Async runtime health
+// ---------------------------------------------------------------------------------------------
+
+/// Samples the runtime behind `handle` now and then every second, into the `tokio_*` gauges.
+/// The task runs until the returned handle is aborted (at shutdown) or the runtime stops.
+pub fn spawn_runtime_sampler(handle: &tokio::runtime::Handle) -> tokio::task::JoinHandle<()> {
+    let monitor = tokio_metrics::RuntimeMonitor::new(handle);
+    handle.spawn(async move {
+        let metrics = global();
+        let mut ticks = tokio::time::interval(RUNTIME_SAMPLE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is immediate
+        for interval in monitor.intervals() {
+            metrics
+                .tokio_alive_tasks
+                .set(gauge_value(interval.live_tasks_count));
+            metrics
+                .tokio_workers
+                .set(gauge_value(interval.workers_count));
+            metrics
+                .tokio_global_queue_depth
+                .set(gauge_value(interval.global_queue_depth));
+            // The first interval is a few microseconds long: too short to say anything.
+            let elapsed = interval.elapsed.as_secs_f64() * interval.workers_count as f64;
+            if interval.elapsed >= RUNTIME_SAMPLE_INTERVAL / 2 && elapsed > 0.0 {
+                let busy = interval.total_busy_duration.as_secs_f64() / elapsed;
+                metrics.tokio_busy_ratio.set(busy.clamp(0.0, 1.0));
+            }
+            ticks.tick().await;
+        }
+    })
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process metrics
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(target_os = "linux")]
+mod process {
+    use super::*;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+
+    /// Reads `/proc/self` on each scrape. A value that cannot be read is left out. Help texts
+    /// end with a period here: the registry adds one only to the metrics registered with it.
+    #[derive(Debug)]
+    pub(super) struct ProcessCollector;
+
+    impl Collector for ProcessCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let stat = ProcStat::read();
+            if let Some(bytes) = resident_memory_bytes() {
+                let gauge = ConstGauge::new(bytes);
+                gauge.encode(encoder.encode_descriptor(
+                    "process_resident_memory",
+                    "Resident memory size.",
+                    Some(&Unit::Bytes),
+                    gauge.metric_type(),
+                )?)?;
+            }
+            if let Some(stat) = &stat {
+                let counter = ConstCounter::new(stat.cpu_seconds);
+                counter.encode(encoder.encode_descriptor(
+                    "process_cpu",
+                    "User and system CPU time spent.",
+                    Some(&Unit::Seconds),
+                    counter.metric_type(),
+                )?)?;
+            }
+            if let Some(fds) = open_fds() {
+                let gauge = ConstGauge::new(fds);
+                gauge.encode(encoder.encode_descriptor(
+                    "process_open_fds",
+                    "Open file descriptors.",
+                    None,
+                    gauge.metric_type(),
+                )?)?;
+            }
+            if let Some(start) = stat.and_then(|s| s.start_time_seconds) {
+                let gauge = ConstGauge::new(start);
+                gauge.encode(encoder.encode_descriptor(
+                    "process_start_time",
+                    "Start time of the process since the Unix epoch.",
+                    Some(&Unit::Seconds),
+                    gauge.metric_type(),
+                )?)?;
+            }
+            Ok(())
+        }
+    }
+
+    struct ProcStat {
+        cpu_seconds: f64,
+        start_time_seconds: Option<f64>,
+    }
+
+    impl ProcStat {
+        fn read() -> Option<ProcStat> {
+            let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+            // The command name (field 2) is in parentheses and may contain spaces.
+            let after_name = &text[text.rfind(')')? + 1..];
+            // Fields from 3 (state) on; utime is 14, stime 15, starttime 22.
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+            let ticks = clock_ticks_per_second()?;
+            let cpu_seconds = (field(14)? + field(15)?) as f64 / ticks;
+            let start_time_seconds = field(22)
+                .zip(boot_time_seconds())
+                .map(|(start, boot)| boot as f64 + start as f64 / ticks);
+            Some(ProcStat {
+                cpu_seconds,
+                start_time_seconds,
+            })
+        }
+    }
+
+    fn clock_ticks_per_second() -> Option<f64> {
+        static TICKS: OnceLock<Option<f64>> = OnceLock::new();
+        *TICKS.get_or_init(|| {
+            // SAFETY: sysconf has no memory-safety preconditions.
+            let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+            (ticks > 0).then_some(ticks as f64)
+        })
+    }
+
+    fn boot_time_seconds() -> Option<u64> {
+        static BOOT: OnceLock<Option<u64>> = OnceLock::new();
+        *BOOT.get_or_init(|| {
+            std::fs::read_to_string("/proc/stat")
+                .ok()?
+                .lines()
+                .find_map(|line| line.strip_prefix("btime "))
+                .and_then(|value| value.trim().parse().ok())
+        })
+    }
+
+    fn resident_memory_bytes() -> Option<i64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kib: i64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    fn open_fds() -> Option<i64> {
+        // The directory's own descriptor is among the entries while it is read.
+        let count = std::fs::read_dir("/proc/self/fd").ok()?.count();
+        Some(gauge_value(count.saturating_sub(1)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exposition
+// ---------------------------------------------------------------------------------------------
+
+/// The whole registry as `(content type, body)`: OpenMetrics 1.0.0 text with exemplars when
+/// `openmetrics`, otherwise the Prometheus text format 0.0.4.
+pub fn encode(openmetrics: bool) -> (&'static str, String) {
+    let mut body = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail; a metric that fails to encode is a bug, and a partial
+    // scrape is still more useful than none.
+    let _ = prometheus_client::encoding::text::encode(&mut body, &global().registry);
+    if openmetrics {
+        (OPENMETRICS_TEXT, body)
+    } else {
+        (PROMETHEUS_TEXT, openmetrics_to_prometheus(&body))
+    }
+}
+
+/// Converts prometheus-client's OpenMetrics text into the Prometheus text format 0.0.4:
+/// exemplars, `# UNIT` and `# EOF` are dropped, counter families are named with their
+/// `_total` suffix (OpenMetrics names the family without it), and `unknown` is `untyped`.
+fn openmetrics_to_prometheus(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let metadata = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        if let Some((keyword, rest)) = metadata {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(keyword);
+            out.push_str(name);
+            if counters.contains(name) {
+                out.push_str("_total");
+            }
+            out.push(' ');
+            out.push_str(if keyword == "# TYPE " && tail == "unknown" {
+                "untyped"
+            } else {
+                tail
+            });
+        } else if line.starts_with('#') {
+            continue;
+        } else {
+            out.push_str(without_exemplar(line));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A sample line without its exemplar (` # {...} value [timestamp]`), found after the label
+/// set so that a label value containing `#` cannot confuse it.
+fn without_exemplar(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    // The metric name, then an optional label set with quoted values.
+    while i < bytes.len() && bytes[i] != b'{' && bytes[i] != b' ' {
+        i += 1;
+    }
+    if i < bytes.len() && bytes[i] == b'{' {
+        let mut in_quotes = false;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' if in_quotes => i += 1,
+                b'"' => in_quotes = !in_quotes,
+                b'}' if !in_quotes => break,
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    match line[i.min(line.len())..].find(" # ") {
+        Some(at) => &line[..i + at],
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_traceparents_give_exemplars() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let sampled = format!("00-{trace}-00f067aa0ba902b7-01");
+        let exemplar = TraceExemplar::from_sampled_traceparent(sampled.as_bytes()).unwrap();
+        assert_eq!(exemplar.trace_id(), trace);
+        let unsampled = format!("00-{trace}-00f067aa0ba902b7-00");
+        assert!(TraceExemplar::from_sampled_traceparent(unsampled.as_bytes()).is_none());
+        assert!(TraceExemplar::from_sampled_traceparent(b"garbage").is_none());
+    }
+
+    #[test]
+    fn unknown_methods_and_unmatched_paths_share_one_value() {
+        let custom = http::Method::from_bytes(b"BREW").unwrap();
+        let labels = HttpLabels::new(&custom, None, 404);
+        assert_eq!((labels.method, labels.route), ("_OTHER", UNMATCHED_ROUTE));
+        let a = HttpLabels::new(&http::Method::GET, Some("/v1/orders/{id}"), 200);
+        let b = HttpLabels::new(&http::Method::GET, Some("/v1/orders/{id}"), 200);
+        assert!(
+            std::ptr::eq(a.route, b.route),
+            "route templates are interned"
+        );
+    }
+
+    #[test]
+    fn prometheus_text_drops_what_it_cannot_carry() {
+        let openmetrics = "# HELP errors Errors.\n# TYPE errors counter\n\
+            errors_total{error_kind=\"a # {b}\"} 3\n\
+            # HELP d_seconds D.\n# TYPE d_seconds histogram\n# UNIT d_seconds seconds\n\
+            d_seconds_bucket{le=\"0.5\"} 1 # {trace_id=\"ab\"} 0.2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus(openmetrics),
+            "# HELP errors_total Errors.\n# TYPE errors_total counter\n\
+             errors_total{error_kind=\"a # {b}\"} 3\n\
+             # HELP d_seconds D.\n# TYPE d_seconds histogram\n\
+             d_seconds_bucket{le=\"0.5\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn every_family_is_exposed() {
+        count_panic();
+        observe_http(
+            HttpLabels::new(&http::Method::POST, Some("/v1/orders"), 201),
+            0.003,
+            TraceExemplar::from_sampled_traceparent(
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        observe_db("sqlite", "create_order", 0.0004);
+        count_error("invalid_argument");
+        let (content_type, openmetrics) = encode(true);
+        assert_eq!(content_type, OPENMETRICS_TEXT);
+        assert!(openmetrics.ends_with("# EOF\n"));
+        assert!(openmetrics.contains("# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.003"));
+        let (content_type, text) = encode(false);
+        assert_eq!(content_type, PROMETHEUS_TEXT);
+        for expected in [
+            "# TYPE http_server_request_duration_seconds histogram",
+            "method=\"POST\",route=\"/v1/orders\",status_code=\"201\"",
+            "db_client_operation_duration_seconds_count{db_system=\"sqlite\",operation=\"create_order\"} 1",
+            "errors_total{error_kind=\"invalid_argument\"} 1",
+            "# TYPE panics_total counter",
+            "# TYPE tokio_busy_ratio gauge",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+        }
+        assert!(!text.contains("trace_id"));
+        assert!(!text.contains("# EOF"));
+        #[cfg(target_os = "linux")]
+        for expected in [
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+        }
+    }
+}
