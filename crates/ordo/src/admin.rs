@@ -1,18 +1,22 @@
-//! The admin port: liveness and readiness for orchestrators (open, no token), and Prometheus
-//! metrics behind `ORDO_ADMIN_TOKEN` when one is configured (open in the dev profile, which has
-//! none).
+//! The admin port: liveness and readiness for orchestrators (open, no token); Prometheus
+//! metrics and CPU profiles behind `ORDO_ADMIN_TOKEN` when one is configured (open in the dev
+//! profile, which has none; staging and prod refuse to start without one).
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use ordo_domain::ErrorKind;
+use ordo_domain::{Error, ErrorKind};
+use ordo_http_api::error::ApiError;
 use ordo_service::Service;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+
+mod profile;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -24,11 +28,30 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/debug/pprof/profile", get(profile::cpu_profile))
+        .route_layer(middleware::from_fn_with_state(
+            state.admin_token.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(protected)
         .with_state(state)
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>` when a token is set.
+async fn require_token(
+    State(token): State<Option<Arc<str>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match token {
+        Some(token) if !bearer_matches(request.headers(), &token) => unauthenticated(),
+        _ => next.run(request).await,
+    }
 }
 
 /// Alive: the process runs and answers. Says nothing about dependencies.
@@ -60,12 +83,7 @@ fn not_ready(reason: &str) -> (StatusCode, axum::Json<serde_json::Value>) {
 
 /// The Prometheus exposition: text format 0.0.4, or OpenMetrics (with exemplars) when the
 /// scraper accepts `application/openmetrics-text`.
-async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Some(token) = &state.admin_token
-        && !bearer_matches(&headers, token)
-    {
-        return unauthenticated();
-    }
+async fn metrics(headers: HeaderMap) -> Response {
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -93,21 +111,16 @@ fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
 }
 
 fn unauthenticated() -> Response {
-    let kind = ErrorKind::Unauthenticated;
-    let body = serde_json::json!({
-        "error": {
-            "code": kind.code(),
-            "message": "the admin endpoints need Authorization: Bearer <ORDO_ADMIN_TOKEN>",
-            "details": [],
-            "trace_id": null,
-        }
-    });
-    (
-        StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::UNAUTHORIZED),
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(body),
-    )
-        .into_response()
+    let mut response = ApiError(Error::new(
+        ErrorKind::Unauthenticated,
+        "the admin endpoints need Authorization: Bearer <ORDO_ADMIN_TOKEN>",
+    ))
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 #[cfg(test)]

@@ -229,6 +229,59 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
     server.admin_get("/readyz").await.expect_status(200);
 }
 
+/// Sends requests one after another for `period`.
+async fn keep_busy(server: &TestServer, period: Duration) {
+    let until = std::time::Instant::now() + period;
+    while std::time::Instant::now() < until {
+        server.get("/v1/orders?limit=5").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_profiles_need_the_token_and_return_flame_graph_data() {
+    let server =
+        TestServer::start_with_env(Backend::sqlite(), &[("ORDO_ADMIN_TOKEN", TOKEN)]).await;
+    let profile = |query: &str, token: Option<&str>| {
+        let mut request = server.client().get(format!(
+            "{}/debug/pprof/profile?{query}",
+            server.admin_url()
+        ));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        send(request)
+    };
+    assert_eq!(profile("seconds=1", None).await.status, 401);
+    let bad = profile("seconds=0", Some(TOKEN)).await;
+    assert_eq!(
+        (bad.status, bad.body["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{}",
+        bad.text
+    );
+
+    // Keep the process busy while it is sampled, so the profile has stacks to show.
+    let busy = keep_busy(&server, Duration::from_millis(1300));
+    let (collapsed, ()) = tokio::join!(profile("seconds=1&format=collapsed", Some(TOKEN)), busy);
+    let collapsed = collapsed.expect_status(200);
+    let line = collapsed.text.lines().next().unwrap_or_default();
+    let count = line.rsplit(' ').next().unwrap_or_default();
+    assert!(
+        line.contains(';') && count.parse::<u64>().is_ok(),
+        "collapsed stacks are `frame;frame count` lines: {line:?}"
+    );
+
+    let busy = keep_busy(&server, Duration::from_millis(1300));
+    let (svg, ()) = tokio::join!(profile("seconds=1", Some(TOKEN)), busy);
+    let svg = svg.expect_status(200);
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    assert!(
+        svg.text.contains("<svg"),
+        "{}",
+        &svg.text[..svg.text.len().min(200)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_open_without_a_token() {
     let server = TestServer::start(Backend::sqlite()).await;
@@ -461,6 +514,16 @@ async fn runtime_and_process_gauges_are_exposed() {
     let text = scrape(&server).await;
 
     assert_eq!(value(&text, "panics_total", &[]), 0.0);
+    assert_eq!(value(&text, "log_lines_dropped_total", &[]), 0.0);
+    // The readiness probes of start-up ran a query: database timings are recorded.
+    assert!(
+        value(
+            &text,
+            "db_client_operation_duration_seconds_count",
+            &[("db_system", "sqlite"), ("operation", "SELECT 1")]
+        ) >= 1.0,
+        "{text}"
+    );
     assert!(value(&text, "tokio_workers", &[]) >= 1.0, "{text}");
     assert!(value(&text, "tokio_alive_tasks", &[]) >= 1.0, "{text}");
     assert!(value(&text, "tokio_global_queue_depth", &[]) >= 0.0);

@@ -1,7 +1,12 @@
 //! JSON log lines: `timestamp`, `level`, `target`, `message`, the event's fields, and the
 //! `trace_id`/`span_id` of the span the event happened in (tracing-subscriber's own JSON format
 //! cannot know those).
+//!
+//! Every request writes an access line, so this is a hot path: a line is serialised straight
+//! into a per-thread buffer (no map, no allocation per field) and handed to a bounded
+//! non-blocking writer.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
 use tracing::field::{Field, Visit};
@@ -16,33 +21,63 @@ pub(crate) struct JsonLogLayer {
     pub(crate) writer: tracing_appender::non_blocking::NonBlocking,
 }
 
-struct FieldsVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+thread_local! {
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
 
-impl Visit for FieldsVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.into());
+/// Appends `,"name":value` for each field; `message` is written like any other field.
+struct FieldWriter<'a>(&'a mut Vec<u8>);
+
+impl FieldWriter<'_> {
+    fn key(&mut self, field: &Field) {
+        self.0.push(b',');
+        let _ = serde_json::to_writer(&mut *self.0, field.name());
+        self.0.push(b':');
     }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), value.into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), value.into());
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), value.into());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_owned(), value.to_string().into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), format!("{value:?}").into());
+
+    fn string(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        let _ = serde_json::to_writer(&mut *self.0, value);
     }
 }
+
+impl Visit for FieldWriter<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.string(field, value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.0
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        // JSON has no NaN or infinity; write those as strings rather than break the line.
+        if value.is_finite() {
+            let _ = write!(self.0, "{value}");
+        } else {
+            let _ = serde_json::to_writer(&mut *self.0, &value.to_string());
+        }
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.string(field, &value.to_string());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.string(field, &format!("{value:?}"));
+    }
+}
+
+const TIMESTAMP: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
 
 impl<S> Layer<S> for JsonLogLayer
 where
@@ -50,22 +85,78 @@ where
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut line = serde_json::Map::with_capacity(8);
-        let timestamp = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        line.insert("timestamp".into(), timestamp.into());
-        line.insert("level".into(), meta.level().as_str().into());
-        line.insert("target".into(), meta.target().into());
-        event.record(&mut FieldsVisitor(&mut line));
-        if let Some(ids) = crate::propagation::active_ids() {
-            line.insert("trace_id".into(), ids.trace_id.into());
-            line.insert("span_id".into(), ids.span_id.into());
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return; // an event raised while writing one: drop it rather than recurse
+            };
+            line.clear();
+            line.extend_from_slice(b"{\"timestamp\":\"");
+            let _ = time::OffsetDateTime::now_utc().format_into(&mut *line, TIMESTAMP);
+            line.extend_from_slice(b"\",\"level\":\"");
+            line.extend_from_slice(meta.level().as_str().as_bytes());
+            line.extend_from_slice(b"\",\"target\":");
+            let _ = serde_json::to_writer(&mut *line, meta.target());
+            event.record(&mut FieldWriter(&mut line));
+            if let Some(ids) = crate::propagation::active_ids() {
+                line.extend_from_slice(b",\"trace_id\":\"");
+                line.extend_from_slice(ids.trace_id.as_bytes());
+                line.extend_from_slice(b"\",\"span_id\":\"");
+                line.extend_from_slice(ids.span_id.as_bytes());
+                line.push(b'"');
+            }
+            line.extend_from_slice(b"}\n");
+            // A full queue or a closed stdout must not take the service down; the line is
+            // lost (and counted), nothing else.
+            let _ = self.writer.clone().write_all(&line);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
         }
-        let mut bytes = serde_json::Value::Object(line).to_string().into_bytes();
-        bytes.push(b'\n');
-        // A full queue or a closed stdout must not take the service down; the line is lost
-        // (and counted), nothing else.
-        let _ = self.writer.clone().write_all(&bytes);
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_valid_json_whatever_the_field_values() {
+        let captured = Captured::default();
+        let (writer, guard) = tracing_appender::non_blocking(captured.clone());
+        let subscriber = tracing_subscriber::registry().with(JsonLogLayer { writer });
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                quoted = "a \"quoted\"\nline\u{0}",
+                count = 5u64,
+                delta = -3i64,
+                ratio = f64::NAN,
+                ok = true,
+                "hello {}",
+                "world"
+            );
+        });
+        drop(guard);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "hello world");
+        assert_eq!(line["quoted"], "a \"quoted\"\nline\u{0}");
+        assert_eq!(line["count"], 5);
+        assert_eq!(line["delta"], -3);
+        assert_eq!(line["ratio"], "NaN");
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["level"], "INFO");
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 }

@@ -312,6 +312,7 @@ impl Metrics {
             "Tasks waiting in the async runtime's global queue",
             tokio_global_queue_depth.clone(),
         );
+        registry.register_collector(Box::new(DroppedLogLines));
         #[cfg(target_os = "linux")]
         registry.register_collector(Box::new(process::ProcessCollector));
         Metrics {
@@ -328,6 +329,27 @@ impl Metrics {
             tokio_busy_ratio,
             tokio_global_queue_depth,
         }
+    }
+}
+
+/// `log_lines_dropped_total`: lines the bounded log queue refused, read at scrape time.
+#[derive(Debug)]
+struct DroppedLogLines;
+
+impl prometheus_client::collector::Collector for DroppedLogLines {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let counter =
+            prometheus_client::metrics::counter::ConstCounter::new(crate::dropped_log_lines());
+        counter.encode(encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because the log queue was full (stdout too slow)",
+            None,
+            counter.metric_type(),
+        )?)
     }
 }
 
