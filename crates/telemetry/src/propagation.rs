@@ -106,3 +106,120 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<HeaderValue> {
     );
     HeaderValue::from_str(&value).ok()
 }
+
+/// The trace context of `span` as text pairs (`traceparent`, `tracestate`, `baggage`), for a
+/// carrier that is not HTTP: message headers, an outbox row's stored context.
+pub fn inject_map(span: &tracing::Span) -> std::collections::HashMap<String, String> {
+    let context = span.context();
+    let mut carrier = std::collections::HashMap::new();
+    if context.span().span_context().is_valid() {
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut carrier)
+        });
+    }
+    carrier
+}
+
+/// Makes `span` a child of the context stored in `carrier` (see [`inject_map`]); an absent or
+/// invalid context leaves it a root. Call before the span is first entered.
+pub fn adopt_parent_from_map(
+    span: &tracing::Span,
+    carrier: &std::collections::HashMap<String, String>,
+) {
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(carrier));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Spawns `future` on the runtime as a child of the caller's current span. A bare
+/// `tokio::spawn` starts with no span, and whatever it traces becomes a new root: the classic
+/// broken trace. Use this instead.
+pub fn spawn_in_current_span<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(future.instrument(tracing::Span::current()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    fn with_tracing<T>(test: impl FnOnce() -> T) -> T {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, test)
+    }
+
+    #[test]
+    fn a_stored_context_makes_the_next_span_a_child_in_the_same_trace() {
+        with_tracing(|| {
+            let producer = tracing::info_span!("produce");
+            let carrier = inject_map(&producer);
+            assert!(carrier.contains_key("traceparent"), "{carrier:?}");
+
+            let consumer = tracing::info_span!("consume");
+            adopt_parent_from_map(&consumer, &carrier);
+            let (produced, consumed) = (ids_of(&producer).unwrap(), ids_of(&consumer).unwrap());
+            assert_eq!(consumed.trace_id, produced.trace_id);
+            assert_ne!(consumed.span_id, produced.span_id);
+            assert!(carrier["traceparent"].contains(&produced.span_id));
+        });
+    }
+
+    #[test]
+    fn a_garbage_context_is_ignored() {
+        with_tracing(|| {
+            let carrier =
+                std::collections::HashMap::from([("traceparent".to_owned(), "garbage".to_owned())]);
+            let span = tracing::info_span!("consume");
+            adopt_parent_from_map(&span, &carrier);
+            assert!(ids_of(&span).is_some(), "still a valid root span");
+        });
+    }
+
+    #[test]
+    fn http_headers_round_trip_the_trace_context() {
+        with_tracing(|| {
+            let client = tracing::info_span!("call");
+            let mut headers = HeaderMap::new();
+            inject_http(&client, &mut headers);
+            let server = tracing::info_span!("serve");
+            adopt_http_parent(&server, &headers);
+            assert_eq!(
+                ids_of(&server).unwrap().trace_id,
+                ids_of(&client).unwrap().trace_id
+            );
+            let traceparent = traceparent_of(&client).unwrap();
+            assert_eq!(headers["traceparent"], traceparent);
+        });
+    }
+
+    #[test]
+    fn a_spawned_task_stays_in_the_callers_trace() {
+        with_tracing(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let request = tracing::info_span!("request");
+            let expected = ids_of(&request).unwrap();
+            let seen = runtime.block_on(async {
+                let _entered = request.enter();
+                spawn_in_current_span(async { current_ids() })
+                    .await
+                    .unwrap()
+            });
+            assert_eq!(seen.unwrap().trace_id, expected.trace_id);
+        });
+    }
+}
