@@ -26,7 +26,8 @@ pub enum LogFormat {
     Pretty,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` prints no secret (tokens, keys, passwords): a logged configuration is safe.
+#[derive(Clone)]
 pub struct Config {
     pub profile: Profile,
     pub http_addr: SocketAddr,
@@ -48,9 +49,63 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests before it gives up.
     pub shutdown_drain: Duration,
+    /// Enables the `webhook` payment provider and authenticates its callbacks.
+    pub payment_webhook_secret: Option<String>,
+    /// The sandbox provider's signing secret; unset: random at each start.
+    pub sandbox_secret: Option<String>,
+    /// How long the sandbox provider waits before it approves a payment.
+    pub sandbox_payment_delay: Duration,
+    /// How long an order may stay unpaid before the payment-timeout job cancels it.
+    pub payment_timeout: Duration,
     /// The file the configuration came from; SIGHUP re-reads its [`LiveSettings`].
     pub file: Option<std::path::PathBuf>,
     pub live: LiveSettings,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |value: &Option<String>| value.as_ref().map(|_| "***");
+        let url = redact_url;
+        f.debug_struct("Config")
+            .field("profile", &self.profile)
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("database_url", &url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("redis_url", &self.redis_url.as_deref().map(url))
+            .field("broker_url", &self.broker_url.as_deref().map(url))
+            .field("admin_token", &secret(&self.admin_token))
+            .field("api_keys", &format!("{} key(s)", self.api_keys.len()))
+            .field("log_format", &self.log_format)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("shutdown_drain", &self.shutdown_drain)
+            .field(
+                "payment_webhook_secret",
+                &secret(&self.payment_webhook_secret),
+            )
+            .field("sandbox_secret", &secret(&self.sandbox_secret))
+            .field("sandbox_payment_delay", &self.sandbox_payment_delay)
+            .field("payment_timeout", &self.payment_timeout)
+            .field("file", &self.file)
+            .field("live", &self.live)
+            .finish()
+    }
+}
+
+/// `url` without its password, for messages, logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// The settings a running process takes again from its file on SIGHUP. At start-up `RUST_LOG`
@@ -103,6 +158,10 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
     shutdown_drain_secs: Option<u64>,
+    payment_webhook_secret: Option<String>,
+    sandbox_secret: Option<String>,
+    sandbox_payment_delay_ms: Option<u64>,
+    payment_timeout_secs: Option<u64>,
     log_filter: Option<String>,
     trace_sampling_ratio: Option<f64>,
 }
@@ -222,6 +281,31 @@ impl Config {
                 file_config.shutdown_drain_secs,
                 10,
             )?),
+            payment_webhook_secret: pick(
+                "ORDO_PAYMENT_WEBHOOK_SECRET",
+                file_config.payment_webhook_secret,
+            ),
+            sandbox_secret: pick("ORDO_SANDBOX_SECRET", file_config.sandbox_secret),
+            sandbox_payment_delay: Duration::from_millis(number(
+                "ORDO_SANDBOX_PAYMENT_DELAY_MS",
+                file_config.sandbox_payment_delay_ms,
+                0,
+            )?),
+            payment_timeout: Duration::from_secs(
+                match number(
+                    "ORDO_PAYMENT_TIMEOUT_SECS",
+                    file_config.payment_timeout_secs,
+                    900,
+                )? {
+                    0 => {
+                        return Err(ConfigError::Invalid {
+                            name: "ORDO_PAYMENT_TIMEOUT_SECS",
+                            reason: "must be at least 1 second".to_owned(),
+                        });
+                    }
+                    secs => secs,
+                },
+            ),
         };
         config.check_profile()?;
         Ok(config)
@@ -375,6 +459,63 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.api_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn payment_settings_have_documented_defaults_and_come_from_env_or_file() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.payment_webhook_secret, None);
+        assert_eq!(config.sandbox_secret, None);
+        assert_eq!(config.sandbox_payment_delay, Duration::ZERO);
+        assert_eq!(config.payment_timeout, Duration::from_secs(900));
+
+        let dir = std::env::temp_dir().join(format!("ordo-config-pay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ordo.toml");
+        std::fs::write(
+            &path,
+            "payment_webhook_secret = \"from-file\"\nsandbox_payment_delay_ms = 250\n\
+             payment_timeout_secs = 60\nsandbox_secret = \"sbx\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            env(&[("ORDO_PAYMENT_WEBHOOK_SECRET", "from-env")]),
+        )
+        .unwrap();
+        assert_eq!(config.payment_webhook_secret.as_deref(), Some("from-env"));
+        assert_eq!(config.sandbox_secret.as_deref(), Some("sbx"));
+        assert_eq!(config.sandbox_payment_delay, Duration::from_millis(250));
+        assert_eq!(config.payment_timeout, Duration::from_secs(60));
+
+        let err = Config::load(None, env(&[("ORDO_PAYMENT_TIMEOUT_SECS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("ORDO_PAYMENT_TIMEOUT_SECS"));
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://ordo:s3cret@db:5432/ordo"),
+            "postgres://ordo:***@db:5432/ordo"
+        );
+        assert_eq!(redact_url("sqlite://data/ordo.db"), "sqlite://data/ordo.db");
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("ORDO_ADMIN_TOKEN", "admin-s3cret"),
+                ("ORDO_API_KEYS", "key-s3cret"),
+                ("ORDO_PAYMENT_WEBHOOK_SECRET", "hook-s3cret"),
+                ("ORDO_DATABASE_URL", "postgres://ordo:db-s3cret@db/ordo"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://ordo:***@db/ordo"), "{shown}");
     }
 
     #[test]

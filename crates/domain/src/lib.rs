@@ -8,6 +8,8 @@
 //! - [`stock`]: quantities, stock levels and the allocation of an order's items to warehouses.
 //! - [`order`]: order lines, pricing, the shipping address and contact, the status state machine.
 //! - [`personal`]: the marking of personal data, which formatting never prints.
+//! - [`payment`]: payment statuses, providers, routing rules and what a provider's callback does.
+//! - [`signature`]: the `Ordo-Signature` HMAC scheme of callbacks and webhooks.
 //!
 //! Invariant: a value of any type here is valid by construction. Parsing happens at the edge
 //! (`parse`/`new` constructors return [`Error`]); code inside trusts the types.
@@ -16,7 +18,9 @@ pub mod error;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod payment;
 pub mod personal;
+pub mod signature;
 pub mod stock;
 pub mod text;
 

@@ -3,7 +3,7 @@
 //! error kind (ordo_domain::error), never from here.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use ordo_domain::error::FieldViolation;
@@ -119,5 +119,16 @@ impl From<PathRejection> for ApiError {
             kind_for_status(rejection.status()),
             rejection.body_text(),
         ))
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let kind = kind_for_status(rejection.status());
+        let message = match kind {
+            ErrorKind::PayloadTooLarge => "the request body is too large".to_owned(),
+            _ => rejection.body_text(),
+        };
+        ApiError(Error::new(kind, message))
     }
 }

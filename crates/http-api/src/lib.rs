@@ -62,6 +62,8 @@ fn api_router() -> OpenApiRouter<Service> {
         .routes(routes!(routes::get_order))
         .routes(routes!(routes::cancel_order))
         .routes(routes!(routes::order_timeline))
+        .routes(routes!(routes::create_payment, routes::list_payments))
+        .routes(routes!(routes::payment_callback))
 }
 
 /// The whole REST API over `service`.

@@ -2,7 +2,7 @@
 //! The `#[utoipa::path]` attributes are the source of the OpenAPI document.
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, Path, Query};
+use crate::extract::{Json, OptionalJson, Path, Query, RawBody};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
@@ -148,6 +148,80 @@ pub(crate) async fn order_timeline(
     Path(id): Path<String>,
 ) -> ApiResult<TimelineView> {
     Ok(axum::Json(service.timeline(&id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/orders/{id}/payments", tag = "payments",
+    params(("id" = String, Path)),
+    request_body(content = Option<CreatePaymentInput>,
+        description = "Optional: empty, `{}`, or `{\"provider\": \"webhook\"}`; without a \
+            provider the routing rules choose"),
+    responses(
+        (status = 201, description = "The payment intent; the order's pending one if it has one \
+            (then with `Idempotent-Replayed: true`)", body = PaymentView),
+        (status = 400, description = "Unknown or disabled provider", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The order is not in pending_payment", body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 503, description = "No healthy provider takes this payment", body = ErrorBody)))]
+pub(crate) async fn create_payment(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    OptionalJson(input): OptionalJson<CreatePaymentInput>,
+) -> Result<Response, ApiError> {
+    let created = service
+        .create_payment(&id, input.unwrap_or_default())
+        .await?;
+    let mut response = (StatusCode::CREATED, axum::Json(created.payment)).into_response();
+    if created.replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/v1/orders/{id}/payments", tag = "payments",
+    params(("id" = String, Path)),
+    responses((status = 200, body = PaymentList), (status = 404, body = ErrorBody)))]
+pub(crate) async fn list_payments(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> ApiResult<PaymentList> {
+    Ok(axum::Json(service.order_payments(&id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/payments/callbacks/{provider}", tag = "payments",
+    params(("provider" = String, Path, description = "`sandbox` or `webhook`"),
+        ("Ordo-Signature" = String, Header,
+            description = "`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`; \
+                the timestamp must be within 300 s")),
+    request_body(content = PaymentCallbackInput,
+        description = "Signed as sent: the signature covers the raw bytes"),
+    responses(
+        (status = 200, description = "Applied, or a replay of an event id answered with its \
+            first outcome", body = PaymentCallbackAck),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "Missing or bad signature, or a stale timestamp",
+            body = ErrorBody),
+        (status = 404, description = "Unknown or disabled provider, or unknown payment",
+            body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+pub(crate) async fn payment_callback(
+    State(service): State<Service>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> ApiResult<PaymentCallbackAck> {
+    // A header that is not visible ASCII cannot be a valid signature: let it fail as one.
+    let signature = headers
+        .get(ordo_domain::signature::HEADER)
+        .map(|value| value.to_str().unwrap_or(""));
+    Ok(axum::Json(
+        service
+            .payment_callback(&provider, signature, &body)
+            .await?,
+    ))
 }
 
 /// Any path the API does not have.

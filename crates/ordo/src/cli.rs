@@ -78,7 +78,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let db = crate::serve::connect_database(&config).await?;
     db.migrate().await.context("migrations failed")?;
     tracing::info!(
-        database = %crate::serve::redact_url(&config.database_url),
+        database = %ordo_config::redact_url(&config.database_url),
         "migrations applied"
     );
     db.close().await;

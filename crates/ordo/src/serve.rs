@@ -7,7 +7,9 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use ordo_config::Config;
 use ordo_http_api::HttpLimits;
-use ordo_service::Service;
+use ordo_outbox::transport::InProcess;
+use ordo_outbox::{Relay, Wakeup};
+use ordo_service::{PaymentSettings, Service};
 use ordo_storage::Database;
 use ordo_telemetry::ReloadHandle;
 use std::sync::Arc;
@@ -20,7 +22,28 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
     db.migrate()
         .await
         .context("cannot apply database migrations")?;
-    let service = Service::new(db.clone());
+    // The event flow: the relay publishes what writes commit to the outbox; in-process by
+    // default, to this process's consumers.
+    let wakeup = Wakeup::default();
+    let transport = Arc::new(InProcess::new(Vec::new()));
+    let relay_stop = CancellationToken::new();
+    let relay =
+        tokio::spawn(Relay::new(db.clone(), transport, wakeup.clone()).run(relay_stop.clone()));
+    let service = Service::new(db.clone())
+        .with_wakeup(wakeup)
+        .with_payments(PaymentSettings {
+            webhook_secret: config.payment_webhook_secret.clone(),
+            sandbox_secret: config.sandbox_secret.clone(),
+            sandbox_delay: config.sandbox_payment_delay,
+            payment_timeout: config.payment_timeout,
+        });
+    // The payment-timeout job. A plain spawn: each of its runs starts a trace of its own.
+    let jobs_stop = CancellationToken::new();
+    let payment_timeouts = tokio::spawn({
+        let service = service.clone();
+        let stop = jobs_stop.clone();
+        async move { service.run_payment_timeouts(stop).await }
+    });
 
     let http_listener = bind(config.http_addr, "ORDO_HTTP_ADDR").await?;
     let admin_listener = bind(config.admin_addr, "ORDO_ADMIN_ADDR").await?;
@@ -73,6 +96,7 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
     let reloader = tokio::spawn(shutdown::reload_on_sighup(config.clone(), reload));
     shutdown::signal().await;
     reloader.abort();
+    jobs_stop.cancel();
     draining.store(true, Ordering::Relaxed);
     let servers = async {
         for (name, server) in [("http", http_server), ("admin", admin_server)] {
@@ -91,6 +115,23 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
             "drain time ran out; stopping with requests still in flight"
         );
     }
+    // A run of the job in progress finishes its batch (each cancel is one short transaction).
+    if tokio::time::timeout(config.shutdown_drain, payment_timeouts)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the payment timeout job did not stop in time");
+    }
+    // Requests are done: publish what they committed, then stop the relay.
+    relay_stop.cancel();
+    if tokio::time::timeout(config.shutdown_drain, relay)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "outbox relay did not finish in time; events left are published at the next start"
+        );
+    }
     runtime_sampler.abort();
     db.close().await;
     tracing::info!("ordo stopped");
@@ -103,7 +144,7 @@ pub async fn connect_database(config: &Config) -> anyhow::Result<Database> {
         .with_context(|| {
             format!(
                 "cannot use the database at {} (ORDO_DATABASE_URL)",
-                redact_url(&config.database_url)
+                ordo_config::redact_url(&config.database_url)
             )
         })
 }
@@ -112,32 +153,4 @@ async fn bind(addr: std::net::SocketAddr, variable: &str) -> anyhow::Result<TcpL
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ({variable})"))
-}
-
-/// The URL without its password, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact_url("postgres://ordo:s3cret@db:5432/ordo"),
-            "postgres://ordo:***@db:5432/ordo"
-        );
-        assert_eq!(redact_url("sqlite://data/ordo.db"), "sqlite://data/ordo.db");
-    }
 }

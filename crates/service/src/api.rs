@@ -196,3 +196,58 @@ pub struct TimelineEventView {
 pub struct TimelineView {
     pub events: Vec<TimelineEventView>,
 }
+
+/// Asks for a payment intent; without a provider the routing rules choose one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePaymentInput {
+    /// `sandbox` or `webhook` (enabled by `ORDO_PAYMENT_WEBHOOK_SECRET`).
+    #[serde(default)]
+    #[schema(example = "webhook")]
+    pub provider: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PaymentView {
+    /// `pay_` and 32 hex digits.
+    pub id: String,
+    pub order_id: String,
+    #[schema(example = "sandbox")]
+    pub provider: String,
+    /// One of pending, succeeded, failed.
+    pub status: String,
+    /// The order's total at the time of the intent.
+    pub amount: MoneyDto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PaymentList {
+    /// Oldest first.
+    pub payments: Vec<PaymentView>,
+}
+
+/// What a provider reports about a payment; signed with `Ordo-Signature` over the raw body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentCallbackInput {
+    /// The provider's id of this event; a replay of it changes nothing.
+    pub event_id: String,
+    pub payment_id: String,
+    pub status: CallbackStatus,
+    pub amount: MoneyDto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackStatus {
+    Succeeded,
+    Failed,
+}
+
+/// The answer to every delivery of one event: what its first delivery did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PaymentCallbackAck {
+    pub event_id: String,
+    /// One of succeeded, failed, amount_mismatch, order_not_payable, payment_not_pending.
+    pub outcome: String,
+}

@@ -8,6 +8,7 @@
 //! - [`api`]: the request inputs and response views (JSON and OpenAPI shapes of the contract).
 //! - `catalog`: products, warehouses, stock.
 //! - `orders`: create (idempotent, reserving stock atomically), read, list, cancel, timeline.
+//! - `payments`: payment intents, provider callbacks, the sandbox provider, the payment timeout.
 //!
 //! Invariant: every write that changes an order also appends its timeline entry, stamped with
 //! the trace and span ids of the step that wrote it, in the same transaction.
@@ -15,20 +16,50 @@
 pub mod api;
 mod catalog;
 mod orders;
+mod payments;
 
 pub use orders::Created;
+pub use payments::{PaymentCreated, PaymentSettings, SweepReport};
 
 use ordo_storage::Database;
+
+/// The topics of the events ordo publishes (outbox `topic`, broker routing key / subject).
+pub mod topics {
+    pub const ORDER_CREATED: &str = "order.created";
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
+    /// A payment succeeded and the order is `paid`: the fulfillment pipeline's first input.
+    pub const ORDER_PAID: &str = "order.paid";
+}
 
 /// The use cases of ordo over one database. Cheap to clone.
 #[derive(Clone)]
 pub struct Service {
     db: Database,
+    /// Pokes the outbox relay after a commit that wrote events.
+    wakeup: ordo_outbox::Wakeup,
+    /// Payment providers, their secrets and routing rules, the payment timeout.
+    payments: std::sync::Arc<payments::Payments>,
 }
 
 impl Service {
     pub fn new(db: Database) -> Self {
-        Service { db }
+        Service {
+            db,
+            wakeup: ordo_outbox::Wakeup::default(),
+            payments: std::sync::Arc::new(payments::Payments::new(PaymentSettings::default())),
+        }
+    }
+
+    /// Uses `settings` for payments (the default: the sandbox only, with a random secret).
+    pub fn with_payments(mut self, settings: PaymentSettings) -> Self {
+        self.payments = std::sync::Arc::new(payments::Payments::new(settings));
+        self
+    }
+
+    /// Wakes `wakeup`'s relay whenever a write commits events (else they wait for its poll).
+    pub fn with_wakeup(mut self, wakeup: ordo_outbox::Wakeup) -> Self {
+        self.wakeup = wakeup;
+        self
     }
 
     /// Whether the service can do its work now (the readiness check).

@@ -5,7 +5,7 @@ use crate::api::{
     AddressDto, ContactDto, CreateOrderInput, ListOrdersQuery, MoneyDto, OrderItemView, OrderPage,
     OrderView, TimelineEventView, TimelineView,
 };
-use crate::{Service, rfc3339, step_ids};
+use crate::{Service, rfc3339, step_ids, topics};
 use ordo_domain::ids::{CustomerId, OrderId, Sku};
 use ordo_domain::money::Currency;
 use ordo_domain::order::{
@@ -79,6 +79,31 @@ fn parse_idempotency_key(raw: &str) -> Result<&str> {
             "Idempotency-Key",
             "must be 1 to 255 visible ASCII characters",
         ))
+    }
+}
+
+/// Why an order is cancelled: it decides the timeline detail and the event's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelCause {
+    /// `POST /v1/orders/{id}/cancel`.
+    Request,
+    /// The payment-timeout job: unpaid for too long.
+    PaymentTimeout,
+}
+
+impl CancelCause {
+    fn reason(self) -> &'static str {
+        match self {
+            CancelCause::Request => "requested",
+            CancelCause::PaymentTimeout => "payment_timed_out",
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            CancelCause::Request => "cancelled by request; reserved stock released",
+            CancelCause::PaymentTimeout => "payment timed out; reserved stock released",
+        }
     }
 }
 
@@ -203,7 +228,17 @@ impl Service {
             span_id: &ids.span_id,
         })
         .await?;
+        let event = serde_json::json!({
+            "order_id": record.id,
+            "customer_id": record.customer_id,
+            "total": {"amount_minor": record.total_minor, "currency": record.currency},
+            "reservations": allocations.iter().map(|a| serde_json::json!({
+                "sku": a.sku.as_str(), "warehouse": a.warehouse.as_str(), "quantity": a.quantity,
+            })).collect::<Vec<_>>(),
+        });
+        ordo_outbox::new_event(&mut tx, topics::ORDER_CREATED, &record.id, &event, now).await?;
         tx.commit().await?;
+        self.wakeup.wake();
         metrics::count_order_created();
         tracing::info!(order.id = %record.id, "order created");
         Ok(Created {
@@ -270,6 +305,19 @@ impl Service {
     #[tracing::instrument(name = "cancel_order", skip_all, fields(order.id = %id))]
     pub async fn cancel_order(&self, id: &str) -> Result<OrderView> {
         let id = OrderId::parse(id)?;
+        let (record, _cancelled_now) = self.cancel_unpaid(&id, CancelCause::Request).await?;
+        view(record)
+    }
+
+    /// The one cancel transaction, shared by a customer's request and the payment-timeout job:
+    /// the conditional status change, the stock release, the timeline entry and the event
+    /// commit together. Returns the order and whether this call cancelled it (`false`: it was
+    /// cancelled already, which is not an error); any status past payment is a `conflict`.
+    pub(crate) async fn cancel_unpaid(
+        &self,
+        id: &OrderId,
+        cause: CancelCause,
+    ) -> Result<(OrderRecord, bool)> {
         let mut tx = self.db.begin().await?;
         let Some(mut record) = tx.order_for_update(id.as_str()).await? else {
             return Err(Error::not_found(format!("order {id}")));
@@ -277,7 +325,7 @@ impl Service {
         let status = OrderStatus::parse(&record.status)
             .map_err(|_| Error::internal(format!("order {id} has an unknown stored status")))?;
         if status == OrderStatus::Cancelled {
-            return view(record);
+            return Ok((record, false));
         }
         let next = status.apply(OrderEvent::Cancel)?;
         let now = now_ms();
@@ -293,17 +341,20 @@ impl Service {
             order_id: id.as_str(),
             at_ms: now,
             kind: "order_cancelled",
-            detail: "cancelled by request; reserved stock released",
+            detail: cause.detail(),
             trace_id: &ids.trace_id,
             span_id: &ids.span_id,
         })
         .await?;
+        let event = serde_json::json!({"order_id": id.as_str(), "reason": cause.reason()});
+        ordo_outbox::new_event(&mut tx, topics::ORDER_CANCELLED, id.as_str(), &event, now).await?;
         tx.commit().await?;
+        self.wakeup.wake();
         metrics::count_order_cancelled();
-        tracing::info!(order.id = %id, "order cancelled");
+        tracing::info!(order.id = %id, cause = cause.reason(), "order cancelled");
         record.status = next.as_str().to_owned();
         record.updated_at_ms = now;
-        view(record)
+        Ok((record, true))
     }
 
     #[tracing::instrument(name = "order_timeline", skip_all, fields(order.id = %id))]

@@ -5,6 +5,8 @@
 //! - [`Database`]: connecting, migrating, health; the read pool and the write path.
 //! - [`catalog`]: products, warehouses and stock levels.
 //! - [`orders`]: reading orders and their timeline; [`WriteTx`] for the steps of a write.
+//! - [`outbox`]: appending events in a write, and the relay's claims; processed-event ids.
+//! - [`payments`]: payment intents, provider callback events, the unpaid orders to time out.
 //! - [`records`]: the row shapes handed to the service layer.
 //!
 //! Invariants a reader must not break:
@@ -18,6 +20,8 @@
 pub mod catalog;
 mod error;
 pub mod orders;
+pub mod outbox;
+pub mod payments;
 pub mod records;
 mod traced;
 

@@ -196,6 +196,15 @@ pub struct NewEvent<'a> {
 }
 
 impl WriteTx {
+    /// The transaction's connection, for steps defined in other modules.
+    pub(crate) fn connection(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().traced(self.backend, "COMMIT").await
     }

@@ -70,3 +70,80 @@ pub struct OrderFilter {
     pub before_id: Option<String>,
     pub limit: u32,
 }
+
+/// A payment intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub id: String,
+    pub order_id: String,
+    pub provider: String,
+    pub status: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// The step that created the intent.
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+/// A provider callback as received, with what it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentEventRecord {
+    pub provider: String,
+    pub event_id: String,
+    pub payment_id: String,
+    /// What the provider reported: `succeeded` or `failed`.
+    pub status: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub outcome: String,
+    pub received_at_ms: i64,
+}
+
+/// An order still awaiting payment, as the payment-timeout job sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpaidOrderRecord {
+    pub id: String,
+    pub created_at_ms: i64,
+    /// The step that created the order, whose trace the job's work joins.
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+/// An event to append to the outbox.
+#[derive(Debug, Clone)]
+pub struct NewOutboxEvent<'a> {
+    pub event_id: &'a str,
+    /// `order.created`, `payment.succeeded`...
+    pub topic: &'a str,
+    /// The order the event is about: consumers and brokers key on it.
+    pub aggregate_id: &'a str,
+    /// JSON.
+    pub payload: &'a str,
+    /// JSON object of W3C trace-context fields of the step that wrote the event.
+    pub trace_context: &'a str,
+    pub created_at_ms: i64,
+}
+
+/// An outbox row claimed by a relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event_id: String,
+    pub topic: String,
+    pub aggregate_id: String,
+    pub payload: String,
+    pub trace_context: String,
+    pub created_at_ms: i64,
+    /// Claims so far, this one included.
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    pub pending: i64,
+    /// 0 when nothing is pending.
+    pub oldest_created_at_ms: i64,
+    pub dead: i64,
+}

@@ -48,6 +48,8 @@ pub mod labels {
     pub const DB_SYSTEM: &str = "db_system";
     /// A short static name of the database operation (`create_order`).
     pub const OPERATION: &str = "operation";
+    /// A consumer of events (a pipeline stage).
+    pub const CONSUMER: &str = "consumer";
     /// The exemplar label naming the trace of an observation.
     pub const TRACE_ID: &str = "trace_id";
 }
@@ -221,6 +223,70 @@ pub struct Metrics {
     tokio_workers: Gauge,
     tokio_busy_ratio: FloatGauge,
     tokio_global_queue_depth: Gauge,
+    outbox: OutboxMetrics,
+}
+
+/// The event flow: what the relay published, retried and dead-lettered, what waits, and the
+/// duplicates consumers absorbed.
+struct OutboxMetrics {
+    published: Counter,
+    failures: Counter,
+    dead_lettered: Counter,
+    backlog: Gauge,
+    lag_seconds: FloatGauge,
+    dead_letters: Gauge,
+    duplicates: Family<StaticLabel<1>, Counter>,
+}
+
+impl OutboxMetrics {
+    fn register(registry: &mut Registry) -> OutboxMetrics {
+        let metrics = OutboxMetrics {
+            published: Counter::default(),
+            failures: Counter::default(),
+            dead_lettered: Counter::default(),
+            backlog: Gauge::default(),
+            lag_seconds: FloatGauge::default(),
+            dead_letters: Gauge::default(),
+            duplicates: Family::default(),
+        };
+        registry.register(
+            "outbox_events_published",
+            "Events the outbox relay published and the transport acknowledged",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "outbox_publish_failures",
+            "Publish attempts that failed (the event is retried with backoff)",
+            metrics.failures.clone(),
+        );
+        registry.register(
+            "outbox_events_dead_lettered",
+            "Events given up on after the last attempt",
+            metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "outbox_backlog",
+            "Committed events not yet published",
+            metrics.backlog.clone(),
+        );
+        registry.register_with_unit(
+            "outbox_lag",
+            "Age of the oldest committed event not yet published",
+            Unit::Seconds,
+            metrics.lag_seconds.clone(),
+        );
+        registry.register(
+            "outbox_dead_letters",
+            "Dead-lettered events waiting for an operator",
+            metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "consumer_duplicate_events",
+            "Redelivered events a consumer recognised and ignored, by consumer",
+            metrics.duplicates.clone(),
+        );
+        metrics
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -312,6 +378,7 @@ impl Metrics {
             "Tasks waiting in the async runtime's global queue",
             tokio_global_queue_depth.clone(),
         );
+        let outbox = OutboxMetrics::register(&mut registry);
         registry.register_collector(Box::new(DroppedLogLines));
         #[cfg(target_os = "linux")]
         registry.register_collector(Box::new(process::ProcessCollector));
@@ -328,6 +395,7 @@ impl Metrics {
             tokio_workers,
             tokio_busy_ratio,
             tokio_global_queue_depth,
+            outbox,
         }
     }
 }
@@ -405,6 +473,31 @@ pub fn count_order_rejected(reason: &'static str) {
     global()
         .orders_rejected
         .get_or_create(&StaticLabel([(labels::REASON, reason)]))
+        .inc();
+}
+
+/// Counts one relay round's outcome.
+pub fn count_outbox(published: u64, failed: u64, dead_lettered: u64) {
+    let outbox = &global().outbox;
+    outbox.published.inc_by(published);
+    outbox.failures.inc_by(failed);
+    outbox.dead_lettered.inc_by(dead_lettered);
+}
+
+/// Sets the backlog gauges from the relay's latest look at the outbox.
+pub fn set_outbox_backlog(pending: i64, lag_seconds: f64, dead: i64) {
+    let outbox = &global().outbox;
+    outbox.backlog.set(pending);
+    outbox.lag_seconds.set(lag_seconds);
+    outbox.dead_letters.set(dead);
+}
+
+/// Counts one redelivered event that `consumer` had already processed.
+pub fn count_duplicate_event(consumer: &'static str) {
+    global()
+        .outbox
+        .duplicates
+        .get_or_create(&StaticLabel([(labels::CONSUMER, consumer)]))
         .inc();
 }
 

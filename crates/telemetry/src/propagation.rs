@@ -5,7 +5,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The ids of one span, in their W3C hex form, as stored on rows and timeline entries.
@@ -133,6 +133,72 @@ pub fn adopt_parent_from_map(
     }
 }
 
+/// A remote, sampled span context from the hex ids stored on a row; `None` when they do not
+/// parse or are all zeros (a row written without telemetry).
+fn remote_context(trace_id_hex: &str, span_id_hex: &str) -> Option<SpanContext> {
+    let trace_id = TraceId::from_hex(trace_id_hex).ok()?;
+    let span_id = SpanId::from_hex(span_id_hex).ok()?;
+    let context = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    context.is_valid().then_some(context)
+}
+
+/// Makes `span` a child of the span whose ids a row stored (an order's `trace_id`/`span_id`),
+/// taken as a remote, sampled parent: work done later for that row (a scheduled job) joins
+/// its trace. Ids that do not parse leave `span` a root. Call before the span is first
+/// entered; returns whether the parent was adopted.
+pub fn adopt_parent_from_ids(span: &tracing::Span, trace_id_hex: &str, span_id_hex: &str) -> bool {
+    match remote_context(trace_id_hex, span_id_hex) {
+        Some(parent) => span
+            .set_parent(opentelemetry::Context::new().with_remote_span_context(parent))
+            .is_ok(),
+        None => false,
+    }
+}
+
+/// Adds to `span` a link to `linked` (a job run's span, from each piece of work it did in
+/// another trace). Nothing happens when either has no valid context.
+pub fn link_to(span: &tracing::Span, linked: &tracing::Span) {
+    let context = linked.context();
+    let linked_context = context.span().span_context().clone();
+    if linked_context.is_valid() {
+        span.add_link(linked_context);
+    }
+}
+
+/// Adds to `span` a link to the span whose ids a row stored (e.g. the step that created an
+/// order, from a request about that order that arrived in another trace).
+pub fn link_to_ids(span: &tracing::Span, trace_id_hex: &str, span_id_hex: &str) {
+    if let Some(linked) = remote_context(trace_id_hex, span_id_hex) {
+        span.add_link(linked);
+    }
+}
+
+/// Spawns `future` instrumented with `span`, which becomes a child of the caller's current
+/// span in the trace, without keeping the caller's span open: for work that outlives the
+/// request that started it (a delayed callback), so the request's spans end when it ends.
+/// Create `span` with `parent: None`; it must not have been entered yet.
+pub fn spawn_child_in_current_trace<F>(
+    span: tracing::Span,
+    future: F,
+) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    let parent = tracing::Span::current().context();
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    tokio::spawn(future.instrument(span))
+}
+
 /// Spawns `future` on the runtime as a child of the caller's current span. A bare
 /// `tokio::spawn` starts with no span, and whatever it traces becomes a new root: the classic
 /// broken trace. Use this instead.
@@ -202,6 +268,55 @@ mod tests {
             );
             let traceparent = traceparent_of(&client).unwrap();
             assert_eq!(headers["traceparent"], traceparent);
+        });
+    }
+
+    #[test]
+    fn stored_ids_make_a_later_span_a_child_of_that_trace() {
+        with_tracing(|| {
+            let order = tracing::info_span!("create_order");
+            let stored = ids_of(&order).unwrap();
+            let job = tracing::info_span!("job_run");
+            let later = tracing::info_span!(parent: None, "timeout");
+            assert!(adopt_parent_from_ids(
+                &later,
+                &stored.trace_id,
+                &stored.span_id
+            ));
+            link_to(&later, &job);
+            assert_eq!(ids_of(&later).unwrap().trace_id, stored.trace_id);
+            assert_ne!(ids_of(&job).unwrap().trace_id, stored.trace_id);
+
+            let orphan = tracing::info_span!(parent: None, "orphan");
+            assert!(!adopt_parent_from_ids(
+                &orphan,
+                &"0".repeat(32),
+                &"0".repeat(16)
+            ));
+            assert!(!adopt_parent_from_ids(&orphan, "xyz", "abc"));
+            assert!(ids_of(&orphan).is_some(), "still a valid root span");
+        });
+    }
+
+    #[test]
+    fn a_detached_child_task_stays_in_the_callers_trace() {
+        with_tracing(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let request = tracing::info_span!("request");
+            let expected = ids_of(&request).unwrap();
+            let seen = runtime.block_on(async {
+                let _entered = request.enter();
+                let span = tracing::info_span!(parent: None, "later");
+                spawn_child_in_current_trace(span, async { current_ids() })
+                    .await
+                    .unwrap()
+            });
+            let seen = seen.unwrap();
+            assert_eq!(seen.trace_id, expected.trace_id);
+            assert_ne!(seen.span_id, expected.span_id);
         });
     }
 

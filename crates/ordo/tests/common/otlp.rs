@@ -30,6 +30,8 @@ pub struct CapturedSpan {
     pub status_code: i32,
     pub attributes: HashMap<String, String>,
     pub resource: HashMap<String, String>,
+    /// The (trace id, span id) of each span this one links to.
+    pub links: Vec<(String, String)>,
 }
 
 pub const KIND_SERVER: i32 = 2;
@@ -74,6 +76,11 @@ impl Store {
                         status_code: span.status.map(|s| s.code).unwrap_or(0),
                         attributes: attributes(&span.attributes),
                         resource: resource.clone(),
+                        links: span
+                            .links
+                            .iter()
+                            .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+                            .collect(),
                     });
                 }
             }

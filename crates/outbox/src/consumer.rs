@@ -1,0 +1,89 @@
+//! Running a consumer on one event: a CONSUMER span that continues the publisher's trace, and a
+//! transaction in which the consumer's effect and the event's processed id commit together.
+
+use crate::event::Envelope;
+use crate::relay::Wakeup;
+use ordo_domain::Result;
+use ordo_storage::{Database, WriteTx, now_ms};
+use std::future::Future;
+use std::pin::Pin;
+use tracing::{Instrument, field};
+
+pub type HandleFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// A stage that reacts to events. `handle` does its work inside `tx` (and may append new
+/// events to it); it must not commit: the runner does, together with the processed id.
+pub trait Consumer: Send + Sync + 'static {
+    /// Stable name: the key of its processed-event ids and its metric label.
+    fn name(&self) -> &'static str;
+
+    fn topics(&self) -> &'static [&'static str];
+
+    fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a>;
+}
+
+/// A consumer with what it needs to run: the database, and the relay to wake when its
+/// transaction wrote new events.
+pub struct ConsumerRunner {
+    consumer: Box<dyn Consumer>,
+    db: Database,
+    wakeup: Wakeup,
+    system: &'static str,
+}
+
+impl ConsumerRunner {
+    pub fn new(consumer: impl Consumer, db: Database, wakeup: Wakeup) -> Self {
+        ConsumerRunner {
+            consumer: Box::new(consumer),
+            db,
+            wakeup,
+            system: "ordo_in_process",
+        }
+    }
+
+    pub fn topics(&self) -> &'static [&'static str] {
+        self.consumer.topics()
+    }
+
+    /// Processes `event` once: a redelivered event finds its id recorded and changes nothing.
+    pub async fn deliver(&self, event: &Envelope) -> Result<()> {
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {}", event.topic),
+            otel.kind = "consumer",
+            otel.status_code = field::Empty,
+            messaging.system = self.system,
+            messaging.operation.type = "process",
+            messaging.destination.name = %event.topic,
+            messaging.message.id = %event.event_id,
+            messaging.consumer.group.name = self.consumer.name(),
+            order.id = %event.aggregate_id,
+            duplicate = field::Empty,
+        );
+        ordo_telemetry::propagation::adopt_parent_from_map(&span, &event.headers);
+        let result = async {
+            let mut tx = self.db.begin().await?;
+            if !tx
+                .mark_processed(self.consumer.name(), &event.event_id, now_ms())
+                .await?
+            {
+                tracing::Span::current().record("duplicate", true);
+                ordo_telemetry::metrics::count_duplicate_event(self.consumer.name());
+                return Ok(());
+            }
+            self.consumer.handle(event, &mut tx).await?;
+            tx.commit().await?;
+            self.wakeup.wake();
+            Ok(())
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(error) = &result {
+            span.record("otel.status_code", "error");
+            span.in_scope(|| {
+                tracing::warn!(consumer = self.consumer.name(), error = %error, "event processing failed")
+            });
+        }
+        result
+    }
+}

@@ -1,0 +1,196 @@
+//! The outbox relay: claims committed events, publishes them, marks them published.
+//!
+//! Several relays (one per instance) may run against one database: a claim is a lease, and on
+//! PostgreSQL claims skip rows another relay is claiming, so no event is published twice by
+//! design; only a relay that dies between publish and mark leaves its events to be published
+//! again after the lease — which idempotent consumers absorb.
+
+use crate::event::Envelope;
+use crate::transport::Transport;
+use ordo_storage::records::OutboxRow;
+use ordo_storage::{Database, now_ms};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field};
+
+/// Attempts before an event is dead-lettered.
+pub const MAX_ATTEMPTS: i64 = 8;
+const BATCH: u32 = 64;
+/// How long a claim lasts: far longer than publishing a batch takes. Events claimed by a relay
+/// that crashed wait this long before another relay (or the restarted one) takes them.
+const LEASE_MS: i64 = 10_000;
+/// How often the relay looks without being woken (events written by another instance).
+const POLL: Duration = Duration::from_millis(200);
+
+/// Wakes the relay when a transaction wrote events, so they leave at once instead of at the
+/// next poll.
+#[derive(Clone, Default)]
+pub struct Wakeup(Arc<Notify>);
+
+impl Wakeup {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+pub struct Relay {
+    db: Database,
+    transport: Arc<dyn Transport>,
+    wakeup: Wakeup,
+    /// This relay's claims.
+    token: String,
+}
+
+impl Relay {
+    pub fn new(db: Database, transport: Arc<dyn Transport>, wakeup: Wakeup) -> Self {
+        Relay {
+            db,
+            transport,
+            wakeup,
+            token: format!("relay_{:032x}", uuid::Uuid::now_v7().as_u128()),
+        }
+    }
+
+    /// Publishes until `stop` is cancelled, then publishes what is already committed once more
+    /// (the shutdown flush) and returns.
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            let drained = self.publish_pending().await;
+            if stop.is_cancelled() {
+                break;
+            }
+            if drained {
+                tokio::select! {
+                    () = self.wakeup.0.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        }
+        self.publish_pending().await;
+    }
+
+    /// One claim-publish-mark round. Returns whether the backlog is drained (false: go again).
+    pub async fn publish_pending(&self) -> bool {
+        let claimed = match self
+            .db
+            .claim_outbox(&self.token, BATCH, now_ms(), LEASE_MS)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, "outbox: cannot claim events");
+                tokio::time::sleep(POLL).await;
+                return true;
+            }
+        };
+        let full_batch = claimed.len() == BATCH as usize;
+        let mut published = Vec::new();
+        let mut failed = Vec::new();
+        let mut dead = Vec::new();
+        for row in &claimed {
+            match self.publish(row).await {
+                Ok(()) => published.push(row.seq),
+                Err(_) if row.attempts >= MAX_ATTEMPTS => dead.push(row.seq),
+                Err(_) => failed.push((row.seq, row.attempts)),
+            }
+        }
+        let now = now_ms();
+        let results = [
+            self.db.mark_published(&self.token, &published, now).await,
+            self.db.mark_dead(&self.token, &dead, now).await,
+        ];
+        for (seq, attempts) in &failed {
+            let retry_at = now + backoff_ms(*attempts);
+            if let Err(error) = self.db.release_claim(&self.token, &[*seq], retry_at).await {
+                tracing::warn!(%error, "outbox: cannot schedule a retry");
+            }
+        }
+        for result in results {
+            if let Err(error) = result {
+                tracing::warn!(%error, "outbox: cannot mark events");
+            }
+        }
+        ordo_telemetry::metrics::count_outbox(
+            published.len() as u64,
+            failed.len() as u64,
+            dead.len() as u64,
+        );
+        if !dead.is_empty() {
+            tracing::error!(
+                events = dead.len(),
+                "outbox: events dead-lettered after {MAX_ATTEMPTS} attempts"
+            );
+        }
+        self.observe_backlog().await;
+        !full_batch
+    }
+
+    /// Publishes one event in a PRODUCER span continuing the trace of the step that wrote it.
+    async fn publish(&self, row: &OutboxRow) -> ordo_domain::Result<()> {
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {}", row.topic),
+            otel.kind = "producer",
+            otel.status_code = field::Empty,
+            messaging.system = self.transport.system(),
+            messaging.operation.type = "publish",
+            messaging.destination.name = %row.topic,
+            messaging.message.id = %row.event_id,
+            order.id = %row.aggregate_id,
+            attempt = row.attempts,
+        );
+        let stored: std::collections::HashMap<String, String> =
+            serde_json::from_str(&row.trace_context).unwrap_or_default();
+        ordo_telemetry::propagation::adopt_parent_from_map(&span, &stored);
+        let mut envelope = Envelope::from_row(row)?;
+        envelope.headers = ordo_telemetry::propagation::inject_map(&span);
+        let result = self
+            .transport
+            .publish(&envelope)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &result {
+            span.record("otel.status_code", "error");
+            span.in_scope(|| tracing::warn!(%error, topic = %row.topic, "outbox: publish failed"));
+        }
+        result
+    }
+
+    async fn observe_backlog(&self) {
+        if let Ok(backlog) = self.db.outbox_backlog().await {
+            let lag_seconds = if backlog.pending == 0 {
+                0.0
+            } else {
+                (now_ms() - backlog.oldest_created_at_ms).max(0) as f64 / 1000.0
+            };
+            ordo_telemetry::metrics::set_outbox_backlog(backlog.pending, lag_seconds, backlog.dead);
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: up to 100 ms · 2^attempts, capped at 30 s.
+fn backoff_ms(attempts: i64) -> i64 {
+    let ceiling = (100i64 << attempts.clamp(0, 9)).min(30_000);
+    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as i64;
+    ceiling / 2 + ceiling * jitter / 2000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_ms;
+
+    #[test]
+    fn backoff_grows_with_attempts_and_stays_capped() {
+        for attempts in 1..20 {
+            let ceiling = (100i64 << attempts.clamp(0, 9)).min(30_000);
+            let wait = backoff_ms(attempts);
+            assert!(
+                (ceiling / 2..=ceiling).contains(&wait),
+                "{attempts}: {wait}"
+            );
+        }
+    }
+}

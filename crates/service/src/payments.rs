@@ -1,0 +1,714 @@
+//! Payments: intents routed to a provider, the providers' signed callbacks, the sandbox provider
+//! and the payment-timeout job.
+//!
+//! - `create_payment`: one intent per unpaid order at a time, for the order's total, routed by
+//!   `ordo_domain::payment::route`; timeline `payment_requested`.
+//! - `payment_callback`: authenticated (`Ordo-Signature`), idempotent by (provider, event id),
+//!   checked against the payment's amount and currency; pays the order in the same transaction.
+//! - The sandbox provider approves each of its intents by delivering a signed callback through
+//!   `payment_callback`, the very path a real provider's request takes.
+//! - The payment-timeout job cancels orders left unpaid too long and releases their stock,
+//!   through the same transaction as a customer's cancel. Each order's cancel is traced in
+//!   that order's trace, linked to the job run's own trace.
+
+use crate::api::{
+    CallbackStatus, CreatePaymentInput, MoneyDto, PaymentCallbackAck, PaymentCallbackInput,
+    PaymentList, PaymentView,
+};
+use crate::orders::CancelCause;
+use crate::{Service, step_ids, topics};
+use ordo_domain::ids::{CountryCode, OrderId};
+use ordo_domain::money::{Currency, Money};
+use ordo_domain::order::{OrderEvent, OrderStatus};
+use ordo_domain::payment::{
+    CallbackOutcome, PaymentId, PaymentStatus, Provider, ProviderRule, ReportedStatus, decide,
+    default_rules, parse_event_id, route,
+};
+use ordo_domain::{Error, ErrorKind, Result, signature};
+use ordo_storage::now_ms;
+use ordo_storage::orders::NewEvent;
+use ordo_storage::records::{OrderRecord, PaymentEventRecord, PaymentRecord};
+use ordo_telemetry::propagation;
+use std::fmt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field};
+
+/// The payment settings of the configuration.
+#[derive(Clone)]
+pub struct PaymentSettings {
+    /// Enables the `webhook` provider, whose callbacks it signs (`ORDO_PAYMENT_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<String>,
+    /// The sandbox's signing secret (`ORDO_SANDBOX_SECRET`); unset: 32 random bytes per start.
+    pub sandbox_secret: Option<String>,
+    /// How long the sandbox waits before it approves (`ORDO_SANDBOX_PAYMENT_DELAY_MS`).
+    pub sandbox_delay: Duration,
+    /// How long an order may stay unpaid before the job cancels it (`ORDO_PAYMENT_TIMEOUT_SECS`).
+    pub payment_timeout: Duration,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            webhook_secret: None,
+            sandbox_secret: None,
+            sandbox_delay: Duration::ZERO,
+            payment_timeout: Duration::from_secs(900),
+        }
+    }
+}
+
+impl fmt::Debug for PaymentSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |secret: &Option<String>| secret.as_ref().map(|_| "[secret]");
+        f.debug_struct("PaymentSettings")
+            .field("webhook_secret", &shown(&self.webhook_secret))
+            .field("sandbox_secret", &shown(&self.sandbox_secret))
+            .field("sandbox_delay", &self.sandbox_delay)
+            .field("payment_timeout", &self.payment_timeout)
+            .finish()
+    }
+}
+
+/// The settings resolved once: secrets as bytes, the routing rules.
+pub(crate) struct Payments {
+    sandbox_secret: Vec<u8>,
+    webhook_secret: Option<Vec<u8>>,
+    sandbox_delay: Duration,
+    timeout: Duration,
+    rules: Vec<ProviderRule>,
+}
+
+impl Payments {
+    pub(crate) fn new(settings: PaymentSettings) -> Payments {
+        let webhook_secret = settings.webhook_secret.map(String::into_bytes);
+        Payments {
+            rules: default_rules(webhook_secret.is_some()),
+            sandbox_secret: settings
+                .sandbox_secret
+                .map(String::into_bytes)
+                .unwrap_or_else(random_secret),
+            webhook_secret,
+            sandbox_delay: settings.sandbox_delay,
+            timeout: settings.payment_timeout.max(Duration::from_secs(1)),
+        }
+    }
+
+    /// The secret `provider` signs its callbacks with; `None` when it is not enabled.
+    fn secret(&self, provider: Provider) -> Option<&[u8]> {
+        match provider {
+            Provider::Sandbox => Some(&self.sandbox_secret),
+            Provider::Webhook => self.webhook_secret.as_deref(),
+        }
+    }
+
+    /// Routing's health view. Both providers are in-process or passive today (ordo sends
+    /// nothing to them), so an enabled provider is healthy; once ordo delivers to a provider,
+    /// consecutive delivery failures will mark it unhealthy here.
+    fn healthy(&self, provider: &str) -> bool {
+        Provider::from_name(provider).is_some_and(|p| self.secret(p).is_some())
+    }
+}
+
+/// 32 bytes from the operating system's random source.
+fn random_secret() -> Vec<u8> {
+    let mut secret = vec![0u8; 32];
+    if let Err(error) = getrandom::fill(&mut secret) {
+        // Never seen on Linux; std's hasher keys come from the OS by another path.
+        tracing::error!(%error, "no OS randomness for the sandbox secret; using a weaker one");
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in secret.chunks_mut(8) {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_i64(now_ms());
+            chunk.copy_from_slice(&hasher.finish().to_le_bytes()[..chunk.len()]);
+        }
+    }
+    secret
+}
+
+/// The outcome of a create: the intent, and whether it is the order's earlier pending one.
+pub struct PaymentCreated {
+    pub payment: PaymentView,
+    pub replayed: bool,
+}
+
+/// What one run of the payment-timeout job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    /// Unpaid orders past the timeout that the run looked at (at most one batch).
+    pub examined: usize,
+    /// Of those, the orders it cancelled (the others were paid or cancelled meanwhile).
+    pub cancelled: usize,
+}
+
+/// Orders one run of the job handles at most.
+const SWEEP_BATCH: u32 = 100;
+/// Runs in a row when batches come back full, before the job waits for its next tick.
+const MAX_RUNS_PER_TICK: usize = 10;
+/// Tries of the sandbox's callback when the database is unavailable.
+const SANDBOX_ATTEMPTS: u32 = 5;
+
+fn new_payment_id() -> PaymentId {
+    PaymentId::from_u128(uuid::Uuid::now_v7().as_u128())
+}
+
+fn unix_seconds() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
+/// A stored value that no longer parses: never trusted silently.
+fn corrupt(what: &str) -> impl FnOnce(Error) -> Error + '_ {
+    move |error| {
+        tracing::error!(error = %error, "a stored {what} failed validation");
+        Error::internal(format!("a stored {what} is not valid"))
+    }
+}
+
+fn stored_money(amount_minor: i64, currency: &str, what: &str) -> Result<Money> {
+    Currency::parse(currency)
+        .and_then(|c| Money::new(amount_minor, c))
+        .map_err(corrupt(what))
+}
+
+/// The country an order ships to, from its stored shipping address.
+fn shipping_country(order: &OrderRecord) -> Result<CountryCode> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        country: String,
+    }
+    serde_json::from_str::<Stored>(&order.shipping_address)
+        .map_err(|_| Error::internal("a stored shipping address is not valid"))
+        .and_then(|a| CountryCode::parse(&a.country).map_err(corrupt("shipping address")))
+}
+
+fn view(record: &PaymentRecord) -> PaymentView {
+    PaymentView {
+        id: record.id.clone(),
+        order_id: record.order_id.clone(),
+        provider: record.provider.clone(),
+        status: record.status.clone(),
+        amount: MoneyDto::from_parts(record.amount_minor, &record.currency),
+    }
+}
+
+fn ack(event: PaymentEventRecord) -> PaymentCallbackAck {
+    PaymentCallbackAck {
+        event_id: event.event_id,
+        outcome: event.outcome,
+    }
+}
+
+/// The interval of the payment-timeout job: a quarter of the timeout, at most 5 s, at least
+/// 200 ms.
+fn sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+}
+
+impl Service {
+    /// Creates the payment intent of an unpaid order, for its total, with the provider the
+    /// routing rules choose (or the one `input` names, if enabled and matching). An order that
+    /// already has a pending intent gets that one back (`replayed`), never a second.
+    #[tracing::instrument(name = "create_payment", skip_all, fields(order.id = %order_id,
+        payment.id = field::Empty, payment.provider = field::Empty))]
+    pub async fn create_payment(
+        &self,
+        order_id: &str,
+        input: CreatePaymentInput,
+    ) -> Result<PaymentCreated> {
+        let span = tracing::Span::current();
+        let order_id = OrderId::parse(order_id)?;
+        let mut tx = self.db.begin().await?;
+        let Some(order) = tx.order_for_update(order_id.as_str()).await? else {
+            return Err(Error::not_found(format!("order {order_id}")));
+        };
+        // This request may come in another trace than the order's: point to the order's.
+        propagation::link_to_ids(&span, &order.trace_id, &order.span_id);
+        let status = OrderStatus::parse(&order.status).map_err(corrupt("order status"))?;
+        if status != OrderStatus::PendingPayment {
+            return Err(Error::conflict(format!(
+                "order {order_id} is {status}: only an order in pending_payment takes a payment"
+            )));
+        }
+        if let Some(pending) = tx.pending_payment_of_order(order_id.as_str()).await? {
+            drop(tx);
+            if let Some(requested) = input.provider.as_deref()
+                && requested != pending.provider
+            {
+                return Err(Error::conflict(format!(
+                    "order {order_id} already has a pending payment with provider {}",
+                    pending.provider
+                )));
+            }
+            span.record("payment.id", pending.id.as_str());
+            span.record("payment.provider", pending.provider.as_str());
+            // The sandbox may have been stopped (a restart) before it approved: go again; its
+            // callback has a fixed event id, so a second delivery changes nothing.
+            self.start_provider(&pending);
+            return Ok(PaymentCreated {
+                payment: view(&pending),
+                replayed: true,
+            });
+        }
+
+        let total = stored_money(order.total_minor, &order.currency, "order total")?;
+        let country = shipping_country(&order)?;
+        let provider = route(
+            &self.payments.rules,
+            input.provider.as_deref(),
+            total.currency(),
+            &country,
+            |name| self.payments.healthy(name),
+        )?;
+        let now = now_ms();
+        let ids = step_ids();
+        let record = PaymentRecord {
+            id: new_payment_id().as_str().to_owned(),
+            order_id: order.id.clone(),
+            provider: provider.as_str().to_owned(),
+            status: PaymentStatus::Pending.as_str().to_owned(),
+            amount_minor: total.amount_minor(),
+            currency: total.currency().to_string(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            trace_id: ids.trace_id.clone(),
+            span_id: ids.span_id.clone(),
+        };
+        span.record("payment.id", record.id.as_str());
+        span.record("payment.provider", provider.as_str());
+        tx.insert_payment(&record).await?;
+        let detail = format!("payment {} of {total} requested from {provider}", record.id);
+        tx.append_event(&NewEvent {
+            order_id: &order.id,
+            at_ms: now,
+            kind: "payment_requested",
+            detail: &detail,
+            trace_id: &ids.trace_id,
+            span_id: &ids.span_id,
+        })
+        .await?;
+        tx.commit().await?;
+        tracing::info!(order.id = %order.id, payment.id = %record.id,
+            payment.provider = provider.as_str(), "payment requested");
+        self.start_provider(&record);
+        Ok(PaymentCreated {
+            payment: view(&record),
+            replayed: false,
+        })
+    }
+
+    /// The payments of order `order_id`, oldest first.
+    #[tracing::instrument(name = "list_payments", skip_all, fields(order.id = %order_id))]
+    pub async fn order_payments(&self, order_id: &str) -> Result<PaymentList> {
+        let order_id = OrderId::parse(order_id)?;
+        let payments = self.db.payments_of_order(order_id.as_str()).await?;
+        if payments.is_empty() && self.db.order(order_id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("order {order_id}")));
+        }
+        Ok(PaymentList {
+            payments: payments.iter().map(view).collect(),
+        })
+    }
+
+    /// Handles a provider's callback: `raw_body` exactly as received, signed in
+    /// `signature_header` with the provider's secret.
+    ///
+    /// Errors: an unknown or disabled provider is `not_found`; a missing or bad signature
+    /// `unauthenticated`; a body that is not the callback's JSON `invalid_argument`; a payment
+    /// id not of this provider `not_found`. A replayed event id answers what its first delivery
+    /// did and changes nothing.
+    #[tracing::instrument(name = "payment_callback", skip_all, fields(
+        payment.provider = field::Empty, payment.id = field::Empty, payment.event_id = field::Empty,
+        payment.outcome = field::Empty, order.id = field::Empty))]
+    pub async fn payment_callback(
+        &self,
+        provider: &str,
+        signature_header: Option<&str>,
+        raw_body: &[u8],
+    ) -> Result<PaymentCallbackAck> {
+        let span = tracing::Span::current();
+        let (provider, secret) = Provider::from_name(provider)
+            .and_then(|p| Some((p, self.payments.secret(p)?)))
+            .ok_or_else(|| Error::not_found("payment provider"))?;
+        span.record("payment.provider", provider.as_str());
+        let header = signature_header.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unauthenticated,
+                format!("the {} header is missing", signature::HEADER),
+            )
+        })?;
+        signature::verify(secret, header, raw_body, unix_seconds())?;
+
+        let input: PaymentCallbackInput = serde_json::from_slice(raw_body).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("the callback body is not valid: {e}"),
+            )
+        })?;
+        let event_id = parse_event_id(&input.event_id)?;
+        let payment_id = PaymentId::parse(&input.payment_id)?;
+        let reported_amount = input.amount.parse("amount")?;
+        let reported = match input.status {
+            CallbackStatus::Succeeded => ReportedStatus::Succeeded,
+            CallbackStatus::Failed => ReportedStatus::Failed,
+        };
+        span.record("payment.event_id", event_id);
+        span.record("payment.id", payment_id.as_str());
+
+        // A replay: answer what the first delivery did, without a write.
+        if let Some(first) = self.db.payment_event(provider.as_str(), event_id).await? {
+            span.record("payment.outcome", first.outcome.as_str());
+            return Ok(ack(first));
+        }
+
+        let mut tx = self.db.begin().await?;
+        let payment = tx
+            .payment_for_update(payment_id.as_str())
+            .await?
+            .filter(|p| p.provider == provider.as_str())
+            .ok_or_else(|| Error::not_found(format!("payment {payment_id}")))?;
+        span.record("order.id", payment.order_id.as_str());
+        propagation::link_to_ids(&span, &payment.trace_id, &payment.span_id);
+        let order = tx
+            .order_for_update(&payment.order_id)
+            .await?
+            .ok_or_else(|| Error::internal("a payment's order is missing"))?;
+        let payment_status =
+            PaymentStatus::parse(&payment.status).map_err(corrupt("payment status"))?;
+        let payment_amount = stored_money(payment.amount_minor, &payment.currency, "payment")?;
+        let order_status = OrderStatus::parse(&order.status).map_err(corrupt("order status"))?;
+        let outcome = decide(
+            payment_status,
+            payment_amount,
+            order_status,
+            reported,
+            reported_amount,
+        );
+
+        let now = now_ms();
+        let ids = step_ids();
+        let event = PaymentEventRecord {
+            provider: provider.as_str().to_owned(),
+            event_id: event_id.to_owned(),
+            payment_id: payment.id.clone(),
+            status: match reported {
+                ReportedStatus::Succeeded => "succeeded",
+                ReportedStatus::Failed => "failed",
+            }
+            .to_owned(),
+            amount_minor: reported_amount.amount_minor(),
+            currency: reported_amount.currency().to_string(),
+            outcome: outcome.as_str().to_owned(),
+            received_at_ms: now,
+        };
+        if let Some(first) = tx.record_payment_event(&event).await? {
+            // A concurrent delivery of the same event committed first.
+            drop(tx);
+            span.record("payment.outcome", first.outcome.as_str());
+            return Ok(ack(first));
+        }
+
+        let id = payment.id.as_str();
+        let timeline = match outcome {
+            CallbackOutcome::Succeeded => {
+                self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
+                    .await?;
+                let paid = order_status.apply(OrderEvent::PaymentSucceeded)?;
+                if !tx
+                    .set_status(&order.id, order_status.as_str(), paid.as_str(), now)
+                    .await?
+                {
+                    return Err(Error::conflict(format!(
+                        "order {} changed concurrently",
+                        order.id
+                    )));
+                }
+                // The fulfillment pipeline starts from this event, committed with the status.
+                let paid_event = serde_json::json!({
+                    "order_id": order.id,
+                    "payment_id": id,
+                    "provider": provider.as_str(),
+                    "amount": {
+                        "amount_minor": payment_amount.amount_minor(),
+                        "currency": payment_amount.currency().as_str(),
+                    },
+                });
+                ordo_outbox::new_event(&mut tx, topics::ORDER_PAID, &order.id, &paid_event, now)
+                    .await?;
+                Some((
+                    "payment_succeeded",
+                    format!(
+                        "payment {id} of {payment_amount} succeeded at {provider} (event {event_id})"
+                    ),
+                ))
+            }
+            CallbackOutcome::Failed => {
+                self.set_payment_status(&mut tx, id, PaymentStatus::Failed, now)
+                    .await?;
+                Some((
+                    "payment_failed",
+                    format!(
+                        "payment {id} failed at {provider} (event {event_id}); the order still awaits payment"
+                    ),
+                ))
+            }
+            CallbackOutcome::AmountMismatch => Some((
+                "payment_mismatch",
+                format!(
+                    "{provider} reported {reported_amount} for payment {id} of {payment_amount} \
+                     (event {event_id}); the order is unchanged"
+                ),
+            )),
+            CallbackOutcome::OrderNotPayable => {
+                // The provider took the money but the order can no longer be paid (cancelled,
+                // e.g. by the payment timeout). The payment is recorded as succeeded so that
+                // the refund finds it: the refund compensation comes with the fulfillment saga.
+                self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
+                    .await?;
+                Some((
+                    "payment_not_applied",
+                    format!(
+                        "payment {id} of {payment_amount} succeeded at {provider} (event {event_id}) \
+                         but the order is {order_status}; it is due a refund"
+                    ),
+                ))
+            }
+            CallbackOutcome::PaymentNotPending => None,
+        };
+        if let Some((kind, detail)) = &timeline {
+            tx.append_event(&NewEvent {
+                order_id: &order.id,
+                at_ms: now,
+                kind,
+                detail,
+                trace_id: &ids.trace_id,
+                span_id: &ids.span_id,
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        self.wakeup.wake();
+        span.record("payment.outcome", outcome.as_str());
+        tracing::info!(order.id = %order.id, payment.id = id, payment.provider = provider.as_str(),
+            payment.outcome = outcome.as_str(), "payment callback applied");
+        Ok(ack(event))
+    }
+
+    async fn set_payment_status(
+        &self,
+        tx: &mut ordo_storage::WriteTx,
+        id: &str,
+        to: PaymentStatus,
+        now: i64,
+    ) -> Result<()> {
+        if tx
+            .set_payment_status(id, PaymentStatus::Pending.as_str(), to.as_str(), now)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::conflict(format!(
+                "payment {id} changed concurrently"
+            )))
+        }
+    }
+
+    /// Hands a new (or re-requested) intent to its provider: the sandbox approves it; the
+    /// webhook provider is told by the caller and answers with a callback.
+    fn start_provider(&self, payment: &PaymentRecord) {
+        if payment.provider != Provider::Sandbox.as_str() {
+            return;
+        }
+        let service = self.clone();
+        let payment_id = payment.id.clone();
+        let amount = MoneyDto::from_parts(payment.amount_minor, &payment.currency);
+        let span = tracing::info_span!(parent: None, "sandbox_payment",
+            payment.id = %payment_id, payment.provider = Provider::Sandbox.as_str());
+        // A child of this step in the order's trace that does not hold the request's spans
+        // open while it waits.
+        propagation::spawn_child_in_current_trace(span, async move {
+            tokio::time::sleep(service.payments.sandbox_delay).await;
+            service.deliver_sandbox_callback(payment_id, amount).await;
+        });
+    }
+
+    /// The sandbox provider's approval: a signed `succeeded` callback for the full amount,
+    /// through the same [`Service::payment_callback`] a provider's request reaches.
+    async fn deliver_sandbox_callback(&self, payment_id: String, amount: MoneyDto) {
+        let body = PaymentCallbackInput {
+            event_id: format!("sandbox_{payment_id}"),
+            payment_id,
+            status: CallbackStatus::Succeeded,
+            amount,
+        };
+        let Ok(body) = serde_json::to_vec(&body) else {
+            tracing::error!("cannot encode the sandbox callback");
+            return;
+        };
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=SANDBOX_ATTEMPTS {
+            let header = signature::sign(&self.payments.sandbox_secret, unix_seconds(), &body);
+            match self
+                .payment_callback(Provider::Sandbox.as_str(), Some(&header), &body)
+                .await
+            {
+                Ok(ack) => {
+                    tracing::info!(payment.outcome = %ack.outcome, "sandbox payment delivered");
+                    return;
+                }
+                Err(error) if error.kind.is_server_fault() && attempt < SANDBOX_ATTEMPTS => {
+                    tracing::warn!(error = %error, attempt, "sandbox callback failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 4;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, attempt, "sandbox callback not delivered");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// How often the payment-timeout job runs.
+    pub fn payment_timeout_interval(&self) -> Duration {
+        sweep_interval(self.payments.timeout)
+    }
+
+    /// The payment-timeout job: every [`Service::payment_timeout_interval`], cancels the orders
+    /// unpaid for longer than the timeout, until `stop` is cancelled. Safe to run in several
+    /// instances at once: a cancel is a conditional status change, so a second one is a no-op.
+    pub async fn run_payment_timeouts(&self, stop: CancellationToken) {
+        let every = self.payment_timeout_interval();
+        tracing::info!(
+            timeout_secs = self.payments.timeout.as_secs(),
+            interval_ms = every.as_millis() as u64,
+            "payment timeout job started"
+        );
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(every) => {}
+            }
+            // A full batch means more may be waiting: go again at once, a bounded number of
+            // times.
+            for _ in 0..MAX_RUNS_PER_TICK {
+                match self.sweep_unpaid_orders().await {
+                    Ok(report) if report.examined == SWEEP_BATCH as usize => {
+                        if stop.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "payment timeout run failed; next run retries");
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!("payment timeout job stopped");
+    }
+
+    /// One run of the payment-timeout job: cancels up to a batch of the oldest orders unpaid for
+    /// longer than the timeout and releases their stock.
+    ///
+    /// Traces: the run is one root span, `payment_timeout_sweep`; each order's cancel is a span
+    /// `payment_timeout` in that order's own trace (child of the step that created the order),
+    /// linked to the run's span.
+    pub async fn sweep_unpaid_orders(&self) -> Result<SweepReport> {
+        let sweep = tracing::info_span!(parent: None, "payment_timeout_sweep",
+            orders.examined = field::Empty, orders.cancelled = field::Empty);
+        let run = async {
+            let timeout_ms = i64::try_from(self.payments.timeout.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = now_ms().saturating_sub(timeout_ms);
+            let unpaid = self
+                .db
+                .unpaid_orders_created_before(cutoff, SWEEP_BATCH)
+                .await?;
+            let mut report = SweepReport {
+                examined: unpaid.len(),
+                cancelled: 0,
+            };
+            for order in &unpaid {
+                let span =
+                    tracing::info_span!(parent: None, "payment_timeout", order.id = %order.id);
+                propagation::adopt_parent_from_ids(&span, &order.trace_id, &order.span_id);
+                propagation::link_to(&span, &tracing::Span::current());
+                if self.time_out_order(&order.id).instrument(span).await? {
+                    report.cancelled += 1;
+                }
+            }
+            let current = tracing::Span::current();
+            current.record("orders.examined", report.examined);
+            current.record("orders.cancelled", report.cancelled);
+            if report.cancelled > 0 {
+                tracing::info!(
+                    orders.cancelled = report.cancelled,
+                    "unpaid orders cancelled after the payment timeout"
+                );
+            }
+            Ok::<_, Error>(report)
+        };
+        run.instrument(sweep).await
+    }
+
+    /// Cancels order `id` for want of payment; `false` when there was nothing to do (it was
+    /// paid or cancelled since the job looked).
+    async fn time_out_order(&self, id: &str) -> Result<bool> {
+        let id = OrderId::parse(id).map_err(corrupt("order id"))?;
+        match self.cancel_unpaid(&id, CancelCause::PaymentTimeout).await {
+            Ok((_, cancelled)) => Ok(cancelled),
+            Err(error) if matches!(error.kind, ErrorKind::Conflict | ErrorKind::NotFound) => {
+                tracing::debug!(order.id = %id, error = %error, "no longer to time out");
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_runs_at_a_quarter_of_the_timeout_between_200_ms_and_5_s() {
+        assert_eq!(
+            sweep_interval(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_secs(900)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_millis(100)),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
+    fn settings_never_print_their_secrets() {
+        let settings = PaymentSettings {
+            webhook_secret: Some("whsec_visible".to_owned()),
+            sandbox_secret: Some("sbx_visible".to_owned()),
+            ..PaymentSettings::default()
+        };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("visible"), "{printed}");
+    }
+
+    #[test]
+    fn only_enabled_providers_have_a_secret_and_count_as_healthy() {
+        let payments = Payments::new(PaymentSettings::default());
+        assert_eq!(payments.sandbox_secret.len(), 32);
+        assert!(payments.healthy("sandbox"));
+        assert!(!payments.healthy("webhook"));
+        assert!(!payments.healthy("nope"));
+        let with_webhook = Payments::new(PaymentSettings {
+            webhook_secret: Some("s".to_owned()),
+            ..PaymentSettings::default()
+        });
+        assert!(with_webhook.healthy("webhook"));
+        assert_eq!(with_webhook.rules.len(), 2);
+    }
+}

@@ -1,0 +1,197 @@
+//! The transactional outbox: appending events inside a [`WriteTx`], and the relay's side —
+//! claiming pending rows under a lease, marking them published or dead, measuring the backlog —
+//! plus the processed-event ids that make consumers idempotent.
+//!
+//! Invariant: a row is marked published only by the relay that holds its claim (`claim_token`),
+//! and only after the transport acknowledged it. A relay that dies mid-publish leaves its rows
+//! to be claimed again when the lease ends: at-least-once, never lost.
+
+use crate::records::{NewOutboxEvent, OutboxBacklog, OutboxRow};
+use crate::traced::Traced;
+use crate::{Backend, Database, WriteTx};
+use ordo_domain::Result;
+use sqlx::{AssertSqlSafe, Row};
+
+impl WriteTx {
+    /// Writes `event` in this transaction: it leaves only if the transaction commits.
+    pub async fn append_outbox(&mut self, event: &NewOutboxEvent<'_>) -> Result<()> {
+        let backend = self.backend();
+        sqlx::query(
+            "INSERT INTO outbox (event_id, topic, aggregate_id, payload, trace_context,
+                 created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event.event_id)
+        .bind(event.topic)
+        .bind(event.aggregate_id)
+        .bind(event.payload)
+        .bind(event.trace_context)
+        .bind(event.created_at_ms)
+        .execute(self.connection())
+        .traced(backend, "INSERT outbox")
+        .await?;
+        Ok(())
+    }
+
+    /// Records that `consumer` handled `event_id`. `false` means it already had: the caller
+    /// must then change nothing (and roll back).
+    pub async fn mark_processed(
+        &mut self,
+        consumer: &str,
+        event_id: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let backend = self.backend();
+        let inserted = sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id, processed_at_ms)
+             VALUES ($1, $2, $3) ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now_ms)
+        .execute(self.connection())
+        .traced(backend, "INSERT processed_events")
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+}
+
+impl Database {
+    /// Claims up to `limit` pending rows, oldest first, for `lease_ms`, under `claim_token`.
+    /// On PostgreSQL rows another relay is claiming right now are skipped (`SKIP LOCKED`); on
+    /// SQLite the single writer serialises claims.
+    pub async fn claim_outbox(
+        &self,
+        claim_token: &str,
+        limit: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        let skip_locked = match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_until_ms = $1, claim_token = $2, attempts = attempts + 1
+             WHERE seq IN (SELECT seq FROM outbox
+                 WHERE published_at_ms IS NULL AND dead_at_ms IS NULL
+                   AND (claimed_until_ms IS NULL OR claimed_until_ms < $3)
+                 ORDER BY seq LIMIT {limit}{skip_locked})
+             RETURNING seq, event_id, topic, aggregate_id, payload, trace_context,
+                 created_at_ms, attempts"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now_ms + lease_ms)
+            .bind(claim_token)
+            .bind(now_ms)
+            .fetch_all(self.writer())
+            .traced(self.backend(), "UPDATE outbox")
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    seq: row.try_get(0)?,
+                    event_id: row.try_get(1)?,
+                    topic: row.try_get(2)?,
+                    aggregate_id: row.try_get(3)?,
+                    payload: row.try_get(4)?,
+                    trace_context: row.try_get(5)?,
+                    created_at_ms: row.try_get(6)?,
+                    attempts: row.try_get(7)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(crate::db_error)?;
+        // RETURNING does not promise an order.
+        claimed.sort_by_key(|row| row.seq);
+        Ok(claimed)
+    }
+
+    /// Marks rows published, if this relay still holds their claim.
+    pub async fn mark_published(&self, claim_token: &str, seqs: &[i64], now_ms: i64) -> Result<()> {
+        self.finish_claimed("published_at_ms", claim_token, seqs, now_ms)
+            .await
+    }
+
+    /// Gives up on rows that failed too often: they stay in the table, out of the relay's way,
+    /// for an operator (counted as dead letters).
+    pub async fn mark_dead(&self, claim_token: &str, seqs: &[i64], now_ms: i64) -> Result<()> {
+        self.finish_claimed("dead_at_ms", claim_token, seqs, now_ms)
+            .await
+    }
+
+    /// Lets rows be claimed again at once (a publish failed; retry after the backoff).
+    pub async fn release_claim(
+        &self,
+        claim_token: &str,
+        seqs: &[i64],
+        retry_at_ms: i64,
+    ) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET claimed_until_ms = $1 WHERE claim_token = $2 AND seq IN ({})",
+            crate::placeholders(3, seqs.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(retry_at_ms)
+            .bind(claim_token);
+        for seq in seqs {
+            query = query.bind(*seq);
+        }
+        query
+            .execute(self.writer())
+            .traced(self.backend(), "UPDATE outbox")
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_claimed(
+        &self,
+        column: &'static str,
+        claim_token: &str,
+        seqs: &[i64],
+        now_ms: i64,
+    ) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET {column} = $1 WHERE claim_token = $2 AND seq IN ({})",
+            crate::placeholders(3, seqs.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(now_ms)
+            .bind(claim_token);
+        for seq in seqs {
+            query = query.bind(*seq);
+        }
+        query
+            .execute(self.writer())
+            .traced(self.backend(), "UPDATE outbox")
+            .await?;
+        Ok(())
+    }
+
+    /// How many events wait, how old the oldest is, and how many are dead.
+    pub async fn outbox_backlog(&self) -> Result<OutboxBacklog> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(MIN(created_at_ms), 0) FROM outbox
+             WHERE published_at_ms IS NULL AND dead_at_ms IS NULL",
+        )
+        .fetch_one(self.reader())
+        .traced(self.backend(), "SELECT outbox")
+        .await?;
+        let dead = sqlx::query("SELECT COUNT(*) FROM outbox WHERE dead_at_ms IS NOT NULL")
+            .fetch_one(self.reader())
+            .traced(self.backend(), "SELECT outbox")
+            .await?;
+        Ok(OutboxBacklog {
+            pending: row.try_get(0).map_err(crate::db_error)?,
+            oldest_created_at_ms: row.try_get(1).map_err(crate::db_error)?,
+            dead: dead.try_get(0).map_err(crate::db_error)?,
+        })
+    }
+}
