@@ -308,3 +308,34 @@ async fn wait_for_log(
     }
     panic!("no such log line in:\n{}", server.logs().join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_still_queued_at_shutdown_are_flushed_before_exit() {
+    let receiver = OtlpReceiver::grpc().await;
+    let mut env = receiver.env();
+    // A batch delay far beyond the test: only the shutdown flush can deliver the spans.
+    env.retain(|(key, _)| *key != "OTEL_BSP_SCHEDULE_DELAY");
+    env.push(("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    let reply = server.get("/v1/orders?limit=1").await.expect_status(200);
+    let (trace_id, _) = reply.traceparent();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        receiver.spans().iter().all(|s| s.trace_id != trace_id),
+        "exported before shutdown: the batch delay did not hold"
+    );
+
+    server.sigterm();
+    let status = server.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+    let spans = receiver
+        .trace(&trace_id, |spans| {
+            spans.iter().any(|s| s.kind == KIND_SERVER)
+        })
+        .await;
+    assert_one_tree(&spans, "");
+}
