@@ -121,39 +121,24 @@ impl Database {
             .await
     }
 
-    /// Lets rows be claimed again at once (a publish failed; retry after the backoff).
+    /// Lets rows be claimed again from `retry_at_ms` (a publish failed; retry after backoff).
     pub async fn release_claim(
         &self,
         claim_token: &str,
         seqs: &[i64],
         retry_at_ms: i64,
     ) -> Result<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "UPDATE outbox SET claimed_until_ms = $1 WHERE claim_token = $2 AND seq IN ({})",
-            crate::placeholders(3, seqs.len())
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql))
-            .bind(retry_at_ms)
-            .bind(claim_token);
-        for seq in seqs {
-            query = query.bind(*seq);
-        }
-        query
-            .execute(self.writer())
-            .traced(self.backend(), "UPDATE outbox")
-            .await?;
-        Ok(())
+        self.finish_claimed("claimed_until_ms", claim_token, seqs, retry_at_ms)
+            .await
     }
 
+    /// Sets `column` to `value` on the rows of `seqs` this relay still holds the claim of.
     async fn finish_claimed(
         &self,
         column: &'static str,
         claim_token: &str,
         seqs: &[i64],
-        now_ms: i64,
+        value: i64,
     ) -> Result<()> {
         if seqs.is_empty() {
             return Ok(());
@@ -163,7 +148,7 @@ impl Database {
             crate::placeholders(3, seqs.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql))
-            .bind(now_ms)
+            .bind(value)
             .bind(claim_token);
         for seq in seqs {
             query = query.bind(*seq);
