@@ -112,6 +112,9 @@ provision() {
 
 run_tests() {
   export ORDO_TEST_POSTGRES_URL=${ORDO_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+  # The brokers of tests/brokers.rs (each test uses a namespace of its own).
+  export ORDO_TEST_AMQP_URL=${ORDO_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+  export ORDO_TEST_NATS_URL=${ORDO_TEST_NATS_URL:-nats://127.0.0.1:4222}
   if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run --locked --workspace --no-fail-fast $*"
     cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -57,6 +57,8 @@ pub struct Config {
     pub sandbox_payment_delay: Duration,
     /// How long an order may stay unpaid before the payment-timeout job cancels it.
     pub payment_timeout: Duration,
+    /// The fulfillment pipeline: risk rules, carrier, retries, scheduling.
+    pub fulfillment: FulfillmentConfig,
     /// The file the configuration came from; SIGHUP re-reads its [`LiveSettings`].
     pub file: Option<std::path::PathBuf>,
     pub live: LiveSettings,
@@ -88,6 +90,7 @@ impl std::fmt::Debug for Config {
             .field("sandbox_secret", &secret(&self.sandbox_secret))
             .field("sandbox_payment_delay", &self.sandbox_payment_delay)
             .field("payment_timeout", &self.payment_timeout)
+            .field("fulfillment", &self.fulfillment)
             .field("file", &self.file)
             .field("live", &self.live)
             .finish()
@@ -162,6 +165,18 @@ struct FileConfig {
     sandbox_secret: Option<String>,
     sandbox_payment_delay_ms: Option<u64>,
     payment_timeout_secs: Option<u64>,
+    risk_max_amount: Option<String>,
+    risk_velocity: Option<String>,
+    risk_blocked_countries: Option<String>,
+    risk_blocked_emails: Option<String>,
+    carrier_webhook_url: Option<String>,
+    carrier_webhook_secret: Option<String>,
+    carrier_timeout_ms: Option<u64>,
+    carrier_retry_base_ms: Option<u64>,
+    carrier_max_attempts: Option<u64>,
+    carrier_breaker_threshold: Option<u64>,
+    carrier_breaker_cooldown_ms: Option<u64>,
+    pickup_lead_secs: Option<u64>,
     log_filter: Option<String>,
     trace_sampling_ratio: Option<f64>,
 }
@@ -306,6 +321,66 @@ impl Config {
                     secs => secs,
                 },
             ),
+            fulfillment: FulfillmentConfig::default(),
+        };
+        let mut config = config;
+        config.fulfillment = FulfillmentConfig {
+            risk_max_amount: parse_amounts(pick(
+                "ORDO_RISK_MAX_AMOUNT",
+                file_config.risk_max_amount,
+            ))?,
+            risk_velocity: parse_velocity(pick("ORDO_RISK_VELOCITY", file_config.risk_velocity))?,
+            risk_blocked_countries: list(pick(
+                "ORDO_RISK_BLOCKED_COUNTRIES",
+                file_config.risk_blocked_countries,
+            ))
+            .into_iter()
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
+            risk_blocked_emails: list(pick(
+                "ORDO_RISK_BLOCKED_EMAILS",
+                file_config.risk_blocked_emails,
+            )),
+            carrier_webhook_url: pick("ORDO_CARRIER_WEBHOOK_URL", file_config.carrier_webhook_url),
+            carrier_webhook_secret: pick(
+                "ORDO_CARRIER_WEBHOOK_SECRET",
+                file_config.carrier_webhook_secret,
+            ),
+            carrier_timeout: Duration::from_millis(
+                number(
+                    "ORDO_CARRIER_TIMEOUT_MS",
+                    file_config.carrier_timeout_ms,
+                    5_000,
+                )?
+                .max(1),
+            ),
+            carrier_retry_base: Duration::from_millis(number(
+                "ORDO_CARRIER_RETRY_BASE_MS",
+                file_config.carrier_retry_base_ms,
+                200,
+            )?),
+            carrier_max_attempts: number(
+                "ORDO_CARRIER_MAX_ATTEMPTS",
+                file_config.carrier_max_attempts,
+                5,
+            )?
+            .clamp(1, 100) as u32,
+            carrier_breaker_threshold: number(
+                "ORDO_CARRIER_BREAKER_THRESHOLD",
+                file_config.carrier_breaker_threshold,
+                5,
+            )?
+            .clamp(1, 1_000) as u32,
+            carrier_breaker_cooldown: Duration::from_millis(number(
+                "ORDO_CARRIER_BREAKER_COOLDOWN_MS",
+                file_config.carrier_breaker_cooldown_ms,
+                30_000,
+            )?),
+            pickup_lead: Duration::from_secs(number(
+                "ORDO_PICKUP_LEAD_SECS",
+                file_config.pickup_lead_secs,
+                7_200,
+            )?),
         };
         config.check_profile()?;
         Ok(config)
@@ -343,6 +418,124 @@ impl Config {
     }
 }
 
+/// The fulfillment pipeline's settings. `Debug` prints neither the carrier secret nor the
+/// blocked emails (personal data).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FulfillmentConfig {
+    /// Largest order total per currency, in minor units (`ORDO_RISK_MAX_AMOUNT`,
+    /// `USD=100000,EUR=90000`); a currency not listed has no limit.
+    pub risk_max_amount: Vec<(String, i64)>,
+    /// At most `count` payments per customer within `seconds` (`ORDO_RISK_VELOCITY`,
+    /// `count/seconds`; default `1000/60`).
+    pub risk_velocity: (i64, i64),
+    /// Refused shipping countries (`ORDO_RISK_BLOCKED_COUNTRIES`, comma-separated).
+    pub risk_blocked_countries: Vec<String>,
+    /// Refused contact emails (`ORDO_RISK_BLOCKED_EMAILS`, comma-separated).
+    pub risk_blocked_emails: Vec<String>,
+    /// The carrier's webhook; unset: the in-process sandbox carrier.
+    pub carrier_webhook_url: Option<String>,
+    pub carrier_webhook_secret: Option<String>,
+    pub carrier_timeout: Duration,
+    pub carrier_retry_base: Duration,
+    pub carrier_max_attempts: u32,
+    pub carrier_breaker_threshold: u32,
+    pub carrier_breaker_cooldown: Duration,
+    /// The least time between scheduling and a pickup slot.
+    pub pickup_lead: Duration,
+}
+
+impl Default for FulfillmentConfig {
+    fn default() -> Self {
+        FulfillmentConfig {
+            risk_max_amount: Vec::new(),
+            risk_velocity: (1000, 60),
+            risk_blocked_countries: Vec::new(),
+            risk_blocked_emails: Vec::new(),
+            carrier_webhook_url: None,
+            carrier_webhook_secret: None,
+            carrier_timeout: Duration::from_secs(5),
+            carrier_retry_base: Duration::from_millis(200),
+            carrier_max_attempts: 5,
+            carrier_breaker_threshold: 5,
+            carrier_breaker_cooldown: Duration::from_secs(30),
+            pickup_lead: Duration::from_secs(7_200),
+        }
+    }
+}
+
+impl std::fmt::Debug for FulfillmentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FulfillmentConfig")
+            .field("risk_max_amount", &self.risk_max_amount)
+            .field("risk_velocity", &self.risk_velocity)
+            .field("risk_blocked_countries", &self.risk_blocked_countries)
+            .field(
+                "risk_blocked_emails",
+                &format!("{} address(es)", self.risk_blocked_emails.len()),
+            )
+            .field(
+                "carrier_webhook_url",
+                &self.carrier_webhook_url.as_deref().map(redact_url),
+            )
+            .field(
+                "carrier_webhook_secret",
+                &self.carrier_webhook_secret.as_ref().map(|_| "***"),
+            )
+            .field("carrier_timeout", &self.carrier_timeout)
+            .field("carrier_retry_base", &self.carrier_retry_base)
+            .field("carrier_max_attempts", &self.carrier_max_attempts)
+            .field("carrier_breaker_threshold", &self.carrier_breaker_threshold)
+            .field("carrier_breaker_cooldown", &self.carrier_breaker_cooldown)
+            .field("pickup_lead", &self.pickup_lead)
+            .finish()
+    }
+}
+
+fn list(raw: Option<String>) -> Vec<String> {
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `USD=100000,EUR=90000`.
+fn parse_amounts(raw: Option<String>) -> Result<Vec<(String, i64)>, ConfigError> {
+    list(raw)
+        .into_iter()
+        .map(|pair| {
+            let parsed = pair.split_once('=').and_then(|(currency, amount)| {
+                let currency = currency.trim().to_ascii_uppercase();
+                let amount = amount.trim().parse::<i64>().ok().filter(|a| *a >= 0)?;
+                (currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()))
+                    .then_some((currency, amount))
+            });
+            parsed.ok_or_else(|| ConfigError::Invalid {
+                name: "ORDO_RISK_MAX_AMOUNT",
+                reason: format!("{pair:?} is not CURRENCY=minor units"),
+            })
+        })
+        .collect()
+}
+
+/// `count/seconds`.
+fn parse_velocity(raw: Option<String>) -> Result<(i64, i64), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((1000, 60));
+    };
+    raw.split_once('/')
+        .and_then(|(count, secs)| {
+            let count = count.trim().parse::<i64>().ok().filter(|c| *c >= 0)?;
+            let secs = secs.trim().parse::<i64>().ok().filter(|s| *s > 0)?;
+            Some((count, secs))
+        })
+        .ok_or_else(|| ConfigError::Invalid {
+            name: "ORDO_RISK_VELOCITY",
+            reason: format!("{raw:?} is not count/seconds"),
+        })
+}
+
 fn parse_profile(raw: &str) -> Result<Profile, ConfigError> {
     match raw {
         "dev" => Ok(Profile::Dev),
@@ -378,6 +571,45 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn fulfillment_settings_come_from_env_and_hide_emails_and_secrets() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.fulfillment, FulfillmentConfig::default());
+        let config = Config::load(
+            None,
+            env(&[
+                ("ORDO_RISK_MAX_AMOUNT", "USD=100000, eur=90000"),
+                ("ORDO_RISK_VELOCITY", "3/600"),
+                ("ORDO_RISK_BLOCKED_COUNTRIES", "th, DE"),
+                ("ORDO_RISK_BLOCKED_EMAILS", "visible@example.com"),
+                ("ORDO_CARRIER_WEBHOOK_SECRET", "carrier-visible"),
+                ("ORDO_CARRIER_RETRY_BASE_MS", "5"),
+            ]),
+        )
+        .unwrap();
+        let f = &config.fulfillment;
+        assert_eq!(
+            f.risk_max_amount,
+            [("USD".to_owned(), 100_000), ("EUR".to_owned(), 90_000)]
+        );
+        assert_eq!(f.risk_velocity, (3, 600));
+        assert_eq!(f.risk_blocked_countries, ["TH", "DE"]);
+        assert_eq!(f.carrier_retry_base, Duration::from_millis(5));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("visible"), "{printed}");
+        for (name, bad) in [
+            ("ORDO_RISK_MAX_AMOUNT", "USD"),
+            ("ORDO_RISK_MAX_AMOUNT", "USD=-1"),
+            ("ORDO_RISK_VELOCITY", "3"),
+            ("ORDO_RISK_VELOCITY", "3/0"),
+        ] {
+            assert!(
+                Config::load(None, env(&[(name, bad)])).is_err(),
+                "{name}={bad}"
+            );
+        }
     }
 
     #[test]

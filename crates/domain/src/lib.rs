@@ -20,6 +20,7 @@ pub mod money;
 pub mod order;
 pub mod payment;
 pub mod personal;
+pub mod risk;
 pub mod signature;
 pub mod stock;
 pub mod text;

@@ -21,13 +21,19 @@ pub enum PaymentStatus {
     Pending,
     Succeeded,
     Failed,
+    /// A compensation asked the provider to give the money back (webhook provider).
+    RefundRequested,
+    /// A compensation gave the money back (the sandbox refunds at once).
+    Refunded,
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 3] = [
+    pub const ALL: [PaymentStatus; 5] = [
         PaymentStatus::Pending,
         PaymentStatus::Succeeded,
         PaymentStatus::Failed,
+        PaymentStatus::RefundRequested,
+        PaymentStatus::Refunded,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -35,6 +41,8 @@ impl PaymentStatus {
             PaymentStatus::Pending => "pending",
             PaymentStatus::Succeeded => "succeeded",
             PaymentStatus::Failed => "failed",
+            PaymentStatus::RefundRequested => "refund_requested",
+            PaymentStatus::Refunded => "refunded",
         }
     }
 
@@ -343,7 +351,7 @@ mod tests {
         for outcome in CallbackOutcome::ALL {
             assert_eq!(CallbackOutcome::parse(outcome.as_str()).unwrap(), outcome);
         }
-        assert!(PaymentStatus::parse("refunded").is_err());
+        assert!(PaymentStatus::parse("chargeback").is_err());
         assert_eq!(Provider::from_name("Sandbox"), None);
     }
 

@@ -7,9 +7,9 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use ordo_config::Config;
 use ordo_http_api::HttpLimits;
-use ordo_outbox::transport::InProcess;
+use ordo_outbox::consumer::ConsumerRunner;
 use ordo_outbox::{Relay, Wakeup};
-use ordo_service::{PaymentSettings, Service};
+use ordo_service::{FulfillmentSettings, PaymentSettings, Service};
 use ordo_storage::Database;
 use ordo_telemetry::ReloadHandle;
 use std::sync::Arc;
@@ -23,20 +23,27 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
         .await
         .context("cannot apply database migrations")?;
     // The event flow: the relay publishes what writes commit to the outbox; in-process by
-    // default, to this process's consumers.
+    // default, to this process's consumers; with ORDO_BROKER_URL to RabbitMQ or NATS
+    // JetStream, from which one subscription task per consumer feeds it.
     let wakeup = Wakeup::default();
-    let transport = Arc::new(InProcess::new(Vec::new()));
-    let relay_stop = CancellationToken::new();
-    let relay =
-        tokio::spawn(Relay::new(db.clone(), transport, wakeup.clone()).run(relay_stop.clone()));
     let service = Service::new(db.clone())
-        .with_wakeup(wakeup)
+        .with_wakeup(wakeup.clone())
         .with_payments(PaymentSettings {
             webhook_secret: config.payment_webhook_secret.clone(),
             sandbox_secret: config.sandbox_secret.clone(),
             sandbox_delay: config.sandbox_payment_delay,
             payment_timeout: config.payment_timeout,
-        });
+        })
+        .with_fulfillment(fulfillment_settings(&config.fulfillment));
+    // One list of consumers, whichever transport carries the events: the fulfillment
+    // pipeline's stages (risk → split → schedule → carrier push).
+    let consumers: Vec<Arc<ConsumerRunner>> = service.pipeline_consumers();
+    let consumers_stop = CancellationToken::new();
+    let events = start_transport(&config, consumers, consumers_stop.clone()).await?;
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        Relay::new(db.clone(), events.transport, wakeup.clone()).run(relay_stop.clone()),
+    );
     // The payment-timeout job. A plain spawn: each of its runs starts a trace of its own.
     let jobs_stop = CancellationToken::new();
     let payment_timeouts = tokio::spawn({
@@ -122,6 +129,16 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
     {
         tracing::warn!("the payment timeout job did not stop in time");
     }
+    // Broker consumers finish the message in hand (what they commit, the relay flushes).
+    consumers_stop.cancel();
+    for subscription in events.subscriptions {
+        if tokio::time::timeout(config.shutdown_drain, subscription)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a broker consumer did not stop in time; its message is redelivered");
+        }
+    }
     // Requests are done: publish what they committed, then stop the relay.
     relay_stop.cancel();
     if tokio::time::timeout(config.shutdown_drain, relay)
@@ -147,6 +164,62 @@ pub async fn connect_database(config: &Config) -> anyhow::Result<Database> {
                 ordo_config::redact_url(&config.database_url)
             )
         })
+}
+
+/// The transport chosen by `ORDO_BROKER_URL`; a broker that cannot be reached is a start-up
+/// error. `ORDO_BROKER_NAMESPACE` (default `ordo`) prefixes the exchange, queues, stream and
+/// subjects, so that several deployments (or test runs) can share one broker.
+async fn start_transport(
+    config: &Config,
+    consumers: Vec<Arc<ConsumerRunner>>,
+    stop: CancellationToken,
+) -> anyhow::Result<ordo_outbox::transport::Started> {
+    let namespace = std::env::var("ORDO_BROKER_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "ordo".to_owned());
+    let started =
+        ordo_outbox::transport::start(config.broker_url.as_deref(), &namespace, consumers, stop)
+            .await
+            .with_context(|| match &config.broker_url {
+                Some(url) => format!(
+                    "cannot use the message broker at {} (ORDO_BROKER_URL)",
+                    ordo_config::redact_url(url)
+                ),
+                None => "cannot start the in-process event transport".to_owned(),
+            })?;
+    tracing::info!(
+        broker = started.transport.system(),
+        namespace = %namespace,
+        "event transport ready"
+    );
+    Ok(started)
+}
+
+fn fulfillment_settings(config: &ordo_config::FulfillmentConfig) -> FulfillmentSettings {
+    let risk = ordo_domain::risk::RiskRules {
+        max_amount: config.risk_max_amount.iter().cloned().collect(),
+        velocity: ordo_domain::risk::Velocity {
+            count: config.risk_velocity.0,
+            window_secs: config.risk_velocity.1,
+        },
+        blocked_countries: config.risk_blocked_countries.iter().cloned().collect(),
+        blocked_emails: config.risk_blocked_emails.iter().cloned().collect(),
+    };
+    if config.carrier_webhook_url.is_some() && config.carrier_webhook_secret.is_none() {
+        tracing::warn!("ORDO_CARRIER_WEBHOOK_URL is set without ORDO_CARRIER_WEBHOOK_SECRET");
+    }
+    FulfillmentSettings {
+        risk,
+        carrier_webhook_url: config.carrier_webhook_url.clone(),
+        carrier_webhook_secret: config.carrier_webhook_secret.clone(),
+        carrier_timeout: config.carrier_timeout,
+        carrier_retry_base: config.carrier_retry_base,
+        carrier_max_attempts: config.carrier_max_attempts,
+        breaker_threshold: config.carrier_breaker_threshold,
+        breaker_cooldown: config.carrier_breaker_cooldown,
+        pickup_lead: config.pickup_lead,
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr, variable: &str) -> anyhow::Result<TcpListener> {

@@ -201,15 +201,17 @@ async fn a_paid_order_publishes_order_paid_in_the_same_transaction_as_the_status
         .post_json(&format!("/v1/orders/{id}/payments"), &serde_json::json!({}))
         .await
         .expect_status(201);
+    // The fulfillment pipeline takes the paid order on to `shipped` (sandbox carrier).
     for _ in 0..100 {
-        if server.get_order(&id).await["status"] == "paid" {
+        if server.get_order(&id).await["status"] == "shipped" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(server.get_order(&id).await["status"], "paid");
-    // order.created and order.paid, both published.
-    wait_until_published(&server, 2).await;
+    assert_eq!(server.get_order(&id).await["status"], "shipped");
+    // order.created, order.paid and the pipeline's order.risk_approved, order.split,
+    // order.scheduled and order.shipped, all published.
+    wait_until_published(&server, 6).await;
     sqlx::any::install_default_drivers();
     let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
         .await

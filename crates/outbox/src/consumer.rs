@@ -20,6 +20,13 @@ pub trait Consumer: Send + Sync + 'static {
     fn topics(&self) -> &'static [&'static str];
 
     fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a>;
+
+    /// Work that must not hold the write transaction (a call to another system), run in the
+    /// CONSUMER span before `handle`'s transaction begins — on every delivery, duplicates
+    /// included, so it must be idempotent by itself. An error leaves the event to redelivery.
+    fn prepare<'a>(&'a self, _event: &'a Envelope) -> HandleFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A consumer with what it needs to run: the database, and the relay to wake when its
@@ -41,18 +48,35 @@ impl ConsumerRunner {
         }
     }
 
+    /// `messaging.system` of the CONSUMER spans of [`ConsumerRunner::deliver`]; transports
+    /// that deliver themselves use [`ConsumerRunner::deliver_from`] with their own name.
+    pub fn with_system(mut self, system: &'static str) -> Self {
+        self.system = system;
+        self
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.consumer.name()
+    }
+
     pub fn topics(&self) -> &'static [&'static str] {
         self.consumer.topics()
     }
 
     /// Processes `event` once: a redelivered event finds its id recorded and changes nothing.
     pub async fn deliver(&self, event: &Envelope) -> Result<()> {
+        self.deliver_from(event, self.system).await
+    }
+
+    /// As [`ConsumerRunner::deliver`], with the `messaging.system` of the transport that carried
+    /// the event (`ordo_in_process`, `rabbitmq`, `nats`).
+    pub async fn deliver_from(&self, event: &Envelope, system: &'static str) -> Result<()> {
         let span = tracing::info_span!(
             "process",
             otel.name = %format!("process {}", event.topic),
             otel.kind = "consumer",
             otel.status_code = field::Empty,
-            messaging.system = self.system,
+            messaging.system = system,
             messaging.operation.type = "process",
             messaging.destination.name = %event.topic,
             messaging.message.id = %event.event_id,
@@ -62,6 +86,7 @@ impl ConsumerRunner {
         );
         ordo_telemetry::propagation::adopt_parent_from_map(&span, &event.headers);
         let result = async {
+            self.consumer.prepare(event).await?;
             let mut tx = self.db.begin().await?;
             if !tx
                 .mark_processed(self.consumer.name(), &event.event_id, now_ms())

@@ -6,7 +6,8 @@
 //! - [`relay`]: claims committed outbox rows, publishes each in a PRODUCER span that continues
 //!   the trace of the step that wrote it, and marks it published only after the transport's
 //!   acknowledgement; retries with backoff, dead-letters after [`relay::MAX_ATTEMPTS`].
-//! - [`transport`]: where the relay publishes. [`transport::InProcess`] (the default) hands
+//! - [`transport`]: where the relay publishes, chosen by [`transport::start`] from
+//!   `ORDO_BROKER_URL`: [`transport::InProcess`] (the default) hands
 //!   each event to this process's consumers and acknowledges once they have committed.
 //! - [`consumer`]: runs a [`consumer::Consumer`] for one event in a CONSUMER span, inside a
 //!   transaction that also records the event id, so a redelivery changes nothing.

@@ -139,7 +139,14 @@ pub struct OrderItemView {
 pub struct ShipmentView {
     pub id: String,
     pub warehouse: String,
+    /// One of pending, scheduled, pushing, accepted, failed.
     pub status: String,
+    /// The carrier chosen by the scheduling stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    /// The pickup slot (RFC 3339, UTC), once scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup_slot: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -9,15 +9,19 @@
 //! - `catalog`: products, warehouses, stock.
 //! - `orders`: create (idempotent, reserving stock atomically), read, list, cancel, timeline.
 //! - `payments`: payment intents, provider callbacks, the sandbox provider, the payment timeout.
+//! - `fulfillment`: the pipeline's stages (risk, split, schedule, carrier push) as outbox
+//!   consumers, and the saga's compensations.
 //!
 //! Invariant: every write that changes an order also appends its timeline entry, stamped with
 //! the trace and span ids of the step that wrote it, in the same transaction.
 
 pub mod api;
 mod catalog;
+mod fulfillment;
 mod orders;
 mod payments;
 
+pub use fulfillment::{FulfillmentSettings, PushStage, RiskStage, ScheduleStage, SplitStage};
 pub use orders::Created;
 pub use payments::{PaymentCreated, PaymentSettings, SweepReport};
 
@@ -29,6 +33,19 @@ pub mod topics {
     pub const ORDER_CANCELLED: &str = "order.cancelled";
     /// A payment succeeded and the order is `paid`: the fulfillment pipeline's first input.
     pub const ORDER_PAID: &str = "order.paid";
+    /// The risk check passed: the split stage's input.
+    pub const ORDER_RISK_APPROVED: &str = "order.risk_approved";
+    /// The risk check refused the order; it was refunded, its stock released.
+    pub const ORDER_REJECTED: &str = "order.rejected";
+    /// One shipment per warehouse exists: the scheduling stage's input.
+    pub const ORDER_SPLIT: &str = "order.split";
+    /// Every shipment has a carrier and pickup slot (one event carrying all shipment ids): the
+    /// push stage's input.
+    pub const ORDER_SCHEDULED: &str = "order.scheduled";
+    /// Every shipment was accepted by its carrier.
+    pub const ORDER_SHIPPED: &str = "order.shipped";
+    /// A shipment failed for good; the order was refunded, its stock released.
+    pub const ORDER_FULFILLMENT_FAILED: &str = "order.fulfillment_failed";
 }
 
 /// The use cases of ordo over one database. Cheap to clone.
@@ -39,6 +56,8 @@ pub struct Service {
     wakeup: ordo_outbox::Wakeup,
     /// Payment providers, their secrets and routing rules, the payment timeout.
     payments: std::sync::Arc<payments::Payments>,
+    /// Risk rules, carrier settings, the carrier client and its breakers.
+    fulfillment: std::sync::Arc<fulfillment::Fulfillment>,
 }
 
 impl Service {
@@ -47,7 +66,17 @@ impl Service {
             db,
             wakeup: ordo_outbox::Wakeup::default(),
             payments: std::sync::Arc::new(payments::Payments::new(PaymentSettings::default())),
+            fulfillment: std::sync::Arc::new(fulfillment::Fulfillment::new(
+                FulfillmentSettings::default(),
+            )),
         }
+    }
+
+    /// Uses `settings` for the fulfillment pipeline (the default: nothing blocked, the sandbox
+    /// carrier).
+    pub fn with_fulfillment(mut self, settings: FulfillmentSettings) -> Self {
+        self.fulfillment = std::sync::Arc::new(fulfillment::Fulfillment::new(settings));
+        self
     }
 
     /// Uses `settings` for payments (the default: the sandbox only, with a random secret).

@@ -3,7 +3,7 @@
 
 use crate::api::{
     AddressDto, ContactDto, CreateOrderInput, ListOrdersQuery, MoneyDto, OrderItemView, OrderPage,
-    OrderView, TimelineEventView, TimelineView,
+    OrderView, ShipmentView, TimelineEventView, TimelineView,
 };
 use crate::{Service, rfc3339, step_ids, topics};
 use ordo_domain::ids::{CustomerId, OrderId, Sku};
@@ -251,9 +251,29 @@ impl Service {
     pub async fn order(&self, id: &str) -> Result<OrderView> {
         let id = OrderId::parse(id)?;
         let record = self.db.order(id.as_str()).await?;
-        record
+        let mut order = record
             .map(view)
-            .unwrap_or_else(|| Err(Error::not_found(format!("order {id}"))))
+            .unwrap_or_else(|| Err(Error::not_found(format!("order {id}"))))?;
+        // Shipments exist from the split stage on.
+        if !matches!(
+            order.status.as_str(),
+            "pending_payment" | "paid" | "risk_approved" | "cancelled"
+        ) {
+            order.shipments = self
+                .db
+                .shipments_of_order(id.as_str())
+                .await?
+                .into_iter()
+                .map(|s| ShipmentView {
+                    id: s.id,
+                    warehouse: s.warehouse,
+                    status: s.status,
+                    carrier: s.carrier,
+                    pickup_slot: s.pickup_slot_ms.map(rfc3339),
+                })
+                .collect();
+        }
+        Ok(order)
     }
 
     #[tracing::instrument(name = "list_orders", skip_all)]

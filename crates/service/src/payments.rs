@@ -208,92 +208,102 @@ impl Service {
     /// Creates the payment intent of an unpaid order, for its total, with the provider the
     /// routing rules choose (or the one `input` names, if enabled and matching). An order that
     /// already has a pending intent gets that one back (`replayed`), never a second.
-    #[tracing::instrument(name = "create_payment", skip_all, fields(order.id = %order_id,
-        payment.id = field::Empty, payment.provider = field::Empty))]
     pub async fn create_payment(
         &self,
         order_id: &str,
         input: CreatePaymentInput,
     ) -> Result<PaymentCreated> {
-        let span = tracing::Span::current();
         let order_id = OrderId::parse(order_id)?;
-        let mut tx = self.db.begin().await?;
-        let Some(order) = tx.order_for_update(order_id.as_str()).await? else {
-            return Err(Error::not_found(format!("order {order_id}")));
-        };
-        // This request may come in another trace than the order's: point to the order's.
-        propagation::link_to_ids(&span, &order.trace_id, &order.span_id);
-        let status = OrderStatus::parse(&order.status).map_err(corrupt("order status"))?;
-        if status != OrderStatus::PendingPayment {
-            return Err(Error::conflict(format!(
-                "order {order_id} is {status}: only an order in pending_payment takes a payment"
-            )));
-        }
-        if let Some(pending) = tx.pending_payment_of_order(order_id.as_str()).await? {
-            drop(tx);
-            if let Some(requested) = input.provider.as_deref()
-                && requested != pending.provider
-            {
+        let stored = self
+            .db
+            .order(order_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("order {order_id}")))?;
+        // The request may come in another trace than the order's: the step joins the order's
+        // trace, under its creation, and links the request.
+        let step = tracing::info_span!(parent: None, "create_payment", order.id = %order_id,
+            payment.id = field::Empty, payment.provider = field::Empty);
+        propagation::continue_stored_trace(&step, &stored.trace_id, &stored.span_id);
+        async {
+            let span = tracing::Span::current();
+            let mut tx = self.db.begin().await?;
+            let Some(order) = tx.order_for_update(order_id.as_str()).await? else {
+                return Err(Error::not_found(format!("order {order_id}")));
+            };
+            let status = OrderStatus::parse(&order.status).map_err(corrupt("order status"))?;
+            if status != OrderStatus::PendingPayment {
                 return Err(Error::conflict(format!(
-                    "order {order_id} already has a pending payment with provider {}",
-                    pending.provider
+                    "order {order_id} is {status}: only an order in pending_payment takes a payment"
                 )));
             }
-            span.record("payment.id", pending.id.as_str());
-            span.record("payment.provider", pending.provider.as_str());
-            // The sandbox may have been stopped (a restart) before it approved: go again; its
-            // callback has a fixed event id, so a second delivery changes nothing.
-            self.start_provider(&pending);
-            return Ok(PaymentCreated {
-                payment: view(&pending),
-                replayed: true,
-            });
-        }
+            if let Some(pending) = tx.pending_payment_of_order(order_id.as_str()).await? {
+                drop(tx);
+                if let Some(requested) = input.provider.as_deref()
+                    && requested != pending.provider
+                {
+                    return Err(Error::conflict(format!(
+                        "order {order_id} already has a pending payment with provider {}",
+                        pending.provider
+                    )));
+                }
+                span.record("payment.id", pending.id.as_str());
+                span.record("payment.provider", pending.provider.as_str());
+                // The sandbox may have been stopped (a restart) before it approved: go again; its
+                // callback has a fixed event id, so a second delivery changes nothing.
+                self.start_provider(&pending);
+                return Ok(PaymentCreated {
+                    payment: view(&pending),
+                    replayed: true,
+                });
+            }
 
-        let total = stored_money(order.total_minor, &order.currency, "order total")?;
-        let country = shipping_country(&order)?;
-        let provider = route(
-            &self.payments.rules,
-            input.provider.as_deref(),
-            total.currency(),
-            &country,
-            |name| self.payments.healthy(name),
-        )?;
-        let now = now_ms();
-        let ids = step_ids();
-        let record = PaymentRecord {
-            id: new_payment_id().as_str().to_owned(),
-            order_id: order.id.clone(),
-            provider: provider.as_str().to_owned(),
-            status: PaymentStatus::Pending.as_str().to_owned(),
-            amount_minor: total.amount_minor(),
-            currency: total.currency().to_string(),
-            created_at_ms: now,
-            updated_at_ms: now,
-            trace_id: ids.trace_id.clone(),
-            span_id: ids.span_id.clone(),
-        };
-        span.record("payment.id", record.id.as_str());
-        span.record("payment.provider", provider.as_str());
-        tx.insert_payment(&record).await?;
-        let detail = format!("payment {} of {total} requested from {provider}", record.id);
-        tx.append_event(&NewEvent {
-            order_id: &order.id,
-            at_ms: now,
-            kind: "payment_requested",
-            detail: &detail,
-            trace_id: &ids.trace_id,
-            span_id: &ids.span_id,
-        })
-        .await?;
-        tx.commit().await?;
-        tracing::info!(order.id = %order.id, payment.id = %record.id,
-            payment.provider = provider.as_str(), "payment requested");
-        self.start_provider(&record);
-        Ok(PaymentCreated {
-            payment: view(&record),
-            replayed: false,
-        })
+            let total = stored_money(order.total_minor, &order.currency, "order total")?;
+            let country = shipping_country(&order)?;
+            let provider = route(
+                &self.payments.rules,
+                input.provider.as_deref(),
+                total.currency(),
+                &country,
+                |name| self.payments.healthy(name),
+            )?;
+            let now = now_ms();
+            let ids = step_ids();
+            let record = PaymentRecord {
+                id: new_payment_id().as_str().to_owned(),
+                order_id: order.id.clone(),
+                provider: provider.as_str().to_owned(),
+                status: PaymentStatus::Pending.as_str().to_owned(),
+                amount_minor: total.amount_minor(),
+                currency: total.currency().to_string(),
+                created_at_ms: now,
+                updated_at_ms: now,
+                trace_id: ids.trace_id.clone(),
+                span_id: ids.span_id.clone(),
+            };
+            span.record("payment.id", record.id.as_str());
+            span.record("payment.provider", provider.as_str());
+            tx.insert_payment(&record).await?;
+            let detail = format!("payment {} of {total} requested from {provider}", record.id);
+            tx.append_event(&NewEvent {
+                order_id: &order.id,
+                at_ms: now,
+                kind: "payment_requested",
+                detail: &detail,
+                trace_id: &ids.trace_id,
+                span_id: &ids.span_id,
+            })
+            .await?;
+            tx.commit().await?;
+            tracing::info!(order.id = %order.id, payment.id = %record.id,
+                payment.provider = provider.as_str(), "payment requested");
+            self.start_provider(&record);
+            Ok(PaymentCreated {
+                payment: view(&record),
+                replayed: false,
+            })
+        }
+        .instrument(step)
+        .await
     }
 
     /// The payments of order `order_id`, oldest first.
@@ -360,137 +370,155 @@ impl Service {
             return Ok(ack(first));
         }
 
-        let mut tx = self.db.begin().await?;
-        let payment = tx
-            .payment_for_update(payment_id.as_str())
+        // The effect belongs to the order's trace, under the step that created the payment;
+        // the callback request that caused it is linked (its second cause).
+        let stored = self
+            .db
+            .payment(payment_id.as_str())
             .await?
             .filter(|p| p.provider == provider.as_str())
             .ok_or_else(|| Error::not_found(format!("payment {payment_id}")))?;
-        span.record("order.id", payment.order_id.as_str());
-        propagation::link_to_ids(&span, &payment.trace_id, &payment.span_id);
-        let order = tx
-            .order_for_update(&payment.order_id)
-            .await?
-            .ok_or_else(|| Error::internal("a payment's order is missing"))?;
-        let payment_status =
-            PaymentStatus::parse(&payment.status).map_err(corrupt("payment status"))?;
-        let payment_amount = stored_money(payment.amount_minor, &payment.currency, "payment")?;
-        let order_status = OrderStatus::parse(&order.status).map_err(corrupt("order status"))?;
-        let outcome = decide(
-            payment_status,
-            payment_amount,
-            order_status,
-            reported,
-            reported_amount,
-        );
+        span.record("order.id", stored.order_id.as_str());
+        let step = tracing::info_span!(parent: None, "apply_payment_callback",
+            payment.id = %payment_id, payment.provider = provider.as_str(),
+            payment.event_id = event_id, order.id = field::Empty,
+            payment.outcome = field::Empty);
+        propagation::continue_stored_trace(&step, &stored.trace_id, &stored.span_id);
+        async {
+            let span = tracing::Span::current();
+            let mut tx = self.db.begin().await?;
+            let payment = tx
+                .payment_for_update(payment_id.as_str())
+                .await?
+                .filter(|p| p.provider == provider.as_str())
+                .ok_or_else(|| Error::not_found(format!("payment {payment_id}")))?;
+            span.record("order.id", payment.order_id.as_str());
+            let order = tx
+                .order_for_update(&payment.order_id)
+                .await?
+                .ok_or_else(|| Error::internal("a payment's order is missing"))?;
+            let payment_status =
+                PaymentStatus::parse(&payment.status).map_err(corrupt("payment status"))?;
+            let payment_amount = stored_money(payment.amount_minor, &payment.currency, "payment")?;
+            let order_status = OrderStatus::parse(&order.status).map_err(corrupt("order status"))?;
+            let outcome = decide(
+                payment_status,
+                payment_amount,
+                order_status,
+                reported,
+                reported_amount,
+            );
 
-        let now = now_ms();
-        let ids = step_ids();
-        let event = PaymentEventRecord {
-            provider: provider.as_str().to_owned(),
-            event_id: event_id.to_owned(),
-            payment_id: payment.id.clone(),
-            status: match reported {
-                ReportedStatus::Succeeded => "succeeded",
-                ReportedStatus::Failed => "failed",
-            }
-            .to_owned(),
-            amount_minor: reported_amount.amount_minor(),
-            currency: reported_amount.currency().to_string(),
-            outcome: outcome.as_str().to_owned(),
-            received_at_ms: now,
-        };
-        if let Some(first) = tx.record_payment_event(&event).await? {
-            // A concurrent delivery of the same event committed first.
-            drop(tx);
-            span.record("payment.outcome", first.outcome.as_str());
-            return Ok(ack(first));
-        }
-
-        let id = payment.id.as_str();
-        let timeline = match outcome {
-            CallbackOutcome::Succeeded => {
-                self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
-                    .await?;
-                let paid = order_status.apply(OrderEvent::PaymentSucceeded)?;
-                if !tx
-                    .set_status(&order.id, order_status.as_str(), paid.as_str(), now)
-                    .await?
-                {
-                    return Err(Error::conflict(format!(
-                        "order {} changed concurrently",
-                        order.id
-                    )));
+            let now = now_ms();
+            let ids = step_ids();
+            let event = PaymentEventRecord {
+                provider: provider.as_str().to_owned(),
+                event_id: event_id.to_owned(),
+                payment_id: payment.id.clone(),
+                status: match reported {
+                    ReportedStatus::Succeeded => "succeeded",
+                    ReportedStatus::Failed => "failed",
                 }
-                // The fulfillment pipeline starts from this event, committed with the status.
-                let paid_event = serde_json::json!({
-                    "order_id": order.id,
-                    "payment_id": id,
-                    "provider": provider.as_str(),
-                    "amount": {
-                        "amount_minor": payment_amount.amount_minor(),
-                        "currency": payment_amount.currency().as_str(),
-                    },
-                });
-                ordo_outbox::new_event(&mut tx, topics::ORDER_PAID, &order.id, &paid_event, now)
-                    .await?;
-                Some((
-                    "payment_succeeded",
-                    format!(
-                        "payment {id} of {payment_amount} succeeded at {provider} (event {event_id})"
-                    ),
-                ))
+                .to_owned(),
+                amount_minor: reported_amount.amount_minor(),
+                currency: reported_amount.currency().to_string(),
+                outcome: outcome.as_str().to_owned(),
+                received_at_ms: now,
+            };
+            if let Some(first) = tx.record_payment_event(&event).await? {
+                // A concurrent delivery of the same event committed first.
+                drop(tx);
+                span.record("payment.outcome", first.outcome.as_str());
+                return Ok(ack(first));
             }
-            CallbackOutcome::Failed => {
-                self.set_payment_status(&mut tx, id, PaymentStatus::Failed, now)
-                    .await?;
-                Some((
-                    "payment_failed",
+
+            let id = payment.id.as_str();
+            let timeline = match outcome {
+                CallbackOutcome::Succeeded => {
+                    self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
+                        .await?;
+                    let paid = order_status.apply(OrderEvent::PaymentSucceeded)?;
+                    if !tx
+                        .set_status(&order.id, order_status.as_str(), paid.as_str(), now)
+                        .await?
+                    {
+                        return Err(Error::conflict(format!(
+                            "order {} changed concurrently",
+                            order.id
+                        )));
+                    }
+                    // The fulfillment pipeline starts from this event, committed with the status.
+                    let paid_event = serde_json::json!({
+                        "order_id": order.id,
+                        "payment_id": id,
+                        "provider": provider.as_str(),
+                        "amount": {
+                            "amount_minor": payment_amount.amount_minor(),
+                            "currency": payment_amount.currency().as_str(),
+                        },
+                    });
+                    ordo_outbox::new_event(&mut tx, topics::ORDER_PAID, &order.id, &paid_event, now)
+                        .await?;
+                    Some((
+                        "payment_succeeded",
+                        format!(
+                            "payment {id} of {payment_amount} succeeded at {provider} (event {event_id})"
+                        ),
+                    ))
+                }
+                CallbackOutcome::Failed => {
+                    self.set_payment_status(&mut tx, id, PaymentStatus::Failed, now)
+                        .await?;
+                    Some((
+                        "payment_failed",
+                        format!(
+                            "payment {id} failed at {provider} (event {event_id}); the order still awaits payment"
+                        ),
+                    ))
+                }
+                CallbackOutcome::AmountMismatch => Some((
+                    "payment_mismatch",
                     format!(
-                        "payment {id} failed at {provider} (event {event_id}); the order still awaits payment"
+                        "{provider} reported {reported_amount} for payment {id} of {payment_amount} \
+                         (event {event_id}); the order is unchanged"
                     ),
-                ))
+                )),
+                CallbackOutcome::OrderNotPayable => {
+                    // The provider took the money but the order can no longer be paid (cancelled,
+                    // e.g. by the payment timeout). The payment is recorded as succeeded so that
+                    // the refund finds it: the refund compensation comes with the fulfillment saga.
+                    self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
+                        .await?;
+                    Some((
+                        "payment_not_applied",
+                        format!(
+                            "payment {id} of {payment_amount} succeeded at {provider} (event {event_id}) \
+                             but the order is {order_status}; it is due a refund"
+                        ),
+                    ))
+                }
+                CallbackOutcome::PaymentNotPending => None,
+            };
+            if let Some((kind, detail)) = &timeline {
+                tx.append_event(&NewEvent {
+                    order_id: &order.id,
+                    at_ms: now,
+                    kind,
+                    detail,
+                    trace_id: &ids.trace_id,
+                    span_id: &ids.span_id,
+                })
+                .await?;
             }
-            CallbackOutcome::AmountMismatch => Some((
-                "payment_mismatch",
-                format!(
-                    "{provider} reported {reported_amount} for payment {id} of {payment_amount} \
-                     (event {event_id}); the order is unchanged"
-                ),
-            )),
-            CallbackOutcome::OrderNotPayable => {
-                // The provider took the money but the order can no longer be paid (cancelled,
-                // e.g. by the payment timeout). The payment is recorded as succeeded so that
-                // the refund finds it: the refund compensation comes with the fulfillment saga.
-                self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
-                    .await?;
-                Some((
-                    "payment_not_applied",
-                    format!(
-                        "payment {id} of {payment_amount} succeeded at {provider} (event {event_id}) \
-                         but the order is {order_status}; it is due a refund"
-                    ),
-                ))
-            }
-            CallbackOutcome::PaymentNotPending => None,
-        };
-        if let Some((kind, detail)) = &timeline {
-            tx.append_event(&NewEvent {
-                order_id: &order.id,
-                at_ms: now,
-                kind,
-                detail,
-                trace_id: &ids.trace_id,
-                span_id: &ids.span_id,
-            })
-            .await?;
+            tx.commit().await?;
+            self.wakeup.wake();
+            span.record("payment.outcome", outcome.as_str());
+            tracing::info!(order.id = %order.id, payment.id = id, payment.provider = provider.as_str(),
+                payment.outcome = outcome.as_str(), "payment callback applied");
+            Ok(ack(event))
         }
-        tx.commit().await?;
-        self.wakeup.wake();
-        span.record("payment.outcome", outcome.as_str());
-        tracing::info!(order.id = %order.id, payment.id = id, payment.provider = provider.as_str(),
-            payment.outcome = outcome.as_str(), "payment callback applied");
-        Ok(ack(event))
+        .instrument(step)
+        .await
     }
 
     async fn set_payment_status(

@@ -6,6 +6,7 @@
 //! - [`catalog`]: products, warehouses and stock levels.
 //! - [`orders`]: reading orders and their timeline; [`WriteTx`] for the steps of a write.
 //! - [`outbox`]: appending events in a write, and the relay's claims; processed-event ids.
+//! - [`fulfillment`]: shipments and their items, risk facts, refunds.
 //! - [`payments`]: payment intents, provider callback events, the unpaid orders to time out.
 //! - [`records`]: the row shapes handed to the service layer.
 //!
@@ -19,6 +20,7 @@
 
 pub mod catalog;
 mod error;
+pub mod fulfillment;
 pub mod orders;
 pub mod outbox;
 pub mod payments;

@@ -64,6 +64,17 @@ impl Database {
         rows.iter().map(payment_from_row).collect()
     }
 
+    /// Payment `id`, if it exists.
+    pub async fn payment(&self, id: &str) -> Result<Option<PaymentRecord>> {
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.reader())
+            .traced(self.backend, "SELECT payments")
+            .await?;
+        row.as_ref().map(payment_from_row).transpose()
+    }
+
     /// The event `event_id` of `provider`, if it was received before.
     pub async fn payment_event(
         &self,

@@ -147,3 +147,25 @@ pub struct OutboxBacklog {
     pub oldest_created_at_ms: i64,
     pub dead: i64,
 }
+
+/// A shipment: the part of an order that leaves from one warehouse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipmentRecord {
+    pub id: String,
+    pub order_id: String,
+    pub warehouse: String,
+    /// The warehouse's country.
+    pub country: String,
+    pub status: String,
+    pub carrier: Option<String>,
+    pub pickup_slot_ms: Option<i64>,
+    pub attempts: i64,
+}
+
+/// One SKU of a shipment (or one unreleased reservation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipmentItemRecord {
+    pub warehouse: String,
+    pub sku: String,
+    pub quantity: i64,
+}

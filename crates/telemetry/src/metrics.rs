@@ -236,6 +236,8 @@ struct OutboxMetrics {
     lag_seconds: FloatGauge,
     dead_letters: Gauge,
     duplicates: Family<StaticLabel<1>, Counter>,
+    consumer_dead_lettered: Family<StaticLabel<1>, Counter>,
+    shipments_dead_lettered: Counter,
 }
 
 impl OutboxMetrics {
@@ -248,6 +250,8 @@ impl OutboxMetrics {
             lag_seconds: FloatGauge::default(),
             dead_letters: Gauge::default(),
             duplicates: Family::default(),
+            consumer_dead_lettered: Family::default(),
+            shipments_dead_lettered: Counter::default(),
         };
         registry.register(
             "outbox_events_published",
@@ -284,6 +288,16 @@ impl OutboxMetrics {
             "consumer_duplicate_events",
             "Redelivered events a consumer recognised and ignored, by consumer",
             metrics.duplicates.clone(),
+        );
+        registry.register(
+            "consumer_events_dead_lettered",
+            "Broker messages a consumer gave up on after its last delivery, by consumer",
+            metrics.consumer_dead_lettered.clone(),
+        );
+        registry.register(
+            "shipments_dead_lettered",
+            "Shipments the carrier refused for good or that failed after the last retry",
+            metrics.shipments_dead_lettered.clone(),
         );
         metrics
     }
@@ -499,6 +513,21 @@ pub fn count_duplicate_event(consumer: &'static str) {
         .duplicates
         .get_or_create(&StaticLabel([(labels::CONSUMER, consumer)]))
         .inc();
+}
+
+/// Counts one broker message `consumer` gave up on after its last delivery (moved to its
+/// dead-letter queue or subject).
+pub fn count_consumer_dead_letter(consumer: &'static str) {
+    global()
+        .outbox
+        .consumer_dead_lettered
+        .get_or_create(&StaticLabel([(labels::CONSUMER, consumer)]))
+        .inc();
+}
+
+/// Counts one shipment given up on (carrier refused it, or the last retry failed).
+pub fn count_shipment_dead_lettered() {
+    global().outbox.shipments_dead_lettered.inc();
 }
 
 // ---------------------------------------------------------------------------------------------

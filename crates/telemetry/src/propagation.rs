@@ -161,6 +161,19 @@ pub fn adopt_parent_from_ids(span: &tracing::Span, trace_id_hex: &str, span_id_h
     }
 }
 
+/// Puts `span` in the trace of the step with the stored ids `trace_id_hex`/`span_id_hex` (an
+/// order's creation), as its child, and links it to the caller's current span (the request or
+/// job run that is this step's second cause). So one order keeps one trace however many
+/// requests and jobs act on it. Call before `span` is first entered.
+pub fn continue_stored_trace(span: &tracing::Span, trace_id_hex: &str, span_id_hex: &str) {
+    if adopt_parent_from_ids(span, trace_id_hex, span_id_hex) {
+        link_to(span, &tracing::Span::current());
+    } else {
+        // Unreadable stored ids: stay at least in the caller's trace.
+        let _ = span.set_parent(tracing::Span::current().context());
+    }
+}
+
 /// Adds to `span` a link to `linked` (a job run's span, from each piece of work it did in
 /// another trace). Nothing happens when either has no valid context.
 pub fn link_to(span: &tracing::Span, linked: &tracing::Span) {

@@ -1,23 +1,11 @@
-//! Where the relay publishes. A transport acknowledges an event only when it is safe to forget
-//! it on this side: for the in-process transport, once every subscribed consumer committed.
+//! The default transport: hands each event to this process's consumers, by topic, and
+//! acknowledges once every subscribed consumer committed.
 
+use super::{PublishFuture, Transport};
 use crate::consumer::ConsumerRunner;
 use crate::event::Envelope;
-use ordo_domain::Result;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-
-pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
-
-pub trait Transport: Send + Sync + 'static {
-    /// `messaging.system` of the spans (`ordo_in_process`, `rabbitmq`, `nats`).
-    fn system(&self) -> &'static str;
-
-    /// Publishes `event`; `Ok` is the acknowledgement.
-    fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a>;
-}
 
 /// Hands events to the consumers of this process, by topic.
 #[derive(Clone, Default)]
@@ -51,7 +39,7 @@ impl Transport for InProcess {
         Box::pin(async move {
             if let Some(consumers) = self.subscribers.get(&event.topic) {
                 for consumer in consumers {
-                    consumer.deliver(event).await?;
+                    consumer.deliver_from(event, self.system()).await?;
                 }
             }
             Ok(())

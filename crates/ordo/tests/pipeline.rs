@@ -1,0 +1,656 @@
+//! The fulfillment pipeline end to end against the real binary: a paid order goes through risk,
+//! split, scheduling and the carrier push to `shipped`; a carrier's transient errors are
+//! retried, a refusal fails the order and runs the compensations; a risk rejection refunds and
+//! releases the stock; and every span of a shipped order is one tree in the order's trace.
+//!
+//! The carrier is a test HTTP server (axum) that checks the contract: `Idempotency-Key`,
+//! `Ordo-Signature` (verified here with hmac, from the contract), `traceparent`.
+
+#[macro_use]
+mod common;
+#[path = "common/otlp.rs"]
+mod otlp;
+
+use common::*;
+use hmac::{Hmac, Mac};
+use otlp::{KIND_CLIENT, OtlpReceiver, assert_one_tree, describe};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+backend_tests!(
+    a_paid_order_ships_in_one_shipment_per_warehouse,
+    a_risk_rejection_refunds_and_releases_the_stock,
+);
+
+const CARRIER_SECRET: &str = "carrier_secret_for_tests_0123456789";
+
+/// One request the test carrier received.
+#[derive(Debug, Clone)]
+struct Push {
+    shipment_id: String,
+    idempotency_key: Option<String>,
+    signature_valid: bool,
+    traceparent: Option<String>,
+    body: Value,
+    answered: u16,
+}
+
+/// A carrier webhook on a free port; `answer(shipment_id, nth push of it)` decides the status.
+struct Carrier {
+    url: String,
+    pushes: Arc<Mutex<Vec<Push>>>,
+}
+
+impl Carrier {
+    async fn start(answer: impl Fn(&str, usize) -> u16 + Send + Sync + 'static) -> Carrier {
+        let pushes: Arc<Mutex<Vec<Push>>> = Arc::default();
+        let answer = Arc::new(answer);
+        let recorded = Arc::clone(&pushes);
+        let app = axum::Router::new().route(
+            "/shipments",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let recorded = Arc::clone(&recorded);
+                    let answer = Arc::clone(&answer);
+                    async move {
+                        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let shipment_id = parsed["shipment_id"].as_str().unwrap_or("").to_owned();
+                        let header = |name: &str| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        };
+                        let signature_valid = header("ordo-signature")
+                            .is_some_and(|h| verify(CARRIER_SECRET, &h, &body));
+                        let mut pushes = recorded.lock().unwrap();
+                        let nth = pushes
+                            .iter()
+                            .filter(|p| p.shipment_id == shipment_id)
+                            .count();
+                        let status = answer(&shipment_id, nth);
+                        pushes.push(Push {
+                            shipment_id,
+                            idempotency_key: header("idempotency-key"),
+                            signature_valid,
+                            traceparent: header("traceparent"),
+                            body: parsed,
+                            answered: status,
+                        });
+                        axum::http::StatusCode::from_u16(status).unwrap()
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Carrier {
+            url: format!("http://{addr}/shipments"),
+            pushes,
+        }
+    }
+
+    fn pushes(&self) -> Vec<Push> {
+        self.pushes.lock().unwrap().clone()
+    }
+
+    fn env(&self, extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("ORDO_CARRIER_WEBHOOK_URL", self.url.clone()),
+            ("ORDO_CARRIER_WEBHOOK_SECRET", CARRIER_SECRET.to_owned()),
+            ("ORDO_CARRIER_RETRY_BASE_MS", "5".to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    }
+}
+
+/// Checks an `Ordo-Signature` value as the contract defines it (and the 300 s window).
+fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = value.parse::<i64>().ok(),
+            Some(("v1", value)) => v1.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    let Some(t) = t else { return false };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    if (now - t).abs() > 300 {
+        return false;
+    }
+    v1.iter().any(|candidate| {
+        let Ok(tag) = hex::decode(candidate) else {
+            return false;
+        };
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        mac.verify_slice(&tag).is_ok()
+    })
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// An order of one TEA (reserved in BKK-1) and one MUG (reserved in BER-1), paid with the
+/// sandbox. The payment request carries no `traceparent`: the order's trace must continue
+/// anyway. Returns the order.
+async fn paid_two_warehouse_order(server: &TestServer, customer: &str) -> Value {
+    seed_catalog(server).await;
+    let created = server
+        .post_order(&order_body(customer, &[(TEA, 1), (MUG, 2)]))
+        .await
+        .expect_status(201);
+    let order = created.body.clone();
+    let id = order["id"].as_str().unwrap();
+    let reply = server
+        .post_json(&format!("/v1/orders/{id}/payments"), &json!({}))
+        .await
+        .expect_status(201);
+    assert_eq!(reply.body["provider"], "sandbox");
+    order
+}
+
+async fn wait_for_status(server: &TestServer, order_id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let order = server.get_order(order_id).await;
+        if order["status"] == status {
+            return order;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {order_id} is still {} after 15 s, expected {status}\n{}",
+            order["status"],
+            server.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn timeline(server: &TestServer, order_id: &str) -> Vec<Value> {
+    server
+        .get(&format!("/v1/orders/{order_id}/timeline"))
+        .await
+        .expect_status(200)
+        .body["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn payment_status(server: &TestServer, order_id: &str) -> String {
+    let payments = server
+        .get(&format!("/v1/orders/{order_id}/payments"))
+        .await
+        .expect_status(200)
+        .body;
+    payments["payments"][0]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn shipment_ids(order: &Value) -> Vec<String> {
+    order["shipments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_paid_order_ships_in_one_shipment_per_warehouse(backend: Backend) {
+    let carrier = Carrier::start(|_, _| 200).await;
+    let env = carrier.env(&[]);
+    let server = TestServer::start_with_env(backend, &env_refs(&env)).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-happy").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+
+    let shipped = wait_for_status(&server, &id, "shipped").await;
+    let shipments = shipped["shipments"].as_array().unwrap();
+    assert_eq!(shipments.len(), 2, "{shipped:#}");
+    let mut warehouses: Vec<&str> = shipments
+        .iter()
+        .map(|s| s["warehouse"].as_str().unwrap())
+        .collect();
+    warehouses.sort();
+    assert_eq!(warehouses, [BER, BKK]);
+    for shipment in shipments {
+        assert_eq!(shipment["status"], "accepted", "{shipment}");
+        assert!(shipment["id"].as_str().unwrap().starts_with("shp_"));
+        assert!(shipment["carrier"].is_string(), "{shipment}");
+        assert_rfc3339(&shipment["pickup_slot"], "pickup_slot");
+    }
+
+    // Exactly one push per shipment, with the contract's headers, in the order's trace.
+    let pushes = carrier.pushes();
+    assert_eq!(pushes.len(), 2, "{pushes:#?}");
+    let order_trace = order["trace_id"].as_str().unwrap();
+    for push in &pushes {
+        assert!(shipment_ids(&shipped).contains(&push.shipment_id));
+        assert_eq!(
+            push.idempotency_key.as_deref(),
+            Some(push.shipment_id.as_str())
+        );
+        assert!(push.signature_valid, "{push:?}");
+        let (trace_id, _) = parse_traceparent(push.traceparent.as_deref().unwrap()).unwrap();
+        assert_eq!(trace_id, order_trace);
+        assert_eq!(push.body["order_id"], id.as_str());
+        assert!(push.body["items"].as_array().is_some_and(|i| !i.is_empty()));
+        assert_eq!(push.body["shipping_address"]["country"], "TH");
+    }
+
+    let events = timeline(&server, &id).await;
+    let kinds = types(&events);
+    let expected = [
+        "order_created",
+        "payment_requested",
+        "payment_succeeded",
+        "risk_approved",
+        "split",
+        "scheduled",
+        "shipment_accepted",
+        "shipment_accepted",
+        "shipped",
+    ];
+    assert_eq!(kinds, expected, "{events:#?}");
+    for event in &events {
+        assert_eq!(event["trace_id"], order_trace, "{event}");
+    }
+    // The stock stays reserved for the shipped order; the payment stands.
+    assert_eq!(server.reserved(TEA).await, 1);
+    assert_eq!(server.reserved(MUG).await, 2);
+    assert_eq!(payment_status(&server, &id).await, "succeeded");
+}
+
+async fn a_risk_rejection_refunds_and_releases_the_stock(backend: Backend) {
+    let server =
+        TestServer::start_with_env(backend, &[("ORDO_RISK_BLOCKED_COUNTRIES", "TH")]).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-risky").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let rejected = wait_for_status(&server, &id, "rejected").await;
+    assert_eq!(rejected["shipments"], json!([]));
+    assert_eq!(payment_status(&server, &id).await, "refunded");
+    assert_eq!(server.reserved(TEA).await, 0);
+    assert_eq!(server.reserved(MUG).await, 0);
+    let events = timeline(&server, &id).await;
+    assert_eq!(
+        types(&events),
+        [
+            "order_created",
+            "payment_requested",
+            "payment_succeeded",
+            "payment_refunded",
+            "stock_released",
+            "order_rejected",
+        ],
+        "{events:#?}"
+    );
+    let last = events.last().unwrap()["detail"].as_str().unwrap();
+    assert!(last.contains("blocked_country"), "{last}");
+    // Each compensation is a step of its own.
+    let spans: std::collections::HashSet<&str> = events[3..]
+        .iter()
+        .map(|e| e["span_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(spans.len(), 3, "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_carrier_errors_are_retried_without_duplicates() {
+    // Each shipment is answered 503 three times, then 200.
+    let carrier = Carrier::start(|_, nth| if nth < 3 { 503 } else { 200 }).await;
+    let env = carrier.env(&[]);
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-retry").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let shipped = wait_for_status(&server, &id, "shipped").await;
+    let pushes = carrier.pushes();
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    for push in &pushes {
+        assert_eq!(
+            push.idempotency_key.as_deref(),
+            Some(push.shipment_id.as_str())
+        );
+        if push.answered == 200 {
+            *accepted.entry(push.shipment_id.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(pushes.len(), 8, "{pushes:#?}");
+    for shipment in shipment_ids(&shipped) {
+        assert_eq!(accepted.get(&shipment), Some(&1), "{pushes:#?}");
+    }
+    let kinds = types(&timeline(&server, &id).await);
+    assert_eq!(kinds.last().unwrap(), "shipped");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "shipment_accepted").count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusing_carrier_fails_the_order_and_compensates() {
+    let carrier = Carrier::start(|_, _| 400).await;
+    let env = carrier.env(&[]);
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-refused").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let failed = wait_for_status(&server, &id, "fulfillment_failed").await;
+    // A 400 is final: one push, no retry; the other shipment is not pushed at all.
+    let pushes = carrier.pushes();
+    assert_eq!(pushes.len(), 1, "{pushes:#?}");
+    let statuses: Vec<&str> = failed["shipments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert!(statuses.contains(&"failed"), "{failed:#}");
+    assert!(!statuses.contains(&"accepted"), "{failed:#}");
+    assert_eq!(payment_status(&server, &id).await, "refunded");
+    assert_eq!(server.reserved(TEA).await, 0);
+    assert_eq!(server.reserved(MUG).await, 0);
+    let events = timeline(&server, &id).await;
+    assert_eq!(
+        types(&events)[3..],
+        [
+            "risk_approved",
+            "split",
+            "scheduled",
+            "shipment_failed",
+            "payment_refunded",
+            "stock_released",
+            "fulfillment_failed",
+        ],
+        "{events:#?}"
+    );
+    // Dead letters are counted.
+    let metrics = server.admin_get("/metrics").await.expect_status(200).text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shipments_dead_lettered_total 1")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shipped_order_is_one_trace_tree() {
+    let receiver = OtlpReceiver::grpc().await;
+    let carrier = Carrier::start(|_, _| 200).await;
+    let mut env = carrier.env(&[]);
+    env.extend(receiver.env());
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-traced").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    wait_for_status(&server, &id, "shipped").await;
+    let trace_id = order["trace_id"].as_str().unwrap();
+
+    let spans = receiver
+        .trace(trace_id, |spans| {
+            spans
+                .iter()
+                .filter(|s| s.kind == KIND_CLIENT && s.name == "POST")
+                .count()
+                == 2
+                && spans.iter().any(|s| s.name == "publish order.shipped")
+        })
+        .await;
+    let root = assert_one_tree(&spans, "");
+    assert_eq!(root.name, "POST /v1/orders", "{:#?}", describe(&spans));
+    for name in [
+        "payment_callback",
+        "publish order.paid",
+        "process order.paid",
+        "publish order.risk_approved",
+        "process order.risk_approved",
+        "publish order.split",
+        "process order.split",
+        "publish order.scheduled",
+        "process order.scheduled",
+        "publish order.shipped",
+    ] {
+        assert!(
+            spans.iter().any(|s| s.name == name),
+            "no span {name}: {:#?}",
+            describe(&spans)
+        );
+    }
+    let pushes: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind == KIND_CLIENT && s.name == "POST")
+        .collect();
+    assert_eq!(pushes.len(), 2, "{:#?}", describe(&spans));
+    for push in pushes {
+        assert_eq!(push.attributes["http.request.method"], "POST");
+        assert_eq!(push.attributes["http.response.status_code"], "200");
+        assert_eq!(push.attributes["url.full"], carrier.url);
+        assert_eq!(push.attributes["server.address"], "127.0.0.1");
+    }
+}
+
+async fn sql(server: &TestServer, statement: &str) {
+    sqlx::any::install_default_drivers();
+    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+}
+
+async fn unpublished(server: &TestServer) -> i64 {
+    sqlx::any::install_default_drivers();
+    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    sqlx::Row::get(&row, 0)
+}
+
+async fn wait_until_all_published(server: &TestServer) {
+    for _ in 0..200 {
+        if unpublished(server).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the outbox did not drain\n{}", server.output());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivered_events_and_an_interrupted_push_never_push_twice() {
+    let carrier = Carrier::start(|_, _| 200).await;
+    let env = carrier.env(&[]);
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-redelivery").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let shipped = wait_for_status(&server, &id, "shipped").await;
+    wait_until_all_published(&server).await;
+    assert_eq!(carrier.pushes().len(), 2);
+    let events = timeline(&server, &id).await;
+
+    // Every event delivered again (a relay that died before marking them): nothing changes.
+    sql(
+        &server,
+        "UPDATE outbox SET published_at_ms = NULL, claimed_until_ms = NULL",
+    )
+    .await;
+    wait_until_all_published(&server).await;
+    assert_eq!(carrier.pushes().len(), 2, "{:#?}", carrier.pushes());
+    assert_eq!(timeline(&server, &id).await, events);
+
+    // A crash in the middle of a push: one shipment accepted, the other claimed (`pushing`),
+    // the push stage's transaction not committed, its event not acknowledged.
+    let ids = shipment_ids(&shipped);
+    let (interrupted, done) = (&ids[0], &ids[1]);
+    sql(
+        &server,
+        &format!("UPDATE orders SET status = 'scheduled' WHERE id = '{id}'"),
+    )
+    .await;
+    sql(
+        &server,
+        &format!("UPDATE shipments SET status = 'pushing' WHERE id = '{interrupted}'"),
+    )
+    .await;
+    sql(
+        &server,
+        "DELETE FROM processed_events WHERE consumer = 'push'",
+    )
+    .await;
+    sql(
+        &server,
+        "UPDATE outbox SET published_at_ms = NULL, claimed_until_ms = NULL
+         WHERE topic = 'order.scheduled'",
+    )
+    .await;
+    wait_for_status(&server, &id, "shipped").await;
+    let pushes = carrier.pushes();
+    assert_eq!(pushes.len(), 3, "{pushes:#?}");
+    // The interrupted one goes again under the same idempotency key; the accepted one never.
+    assert_eq!(&pushes[2].shipment_id, interrupted);
+    assert_eq!(
+        pushes[2].idempotency_key.as_deref(),
+        Some(interrupted.as_str())
+    );
+    assert_eq!(pushes.iter().filter(|p| &p.shipment_id == done).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn risk_limits_count_recent_payments_and_amounts() {
+    let server = TestServer::start_with_env(
+        Backend::sqlite(),
+        &[
+            ("ORDO_RISK_VELOCITY", "1/600"),
+            ("ORDO_RISK_MAX_AMOUNT", "USD=5000"),
+        ],
+    )
+    .await;
+    seed_catalog(&server).await;
+    let mut results = Vec::new();
+    // One TEA each: under the amount limit; the second payment within the window is one too
+    // many. Then a large order of another customer: over the amount limit.
+    for (customer, quantity) in [("fast", 1), ("fast", 1), ("big", 3)] {
+        let order = server
+            .post_order(&order_body(customer, &[(TEA, quantity)]))
+            .await
+            .expect_status(201)
+            .body;
+        let id = order["id"].as_str().unwrap().to_owned();
+        server
+            .post_json(&format!("/v1/orders/{id}/payments"), &json!({}))
+            .await
+            .expect_status(201);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            let status = server.get_order(&id).await["status"].clone();
+            if status == "shipped" || status == "rejected" {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let last = timeline(&server, &id).await.last().unwrap()["detail"].clone();
+        results.push((status, last));
+    }
+    assert_eq!(results[0].0, "shipped", "{results:?}");
+    assert_eq!(results[1].0, "rejected", "{results:?}");
+    assert!(
+        results[1].1.as_str().unwrap().contains("velocity"),
+        "{results:?}"
+    );
+    assert_eq!(results[2].0, "rejected", "{results:?}");
+    assert!(
+        results[2].1.as_str().unwrap().contains("amount_limit"),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_webhook_payment_gets_a_refund_request() {
+    const SECRET: &str = "whsec_pipeline_0123456789";
+    let server = TestServer::start_with_env(
+        Backend::sqlite(),
+        &[
+            ("ORDO_PAYMENT_WEBHOOK_SECRET", SECRET),
+            ("ORDO_RISK_BLOCKED_EMAILS", " SOMCHAI@example.com"),
+        ],
+    )
+    .await;
+    seed_catalog(&server).await;
+    let order = server
+        .post_order(&order_body("pipeline-webhook", &[(TEA, 1)]))
+        .await
+        .expect_status(201)
+        .body;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let payment = server
+        .post_json(
+            &format!("/v1/orders/{id}/payments"),
+            &json!({"provider": "webhook"}),
+        )
+        .await
+        .expect_status(201)
+        .body;
+    let body = serde_json::to_vec(&json!({
+        "event_id": "evt_pipeline_1",
+        "payment_id": payment["id"],
+        "status": "succeeded",
+        "amount": order["total"],
+    }))
+    .unwrap();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&body);
+    let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+    send(
+        server
+            .request(reqwest::Method::POST, "/v1/payments/callbacks/webhook")
+            .header("content-type", "application/json")
+            .header("ordo-signature", signature)
+            .body(body),
+    )
+    .await
+    .expect_status(200);
+    wait_for_status(&server, &id, "rejected").await;
+    assert_eq!(payment_status(&server, &id).await, "refund_requested");
+    assert_eq!(server.reserved(TEA).await, 0);
+    let events = timeline(&server, &id).await;
+    assert_eq!(
+        types(&events)[3..],
+        ["refund_requested", "stock_released", "order_rejected"],
+        "{events:#?}"
+    );
+    // The email is personal data: neither the timeline nor the logs name it.
+    let last = events.last().unwrap()["detail"].as_str().unwrap();
+    assert!(last.contains("blocked_email"), "{last}");
+    assert!(!format!("{events:?}").to_lowercase().contains("somchai@"));
+    assert!(!server.output().to_lowercase().contains("somchai@"));
+}

@@ -1,0 +1,193 @@
+//! Where the relay publishes. A transport acknowledges an event only when it is safe to forget
+//! it on this side: for the in-process transport, once every subscribed consumer committed; for
+//! a broker, once the broker confirmed it stored the message.
+//!
+//! [`start`] chooses the transport once, from `ORDO_BROKER_URL`:
+//! - unset: [`InProcess`], the relay calls this process's consumers directly;
+//! - `amqp://` / `amqps://`: [`rabbitmq`]: topic exchange `<ns>.events`, one durable queue
+//!   `<ns>.<consumer>` per consumer, dead letters in `<ns>.<consumer>.dead`;
+//! - `nats://` (and `tls://`): [`nats`]: JetStream stream `<NS>_EVENTS` on `<ns>.events.>`
+//!   (subject `<ns>.events.<topic>`), one durable pull consumer per consumer, dead letters
+//!   republished to `<ns>.dead.<consumer>`.
+//!
+//! `<ns>` is the namespace (`ORDO_BROKER_NAMESPACE`, default `ordo`). With a broker, the relay
+//! publishes to it and one subscription task per consumer feeds its [`ConsumerRunner`]; a
+//! message is acknowledged after the runner committed, redelivered on failure up to
+//! [`MAX_DELIVERIES`] times, then dead-lettered and counted (`consumer_events_dead_lettered`).
+
+mod in_process;
+pub mod nats;
+pub mod rabbitmq;
+
+pub use in_process::InProcess;
+
+use crate::consumer::ConsumerRunner;
+use crate::event::Envelope;
+use ordo_domain::Result;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+pub trait Transport: Send + Sync + 'static {
+    /// `messaging.system` of the spans (`ordo_in_process`, `rabbitmq`, `nats`).
+    fn system(&self) -> &'static str;
+
+    /// Publishes `event`; `Ok` is the acknowledgement.
+    fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a>;
+}
+
+/// Deliveries of one message to one consumer before it is dead-lettered.
+pub const MAX_DELIVERIES: u32 = 5;
+/// Bound of every call to a broker (connect, declare, publish and its confirmation, ack).
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages a consumer may hold unacknowledged.
+pub const PREFETCH: u16 = 16;
+/// Message header carrying the order id the event is about.
+pub const AGGREGATE_HEADER: &str = "ordo-aggregate-id";
+/// Message header carrying the event's topic (NATS subjects and dead letters keep it too).
+pub const TOPIC_HEADER: &str = "ordo-topic";
+
+/// The chosen transport, and the subscription tasks that feed the consumers from a broker
+/// (none for the in-process transport). The tasks end once the `stop` token given to [`start`]
+/// is cancelled, after finishing the message in hand.
+pub struct Started {
+    pub transport: Arc<dyn Transport>,
+    pub subscriptions: Vec<JoinHandle<()>>,
+}
+
+/// Why the transport could not start (the broker is unreachable or refused the set-up).
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Chooses the transport from `broker_url` (see the module documentation), connects, declares
+/// what it needs, and starts one subscription task per consumer.
+pub async fn start(
+    broker_url: Option<&str>,
+    namespace: &str,
+    consumers: Vec<Arc<ConsumerRunner>>,
+    stop: CancellationToken,
+) -> std::result::Result<Started, StartError> {
+    let Some(url) = broker_url.filter(|url| !url.trim().is_empty()) else {
+        return Ok(Started {
+            transport: Arc::new(InProcess::new(consumers)),
+            subscriptions: Vec::new(),
+        });
+    };
+    if !valid_namespace(namespace) {
+        return Err(StartError(format!(
+            "the broker namespace {namespace:?} must be 1 to 64 of a-z, 0-9, '_' and '-' \
+             (ORDO_BROKER_NAMESPACE)"
+        )));
+    }
+    let scheme = url.split("://").next().unwrap_or_default();
+    match scheme {
+        "amqp" | "amqps" => rabbitmq::start(url, namespace, consumers, stop).await,
+        "nats" | "tls" => nats::start(url, namespace, consumers, stop).await,
+        _ => Err(StartError(format!(
+            "unknown broker scheme {scheme:?}: use amqp:// (RabbitMQ) or nats:// (NATS JetStream)"
+        ))),
+    }
+}
+
+fn valid_namespace(namespace: &str) -> bool {
+    (1..=64).contains(&namespace.len())
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Rebuilds an envelope from what a broker carried: the body is the JSON payload, the headers
+/// the trace context plus ordo's own.
+fn envelope_from_parts(
+    event_id: String,
+    topic: String,
+    mut headers: HashMap<String, String>,
+    body: &[u8],
+) -> std::result::Result<Envelope, String> {
+    let payload = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let aggregate_id = headers.remove(AGGREGATE_HEADER).unwrap_or_default();
+    headers.remove(TOPIC_HEADER);
+    Ok(Envelope {
+        event_id,
+        topic,
+        aggregate_id,
+        payload,
+        headers,
+    })
+}
+
+/// The trace context and ordo's headers of `event`, as a broker carries them.
+fn outgoing_headers(event: &Envelope) -> Vec<(&str, &str)> {
+    let mut headers: Vec<(&str, &str)> = event
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    headers.push((AGGREGATE_HEADER, event.aggregate_id.as_str()));
+    headers.push((TOPIC_HEADER, event.topic.as_str()));
+    headers
+}
+
+/// Waits before a redelivery: 200 ms · 2^(delivery - 1), capped at 5 s.
+fn redelivery_delay(delivery: u32) -> Duration {
+    Duration::from_millis((200u64 << delivery.saturating_sub(1).min(5)).min(5_000))
+}
+
+fn internal(context: &str, error: impl std::fmt::Display) -> ordo_domain::Error {
+    ordo_domain::Error::internal(format!("{context}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_plain_names() {
+        assert!(valid_namespace("ordo"));
+        assert!(valid_namespace("t_0a-1"));
+        assert!(!valid_namespace(""));
+        assert!(!valid_namespace("a.b"));
+        assert!(!valid_namespace("A"));
+        assert!(!valid_namespace(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn envelopes_round_trip_through_broker_parts() {
+        let event = Envelope {
+            event_id: "evt_1".into(),
+            topic: "order.created".into(),
+            aggregate_id: "ord_1".into(),
+            payload: serde_json::json!({"a": 1}),
+            headers: HashMap::from([("traceparent".to_owned(), "00-x-y-01".to_owned())]),
+        };
+        let headers: HashMap<String, String> = outgoing_headers(&event)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let body = serde_json::to_vec(&event.payload).unwrap();
+        let back =
+            envelope_from_parts("evt_1".into(), "order.created".into(), headers, &body).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn redelivery_waits_grow_and_stay_bounded() {
+        assert_eq!(redelivery_delay(1), Duration::from_millis(200));
+        assert_eq!(redelivery_delay(2), Duration::from_millis(400));
+        assert_eq!(redelivery_delay(30), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,348 @@
+//! NATS JetStream (async-nats).
+//!
+//! - Publishing: stream `<NS>_EVENTS` (file storage) on `<ns>.events.>` and `<ns>.dead.>`;
+//!   subject `<ns>.events.<topic>`; `Nats-Msg-Id` = event id, so the server drops a republished
+//!   duplicate within its duplicate window; trace context, `ordo-aggregate-id` and `ordo-topic`
+//!   in the headers; `publish` returns `Ok` only on the JetStream ack (within a timeout).
+//!   async-nats reconnects by itself.
+//! - Consuming: one durable pull consumer per consumer name (`.` in the name becomes `_`),
+//!   explicit ack after the runner committed, at most [`PREFETCH`](super::PREFETCH) pending;
+//!   filtered to its topic (one topic), its topics (several, NATS ≥ 2.10), or, on older
+//!   servers, to `<ns>.events.>` with the other topics acked unseen.
+//! - Failures: a nak with a growing delay; `max_deliver` = [`MAX_DELIVERIES`](super::MAX_DELIVERIES),
+//!   and the last failed delivery is republished to `<ns>.dead.<consumer>` (kept in the stream),
+//!   terminated (`AckKind::Term`) and counted (`consumer_events_dead_lettered`).
+//! - A durable keeps the filter it was created with: changing a consumer's topics needs its
+//!   durable deleted (`nats consumer rm <NS>_EVENTS <name>`).
+
+use super::{
+    BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, TOPIC_HEADER,
+    Transport, envelope_from_parts, internal, outgoing_headers, redelivery_delay,
+};
+use crate::consumer::ConsumerRunner;
+use crate::event::Envelope;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SYSTEM: &str = "nats";
+const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// The stream of `namespace` (`ORDO_EVENTS` for `ordo`).
+pub fn stream_name(namespace: &str) -> String {
+    format!("{}_EVENTS", namespace.to_ascii_uppercase())
+}
+
+/// The subject of `topic`.
+pub fn subject(namespace: &str, topic: &str) -> String {
+    format!("{namespace}.events.{topic}")
+}
+
+/// The subject dead letters of `consumer` are republished to.
+pub fn dead_subject(namespace: &str, consumer: &str) -> String {
+    format!("{namespace}.dead.{}", durable_name(consumer))
+}
+
+/// The durable consumer name of `consumer`.
+pub fn durable_name(consumer: &str) -> String {
+    consumer.replace(['.', ' ', '*', '>'], "_")
+}
+
+pub struct Nats {
+    jetstream: jetstream::Context,
+    namespace: String,
+}
+
+async fn timed<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(BROKER_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(format!("{what}: {error}")),
+        Err(_) => Err(format!("{what}: no answer within {BROKER_TIMEOUT:?}")),
+    }
+}
+
+pub(super) async fn start(
+    url: &str,
+    namespace: &str,
+    consumers: Vec<Arc<ConsumerRunner>>,
+    stop: CancellationToken,
+) -> Result<Started, StartError> {
+    let options = async_nats::ConnectOptions::new()
+        .name("ordo")
+        .connection_timeout(BROKER_TIMEOUT)
+        .request_timeout(Some(BROKER_TIMEOUT));
+    let client = timed("connect", options.connect(url))
+        .await
+        .map_err(|e| StartError(format!("cannot reach NATS: {e}")))?;
+    let modern = server_at_least(&client.server_info().version, 2, 10);
+    let context = jetstream::new(client);
+    let stream_name = stream_name(namespace);
+    let stream = timed(
+        "create the stream",
+        context.get_or_create_stream(stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![
+                format!("{namespace}.events.>"),
+                format!("{namespace}.dead.>"),
+            ],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..stream::Config::default()
+        }),
+    )
+    .await
+    .map_err(|e| {
+        StartError(format!(
+            "cannot use the JetStream stream {stream_name}: {e}"
+        ))
+    })?;
+    let mut subscriptions = Vec::new();
+    for runner in consumers {
+        let name = durable_name(runner.name());
+        let topics = runner.topics();
+        let (filter_subject, filter_subjects) = match topics {
+            [topic] => (subject(namespace, topic), Vec::new()),
+            _ if modern => (
+                String::new(),
+                topics.iter().map(|t| subject(namespace, t)).collect(),
+            ),
+            _ => (format!("{namespace}.events.>"), Vec::new()),
+        };
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject,
+            filter_subjects,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: i64::from(MAX_DELIVERIES),
+            max_ack_pending: i64::from(PREFETCH),
+            ..consumer::pull::Config::default()
+        };
+        let pull = timed(
+            "create the consumer",
+            stream.get_or_create_consumer(&name, config),
+        )
+        .await
+        .map_err(|e| StartError(format!("cannot create the NATS consumer {name}: {e}")))?;
+        let subscription = Subscription {
+            context: context.clone(),
+            dead_subject: dead_subject(namespace, runner.name()),
+            prefix: format!("{namespace}.events."),
+            runner,
+        };
+        subscriptions.push(tokio::spawn(subscription.run(pull, stop.clone())));
+    }
+    Ok(Started {
+        transport: Arc::new(Nats {
+            jetstream: context,
+            namespace: namespace.to_owned(),
+        }),
+        subscriptions,
+    })
+}
+
+/// Whether a server version such as `2.9.10` is at least `major.minor`.
+fn server_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+fn header_map(pairs: &[(&str, &str)]) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    for (key, value) in pairs {
+        headers.insert(*key, *value);
+    }
+    headers
+}
+
+impl Transport for Nats {
+    fn system(&self) -> &'static str {
+        SYSTEM
+    }
+
+    fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&event.payload)
+                .map_err(|e| internal("cannot encode an event", e))?;
+            let mut headers = header_map(&outgoing_headers(event));
+            headers.insert(MSG_ID_HEADER, event.event_id.as_str());
+            let publish = async {
+                self.jetstream
+                    .publish_with_headers(
+                        subject(&self.namespace, &event.topic),
+                        headers,
+                        body.into(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            timed("JetStream publish", publish)
+                .await
+                .map(|_ack| ())
+                .map_err(|e| internal("NATS publish", e))
+        })
+    }
+}
+
+struct Subscription {
+    context: jetstream::Context,
+    dead_subject: String,
+    /// `<ns>.events.`: a subject minus this prefix is the topic.
+    prefix: String,
+    runner: Arc<ConsumerRunner>,
+}
+
+impl Subscription {
+    async fn run(self, pull: consumer::Consumer<consumer::pull::Config>, stop: CancellationToken) {
+        let mut failures = 0u32;
+        while !stop.is_cancelled() {
+            let messages = match timed("pull", pull.messages()).await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(consumer = self.runner.name(), %error, "nats: cannot pull");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(redelivery_delay(failures)) => {}
+                    }
+                    continue;
+                }
+            };
+            tokio::pin!(messages);
+            loop {
+                let next = tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                match next {
+                    None => break,
+                    Some(Err(error)) => {
+                        failures += 1;
+                        tracing::warn!(consumer = self.runner.name(), %error, "nats: pull failed");
+                        if failures > 3 {
+                            break;
+                        }
+                    }
+                    // The message in hand is finished even if `stop` fires meanwhile.
+                    Some(Ok(message)) => {
+                        failures = 0;
+                        if let Err(error) = self.handle(&message).await {
+                            tracing::warn!(consumer = self.runner.name(), %error, "nats: cannot settle a message");
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(redelivery_delay(failures.max(1))) => {}
+            }
+        }
+    }
+
+    async fn handle(&self, message: &jetstream::Message) -> Result<(), String> {
+        let delivered = message
+            .info()
+            .map(|info| u32::try_from(info.delivered).unwrap_or(1))
+            .unwrap_or(1);
+        let mut headers = HashMap::new();
+        if let Some(map) = &message.message.headers {
+            for (name, values) in map.iter() {
+                if let Some(value) = values.first() {
+                    headers.insert(name.to_string(), value.as_str().to_owned());
+                }
+            }
+        }
+        let event_id = headers.remove(MSG_ID_HEADER).unwrap_or_default();
+        let topic = headers.get(TOPIC_HEADER).cloned().unwrap_or_else(|| {
+            message
+                .message
+                .subject
+                .as_str()
+                .strip_prefix(&self.prefix)
+                .unwrap_or_default()
+                .to_owned()
+        });
+        if !self.runner.topics().contains(&topic.as_str()) {
+            // An older server cannot filter on several subjects: not ours.
+            return timed("ack", message.ack()).await;
+        }
+        // (reason, whether a redelivery can help): unreadable messages are dead at once.
+        let (failure, retryable) =
+            match envelope_from_parts(event_id, topic, headers, &message.message.payload) {
+                Ok(envelope) if !envelope.event_id.is_empty() => {
+                    match self.runner.deliver_from(&envelope, SYSTEM).await {
+                        Ok(()) => {
+                            return timed("ack", message.ack()).await;
+                        }
+                        Err(error) => (error.to_string(), true),
+                    }
+                }
+                Ok(_) => ("no Nats-Msg-Id".to_owned(), false),
+                Err(error) => (error, false),
+            };
+        if retryable && delivered < MAX_DELIVERIES {
+            let nak = AckKind::Nak(Some(redelivery_delay(delivered)));
+            return timed("nak", message.ack_with(nak)).await;
+        }
+        let mut headers = message.message.headers.clone().unwrap_or_default();
+        headers.insert("ordo-error", failure.as_str());
+        // The dead copy must not be dropped as a duplicate of the original.
+        let dead_id = format!(
+            "{}:dead",
+            headers
+                .get(MSG_ID_HEADER)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        );
+        headers.insert(MSG_ID_HEADER, dead_id.as_str());
+        let republish = async {
+            self.context
+                .publish_with_headers(
+                    self.dead_subject.clone(),
+                    headers,
+                    message.message.payload.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        timed("dead-letter publish", republish).await?;
+        timed("term", message.ack_with(AckKind::Term)).await?;
+        ordo_telemetry::metrics::count_consumer_dead_letter(self.runner.name());
+        tracing::error!(
+            consumer = self.runner.name(),
+            subject = %self.dead_subject,
+            deliveries = delivered,
+            "nats: message dead-lettered"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_namespace() {
+        assert_eq!(stream_name("ordo"), "ORDO_EVENTS");
+        assert_eq!(subject("ordo", "order.paid"), "ordo.events.order.paid");
+        assert_eq!(dead_subject("ordo", "a.b"), "ordo.dead.a_b");
+        assert!(server_at_least("2.10.1", 2, 10));
+        assert!(!server_at_least("2.9.10", 2, 10));
+        assert!(server_at_least("v3.0.0", 2, 10));
+    }
+}

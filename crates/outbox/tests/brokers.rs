@@ -1,0 +1,259 @@
+//! The broker transports' consumer side against real servers: a consumer registered with
+//! [`ordo_outbox::transport::start`] receives every event with its trace context, is acked only
+//! after it committed, gets failed events again (bounded), and dead-letters an event that keeps
+//! failing; a duplicate publish changes nothing.
+//!
+//! Servers: `ORDO_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`) and
+//! `ORDO_TEST_NATS_URL` (default `nats://127.0.0.1:4222`); unreachable: skipped loudly, except
+//! in CI (`CI` set), where it fails.
+
+use ordo_outbox::consumer::{Consumer, ConsumerRunner, HandleFuture};
+use ordo_outbox::transport::{self, MAX_DELIVERIES};
+use ordo_outbox::{Envelope, Wakeup};
+use ordo_storage::{Database, WriteTx};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TOPIC: &str = "probe.happened";
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+#[derive(Default)]
+struct Log {
+    /// Calls of `handle` per event id.
+    calls: HashMap<String, u32>,
+    /// Events handled successfully, with the headers they arrived with.
+    done: HashMap<String, Envelope>,
+}
+
+/// Fails an event as many times as its payload's `fail` says (`-1`: always).
+struct Probe {
+    name: &'static str,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Consumer for Probe {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        &[TOPIC]
+    }
+
+    fn handle<'a>(&'a self, event: &'a Envelope, _tx: &'a mut WriteTx) -> HandleFuture<'a> {
+        Box::pin(async move {
+            let mut log = self.log.lock().unwrap();
+            let calls = log.calls.entry(event.event_id.clone()).or_default();
+            *calls += 1;
+            let fail = event.payload["fail"].as_i64().unwrap_or(0);
+            if fail < 0 || i64::from(*calls) <= fail {
+                return Err(ordo_domain::Error::internal("the probe fails on purpose"));
+            }
+            log.done.insert(event.event_id.clone(), event.clone());
+            Ok(())
+        })
+    }
+}
+
+async fn reachable(url: &str) -> bool {
+    let reached = if url.starts_with("amqp") {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            lapin::Connection::connect(url, lapin::ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())
+        .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    } else {
+        tokio::time::timeout(Duration::from_secs(5), async_nats::connect(url))
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    };
+    match reached {
+        Ok(()) => true,
+        Err(reason) if std::env::var_os("CI").is_some() => {
+            panic!("broker at {url} is unreachable in CI: {reason}")
+        }
+        Err(reason) => {
+            eprintln!(
+                "\n**********************************************************\n\
+                 SKIPPED: broker unreachable at {url}: {reason}\n\
+                 (run scripts/test.sh)\n\
+                 **********************************************************\n"
+            );
+            false
+        }
+    }
+}
+
+fn event(id: &str, fail: i64) -> Envelope {
+    Envelope {
+        event_id: id.to_owned(),
+        topic: TOPIC.to_owned(),
+        aggregate_id: format!("ord_{id}"),
+        payload: serde_json::json!({ "fail": fail }),
+        headers: HashMap::from([("traceparent".to_owned(), TRACEPARENT.to_owned())]),
+    }
+}
+
+fn unique() -> String {
+    format!("{:016x}", uuid_like())
+}
+
+fn uuid_like() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+/// Runs the scenario on the broker at `url`; returns the namespace and consumer name used.
+async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static str)> {
+    if !reachable(url).await {
+        return None;
+    }
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&format!("sqlite://{}/t.db", workdir.path().display()), 4)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let namespace = format!("t{}", unique());
+    let name: &'static str = Box::leak(format!("probe_{}", unique()).into_boxed_str());
+    let log = Arc::new(Mutex::new(Log::default()));
+    let runner = ConsumerRunner::new(
+        Probe {
+            name,
+            log: Arc::clone(&log),
+        },
+        db.clone(),
+        Wakeup::default(),
+    );
+    let stop = CancellationToken::new();
+    let started = transport::start(Some(url), &namespace, vec![Arc::new(runner)], stop.clone())
+        .await
+        .unwrap_or_else(|e| panic!("start the transport at {url}: {e}"));
+
+    let (ok, flaky, poison) = (
+        event("evt_ok", 0),
+        event("evt_flaky", 2),
+        event("evt_poison", -1),
+    );
+    for e in [&ok, &flaky, &poison, &ok] {
+        // `ok` twice: a duplicate publish is absorbed (by the broker or the processed ids).
+        started.transport.publish(e).await.expect("the broker acks");
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        {
+            let log = log.lock().unwrap();
+            if log.done.len() == 2 && log.calls.get("evt_poison") == Some(&MAX_DELIVERIES) {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url}: calls so far {:?}",
+            log.lock().unwrap().calls
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give a wrongly scheduled extra delivery the time to show up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    for subscription in started.subscriptions {
+        tokio::time::timeout(Duration::from_secs(10), subscription)
+            .await
+            .expect("consumers stop on cancellation")
+            .unwrap();
+    }
+    {
+        let log = log.lock().unwrap();
+        assert_eq!(log.calls["evt_flaky"], 3, "{url}: {:?}", log.calls);
+        assert_eq!(
+            log.calls["evt_poison"], MAX_DELIVERIES,
+            "{url}: bounded: {:?}",
+            log.calls
+        );
+        assert!(
+            log.calls["evt_ok"] <= 1,
+            "{url}: the duplicate was processed again: {:?}",
+            log.calls
+        );
+        let received = &log.done["evt_ok"];
+        assert_eq!(received, &ok, "{url}: the envelope round-trips");
+        assert_eq!(received.headers["traceparent"], TRACEPARENT);
+        assert_eq!(log.done["evt_flaky"].aggregate_id, "ord_evt_flaky");
+    }
+    db.close().await;
+    Some((namespace, name))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_consumers_retry_then_dead_letter() {
+    let url = std::env::var("ORDO_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let Some((namespace, name)) = consume_retry_and_dead_letter(&url).await else {
+        return;
+    };
+    use lapin::options::*;
+    use lapin::types::FieldTable;
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let dead = transport::rabbitmq::dead_queue_name(&namespace, name);
+    let queue = channel
+        .queue_declare(
+            dead.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the dead-letter queue exists");
+    assert_eq!(queue.message_count(), 1, "one message in {dead}");
+    let live = transport::rabbitmq::queue_name(&namespace, name);
+    for q in [&dead, &live] {
+        let _ = channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = channel
+        .exchange_delete(
+            transport::rabbitmq::exchange_name(&namespace)
+                .as_str()
+                .into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_consumers_retry_then_dead_letter() {
+    let url =
+        std::env::var("ORDO_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let Some((namespace, name)) = consume_retry_and_dead_letter(&url).await else {
+        return;
+    };
+    let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let stream_name = transport::nats::stream_name(&namespace);
+    let stream = jetstream.get_stream(&stream_name).await.unwrap();
+    let dead = transport::nats::dead_subject(&namespace, name);
+    let message = stream
+        .get_last_raw_message_by_subject(&dead)
+        .await
+        .unwrap_or_else(|e| panic!("no dead letter on {dead}: {e}"));
+    assert_eq!(message.subject.as_str(), dead);
+    let _ = jetstream.delete_stream(&stream_name).await;
+}

@@ -1,0 +1,269 @@
+//! The fulfillment pipeline's rows: shipments and their items, the facts of the risk check,
+//! and the payment a compensation refunds. Writes are [`WriteTx`] steps; every status change
+//! is conditional on the status it leaves, so a redelivered event cannot apply twice.
+
+use crate::records::{PaymentRecord, ShipmentItemRecord, ShipmentRecord};
+use crate::traced::Traced;
+use crate::{Database, WriteTx, db_error};
+use ordo_domain::Result;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+const SHIPMENT_COLUMNS: &str = "s.id, s.order_id, s.warehouse, w.country, s.status, s.carrier, \
+     s.pickup_slot_ms, s.attempts";
+
+fn shipment_from_row(row: &AnyRow) -> Result<ShipmentRecord> {
+    let record = (|| {
+        Ok::<_, sqlx::Error>(ShipmentRecord {
+            id: row.try_get(0)?,
+            order_id: row.try_get(1)?,
+            warehouse: row.try_get(2)?,
+            country: row.try_get(3)?,
+            status: row.try_get(4)?,
+            carrier: row.try_get(5)?,
+            pickup_slot_ms: row.try_get(6)?,
+            attempts: row.try_get(7)?,
+        })
+    })();
+    record.map_err(db_error)
+}
+
+fn items_from_rows(rows: &[AnyRow]) -> Result<Vec<ShipmentItemRecord>> {
+    rows.iter()
+        .map(|row| {
+            Ok(ShipmentItemRecord {
+                warehouse: row.try_get(0)?,
+                sku: row.try_get(1)?,
+                quantity: row.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db_error)
+}
+
+fn shipments_sql() -> String {
+    format!(
+        "SELECT {SHIPMENT_COLUMNS} FROM shipments s JOIN warehouses w ON w.id = s.warehouse
+         WHERE s.order_id = $1 ORDER BY s.warehouse"
+    )
+}
+
+impl Database {
+    /// The shipments of order `order_id`, by warehouse.
+    pub async fn shipments_of_order(&self, order_id: &str) -> Result<Vec<ShipmentRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(shipments_sql()))
+            .bind(order_id)
+            .fetch_all(self.reader())
+            .traced(self.backend, "SELECT shipments")
+            .await?;
+        rows.iter().map(shipment_from_row).collect()
+    }
+
+    /// The items of shipment `shipment_id`, by SKU.
+    pub async fn shipment_items(&self, shipment_id: &str) -> Result<Vec<ShipmentItemRecord>> {
+        let rows = sqlx::query(
+            "SELECT s.warehouse, i.sku, i.quantity FROM shipment_items i
+             JOIN shipments s ON s.id = i.shipment_id WHERE i.shipment_id = $1 ORDER BY i.sku",
+        )
+        .bind(shipment_id)
+        .fetch_all(self.reader())
+        .traced(self.backend, "SELECT shipment_items")
+        .await?;
+        items_from_rows(&rows)
+    }
+}
+
+impl WriteTx {
+    /// The reservations of `order_id` not yet released, by warehouse and SKU.
+    pub async fn unreleased_reservations(
+        &mut self,
+        order_id: &str,
+    ) -> Result<Vec<ShipmentItemRecord>> {
+        let backend = self.backend();
+        let rows = sqlx::query(
+            "SELECT warehouse, sku, quantity FROM reservations
+             WHERE order_id = $1 AND released_at_ms IS NULL ORDER BY warehouse, sku",
+        )
+        .bind(order_id)
+        .fetch_all(self.connection())
+        .traced(backend, "SELECT reservations")
+        .await?;
+        items_from_rows(&rows)
+    }
+
+    /// Inserts a `pending` shipment of `order_id` from `warehouse`, unless that order already
+    /// has one there; returns the id of the shipment that exists afterwards.
+    pub async fn insert_shipment(
+        &mut self,
+        id: &str,
+        order_id: &str,
+        warehouse: &str,
+        now_ms: i64,
+    ) -> Result<String> {
+        let backend = self.backend();
+        sqlx::query(
+            "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms,
+                 updated_at_ms) VALUES ($1, $2, $3, 'pending', 0, $4, $4)
+             ON CONFLICT (order_id, warehouse) DO NOTHING",
+        )
+        .bind(id)
+        .bind(order_id)
+        .bind(warehouse)
+        .bind(now_ms)
+        .execute(self.connection())
+        .traced(backend, "INSERT shipments")
+        .await?;
+        let row = sqlx::query("SELECT id FROM shipments WHERE order_id = $1 AND warehouse = $2")
+            .bind(order_id)
+            .bind(warehouse)
+            .fetch_one(self.connection())
+            .traced(backend, "SELECT shipments")
+            .await?;
+        row.try_get(0).map_err(db_error)
+    }
+
+    pub async fn insert_shipment_item(
+        &mut self,
+        shipment_id: &str,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<()> {
+        let backend = self.backend();
+        sqlx::query(
+            "INSERT INTO shipment_items (shipment_id, sku, quantity) VALUES ($1, $2, $3)
+             ON CONFLICT (shipment_id, sku) DO NOTHING",
+        )
+        .bind(shipment_id)
+        .bind(sku)
+        .bind(quantity)
+        .execute(self.connection())
+        .traced(backend, "INSERT shipment_items")
+        .await?;
+        Ok(())
+    }
+
+    /// The shipments of `order_id` as this transaction sees them.
+    pub async fn shipments_of_order(&mut self, order_id: &str) -> Result<Vec<ShipmentRecord>> {
+        let backend = self.backend();
+        let rows = sqlx::query(AssertSqlSafe(shipments_sql()))
+            .bind(order_id)
+            .fetch_all(self.connection())
+            .traced(backend, "SELECT shipments")
+            .await?;
+        rows.iter().map(shipment_from_row).collect()
+    }
+
+    /// Gives a `pending` shipment its carrier and pickup slot; `false` if it was not pending.
+    pub async fn schedule_shipment(
+        &mut self,
+        id: &str,
+        carrier: &str,
+        pickup_slot_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let backend = self.backend();
+        let updated = sqlx::query(
+            "UPDATE shipments SET status = 'scheduled', carrier = $1, pickup_slot_ms = $2,
+                 updated_at_ms = $3 WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(carrier)
+        .bind(pickup_slot_ms)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.connection())
+        .traced(backend, "UPDATE shipments")
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Claims shipment `id` for a push to its carrier: `scheduled` (or `pushing`, left by a push
+    /// that did not finish) becomes `pushing` and counts one attempt. `false`: it is accepted or
+    /// failed already, and must not be pushed.
+    pub async fn claim_shipment_push(&mut self, id: &str, now_ms: i64) -> Result<bool> {
+        let backend = self.backend();
+        let updated = sqlx::query(
+            "UPDATE shipments SET status = 'pushing', attempts = attempts + 1, updated_at_ms = $1
+             WHERE id = $2 AND status IN ('scheduled', 'pushing')",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.connection())
+        .traced(backend, "UPDATE shipments")
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Records the carrier's final answer: `pushing` becomes `to` (`accepted` or `failed`).
+    pub async fn finish_shipment_push(&mut self, id: &str, to: &str, now_ms: i64) -> Result<bool> {
+        let backend = self.backend();
+        let updated = sqlx::query(
+            "UPDATE shipments SET status = $1, updated_at_ms = $2
+             WHERE id = $3 AND status = 'pushing'",
+        )
+        .bind(to)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.connection())
+        .traced(backend, "UPDATE shipments")
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// The succeeded payments of `order_id`: what a refund gives back.
+    pub async fn succeeded_payments_of_order(
+        &mut self,
+        order_id: &str,
+    ) -> Result<Vec<PaymentRecord>> {
+        let backend = self.backend();
+        let rows = sqlx::query(
+            "SELECT id, order_id, provider, status, amount_minor, currency, created_at_ms,
+                 updated_at_ms, trace_id, span_id FROM payments
+             WHERE order_id = $1 AND status = 'succeeded' ORDER BY id",
+        )
+        .bind(order_id)
+        .fetch_all(self.connection())
+        .traced(backend, "SELECT payments")
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PaymentRecord {
+                    id: row.try_get(0)?,
+                    order_id: row.try_get(1)?,
+                    provider: row.try_get(2)?,
+                    status: row.try_get(3)?,
+                    amount_minor: row.try_get(4)?,
+                    currency: row.try_get(5)?,
+                    created_at_ms: row.try_get(6)?,
+                    updated_at_ms: row.try_get(7)?,
+                    trace_id: row.try_get(8)?,
+                    span_id: row.try_get(9)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
+    }
+
+    /// How many payments of `customer_id` succeeded since `since_ms` (refunded ones count:
+    /// they were attempts all the same).
+    pub async fn recent_payments_of_customer(
+        &mut self,
+        customer_id: &str,
+        since_ms: i64,
+    ) -> Result<i64> {
+        let backend = self.backend();
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM payments p JOIN orders o ON o.id = p.order_id
+             WHERE o.customer_id = $1 AND p.updated_at_ms >= $2
+               AND p.status IN ('succeeded', 'refund_requested', 'refunded')",
+        )
+        .bind(customer_id)
+        .bind(since_ms)
+        .fetch_one(self.connection())
+        .traced(backend, "SELECT payments")
+        .await?;
+        row.try_get(0).map_err(db_error)
+    }
+}
