@@ -7,6 +7,7 @@
 
 use crate::event::Envelope;
 use crate::transport::Transport;
+use futures::stream::{self, StreamExt};
 use ordo_storage::records::OutboxRow;
 use ordo_storage::{Database, now_ms};
 use std::sync::Arc;
@@ -18,6 +19,10 @@ use tracing::{Instrument, field};
 /// Attempts before an event is dead-lettered.
 pub const MAX_ATTEMPTS: i64 = 8;
 const BATCH: u32 = 64;
+/// Events of different orders are published concurrently, up to this many orders at once; the
+/// events of one order keep their commit order. A slow consumer or carrier then holds up its
+/// own order, not every order behind it.
+const ORDERS_IN_PARALLEL: usize = 16;
 /// How long a claim lasts: far longer than publishing a batch takes. Events claimed by a relay
 /// that crashed wait this long before another relay (or the restarted one) takes them.
 const LEASE_MS: i64 = 10_000;
@@ -90,11 +95,16 @@ impl Relay {
         let mut published = Vec::new();
         let mut failed = Vec::new();
         let mut dead = Vec::new();
-        for row in &claimed {
-            match self.publish(row).await {
-                Ok(()) => published.push(row.seq),
-                Err(_) if row.attempts >= MAX_ATTEMPTS => dead.push(row.seq),
-                Err(_) => failed.push((row.seq, row.attempts)),
+        let outcomes: Vec<Vec<(OutboxRow, Outcome)>> = stream::iter(by_order(claimed))
+            .map(|rows| self.publish_in_order(rows))
+            .buffer_unordered(ORDERS_IN_PARALLEL)
+            .collect()
+            .await;
+        for (row, outcome) in outcomes.into_iter().flatten() {
+            match outcome {
+                Outcome::Published => published.push(row.seq),
+                Outcome::Failed if row.attempts >= MAX_ATTEMPTS => dead.push(row.seq),
+                Outcome::Failed | Outcome::HeldBack => failed.push((row.seq, row.attempts)),
             }
         }
         let now = now_ms();
@@ -126,6 +136,25 @@ impl Relay {
         }
         self.observe_backlog().await;
         !full_batch
+    }
+
+    /// Publishes the events of one order in commit order; after a failure the order's later
+    /// events are held back, so no consumer sees them ahead of the one that failed.
+    async fn publish_in_order(&self, rows: Vec<OutboxRow>) -> Vec<(OutboxRow, Outcome)> {
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut held_back = false;
+        for row in rows {
+            let outcome = if held_back {
+                Outcome::HeldBack
+            } else if self.publish(&row).await.is_ok() {
+                Outcome::Published
+            } else {
+                held_back = true;
+                Outcome::Failed
+            };
+            outcomes.push((row, outcome));
+        }
+        outcomes
     }
 
     /// Publishes one event in a PRODUCER span continuing the trace of the step that wrote it.
@@ -171,6 +200,29 @@ impl Relay {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Published,
+    Failed,
+    /// Not tried: an earlier event of the same order failed in this round.
+    HeldBack,
+}
+
+/// The claimed rows grouped by order, each group in commit (seq) order, groups in the order of
+/// their first event.
+fn by_order(claimed: Vec<OutboxRow>) -> Vec<Vec<OutboxRow>> {
+    let mut groups: Vec<Vec<OutboxRow>> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for row in claimed {
+        let slot = *index.entry(row.aggregate_id.clone()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[slot].push(row);
+    }
+    groups
+}
+
 /// Exponential backoff with full jitter: up to 100 ms · 2^attempts, capped at 30 s.
 fn backoff_ms(attempts: i64) -> i64 {
     let ceiling = (100i64 << attempts.clamp(0, 9)).min(30_000);
@@ -180,7 +232,37 @@ fn backoff_ms(attempts: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::backoff_ms;
+    use super::{backoff_ms, by_order};
+    use ordo_storage::records::OutboxRow;
+
+    fn row(seq: i64, order: &str) -> OutboxRow {
+        OutboxRow {
+            seq,
+            event_id: format!("evt_{seq}"),
+            topic: "t".into(),
+            aggregate_id: order.into(),
+            payload: "{}".into(),
+            trace_context: "{}".into(),
+            created_at_ms: 0,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn events_are_grouped_by_order_keeping_commit_order() {
+        let claimed = [
+            row(1, "a"),
+            row(2, "b"),
+            row(3, "a"),
+            row(4, "c"),
+            row(5, "b"),
+        ];
+        let seqs: Vec<Vec<i64>> = by_order(claimed.to_vec())
+            .iter()
+            .map(|group| group.iter().map(|r| r.seq).collect())
+            .collect();
+        assert_eq!(seqs, vec![vec![1, 3], vec![2, 5], vec![4]]);
+    }
 
     #[test]
     fn backoff_grows_with_attempts_and_stays_capped() {
