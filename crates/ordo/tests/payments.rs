@@ -23,7 +23,45 @@ backend_tests!(
     a_mismatched_or_failed_payment_leaves_the_order_unpaid,
     payments_need_an_unpaid_order_and_an_enabled_provider,
     the_payment_timeout_cancels_unpaid_orders_and_releases_their_stock,
+    a_payment_arriving_after_the_order_was_cancelled_is_refunded,
 );
+
+async fn a_payment_arriving_after_the_order_was_cancelled_is_refunded(backend: Backend) {
+    let server = TestServer::start_with_env(backend, &webhook_env()).await;
+    seed_single_sku(&server, "LATE-1", 10).await;
+    let order = new_order(&server, "late-payer", "LATE-1", 1).await;
+    let order_id = id_of(&order);
+    let payment = create_payment(&server, &order_id, Some(&json!({"provider": "webhook"})))
+        .await
+        .expect_status(201)
+        .body;
+    server.cancel_order(&order_id).await.expect_status(200);
+
+    let body = callback_body("evt-late-1", &payment, "succeeded", order["total"].clone());
+    let reply = webhook_callback(&server, &body).await.expect_status(200);
+    assert_eq!(reply.body["outcome"], "order_not_payable", "{}", reply.text);
+    assert_eq!(server.get_order(&order_id).await["status"], "cancelled");
+
+    let payments = server
+        .get(&format!("/v1/orders/{order_id}/payments"))
+        .await
+        .expect_status(200);
+    assert_eq!(
+        payments.body["payments"][0]["status"], "refund_requested",
+        "the webhook provider is asked for the money back: {}",
+        payments.text
+    );
+    let events = timeline(&server, &order_id).await;
+    let kinds = types(&events);
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        ["payment_not_applied", "refund_requested"],
+        "{events:#?}"
+    );
+    // A replay of the same callback refunds nothing more.
+    webhook_callback(&server, &body).await.expect_status(200);
+    assert_eq!(timeline(&server, &order_id).await.len(), events.len());
+}
 
 const WEBHOOK_SECRET: &str = "whsec_test_payments_0123456789";
 

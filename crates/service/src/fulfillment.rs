@@ -255,6 +255,48 @@ async fn timeline(tx: &mut WriteTx, order_id: &str, kind: &str, detail: &str) ->
     .await
 }
 
+/// The refund compensation, in its own span: every succeeded payment of `order_id` is refunded
+/// (the sandbox at once: `refunded`; the webhook provider: `refund_requested`), each on the
+/// timeline. Idempotent: a refunded payment is no longer `succeeded`.
+pub(crate) async fn refund_succeeded_payments(tx: &mut WriteTx, order_id: &str) -> Result<()> {
+    async {
+        let now = now_ms();
+        for payment in tx.succeeded_payments_of_order(order_id).await? {
+            let (to, kind) = if payment.provider == Provider::Sandbox.as_str() {
+                (PaymentStatus::Refunded, "payment_refunded")
+            } else {
+                (PaymentStatus::RefundRequested, "refund_requested")
+            };
+            if tx
+                .set_payment_status(
+                    &payment.id,
+                    PaymentStatus::Succeeded.as_str(),
+                    to.as_str(),
+                    now,
+                )
+                .await?
+            {
+                let detail = format!(
+                    "payment {} of {} {} at {}: {}",
+                    payment.id,
+                    payment.amount_minor,
+                    payment.currency,
+                    payment.provider,
+                    to.as_str()
+                );
+                timeline(tx, order_id, kind, &detail).await?;
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .instrument(tracing::info_span!(
+        "compensate refund",
+        order.id = %order_id,
+        compensation = "refund"
+    ))
+    .await
+}
+
 /// Moves `order` from `from` by `event`, or fails with `conflict` if it changed meanwhile.
 async fn advance(
     tx: &mut WriteTx,
@@ -389,40 +431,7 @@ impl Service {
         failure: Failure,
     ) -> Result<()> {
         let order_id = order.id.as_str();
-        async {
-            let now = now_ms();
-            for payment in tx.succeeded_payments_of_order(order_id).await? {
-                let (to, kind) = if payment.provider == Provider::Sandbox.as_str() {
-                    (PaymentStatus::Refunded, "payment_refunded")
-                } else {
-                    (PaymentStatus::RefundRequested, "refund_requested")
-                };
-                if tx
-                    .set_payment_status(
-                        &payment.id,
-                        PaymentStatus::Succeeded.as_str(),
-                        to.as_str(),
-                        now,
-                    )
-                    .await?
-                {
-                    let detail = format!(
-                        "payment {} of {} {} at {}: {}",
-                        payment.id,
-                        payment.amount_minor,
-                        payment.currency,
-                        payment.provider,
-                        to.as_str()
-                    );
-                    timeline(tx, order_id, kind, &detail).await?;
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .instrument(
-            tracing::info_span!("compensate refund", order.id = %order_id, compensation = "refund"),
-        )
-        .await?;
+        refund_succeeded_payments(tx, order_id).await?;
         async {
             tx.release_reservations(order_id, now_ms()).await?;
             timeline(

@@ -485,15 +485,15 @@ impl Service {
                 )),
                 CallbackOutcome::OrderNotPayable => {
                     // The provider took the money but the order can no longer be paid (cancelled,
-                    // e.g. by the payment timeout). The payment is recorded as succeeded so that
-                    // the refund finds it: the refund compensation comes with the fulfillment saga.
+                    // e.g. by the payment timeout). The payment is recorded as succeeded, then
+                    // refunded below, after this entry, by the saga's refund compensation.
                     self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
                         .await?;
                     Some((
                         "payment_not_applied",
                         format!(
                             "payment {id} of {payment_amount} succeeded at {provider} (event {event_id}) \
-                             but the order is {order_status}; it is due a refund"
+                             but the order is {order_status}; it is refunded"
                         ),
                     ))
                 }
@@ -509,6 +509,9 @@ impl Service {
                     span_id: &ids.span_id,
                 })
                 .await?;
+            }
+            if matches!(outcome, CallbackOutcome::OrderNotPayable) {
+                crate::fulfillment::refund_succeeded_payments(&mut tx, &order.id).await?;
             }
             tx.commit().await?;
             self.wakeup.wake();
