@@ -44,6 +44,10 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
     let relay = tokio::spawn(
         Relay::new(db.clone(), events.transport, wakeup.clone()).run(relay_stop.clone()),
     );
+    // Sandbox approvals that a previous process accepted but did not deliver (kill -9).
+    if let Err(error) = service.resume_sandbox_payments().await {
+        tracing::warn!(%error, "cannot resume pending sandbox payments");
+    }
     // The payment-timeout job. A plain spawn: each of its runs starts a trace of its own.
     let jobs_stop = CancellationToken::new();
     let payment_timeouts = tokio::spawn({

@@ -607,6 +607,27 @@ impl Service {
     /// The payment-timeout job: every [`Service::payment_timeout_interval`], cancels the orders
     /// unpaid for longer than the timeout, until `stop` is cancelled. Safe to run in several
     /// instances at once: a cancel is a conditional status change, so a second one is a no-op.
+    /// Hands every still-pending sandbox payment to the sandbox again: its approval lived in a
+    /// task of a process that may have died (kill -9) after answering the intent. The callback's
+    /// event id is fixed, so one that was delivered after all changes nothing. Each resumed
+    /// approval runs in its order's trace, under the step that created the payment.
+    pub async fn resume_sandbox_payments(&self) -> Result<usize> {
+        let pending = self
+            .db
+            .pending_payments_of_provider(Provider::Sandbox.as_str(), 10_000)
+            .await?;
+        for payment in &pending {
+            let step = tracing::info_span!(parent: None, "resume_sandbox_payment",
+                payment.id = %payment.id, order.id = %payment.order_id);
+            propagation::continue_stored_trace(&step, &payment.trace_id, &payment.span_id);
+            step.in_scope(|| self.start_provider(payment));
+        }
+        if !pending.is_empty() {
+            tracing::info!(payments = pending.len(), "pending sandbox payments resumed");
+        }
+        Ok(pending.len())
+    }
+
     pub async fn run_payment_timeouts(&self, stop: CancellationToken) {
         let every = self.payment_timeout_interval();
         tracing::info!(

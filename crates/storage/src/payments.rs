@@ -75,6 +75,24 @@ impl Database {
         row.as_ref().map(payment_from_row).transpose()
     }
 
+    /// Payments of `provider` still `pending`, oldest first (the sandbox's to resume).
+    pub async fn pending_payments_of_provider(
+        &self,
+        provider: &str,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND status = 'pending'
+             ORDER BY id LIMIT {limit}"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(provider)
+            .fetch_all(self.reader())
+            .traced(self.backend, "SELECT payments")
+            .await?;
+        rows.iter().map(payment_from_row).collect()
+    }
+
     /// The event `event_id` of `provider`, if it was received before.
     pub async fn payment_event(
         &self,
