@@ -10,6 +10,7 @@ use crate::transport::Transport;
 use futures::stream::{self, StreamExt};
 use ordo_storage::records::OutboxRow;
 use ordo_storage::{Database, now_ms};
+use ordo_telemetry::propagation;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -62,7 +63,10 @@ impl Relay {
     /// (the shutdown flush) and returns.
     pub async fn run(self, stop: CancellationToken) {
         loop {
-            let drained = self.publish_pending().await;
+            let drained = self
+                .publish_pending()
+                .instrument(propagation::unexported_span("outbox relay"))
+                .await;
             if stop.is_cancelled() {
                 break;
             }
@@ -74,7 +78,9 @@ impl Relay {
                 }
             }
         }
-        self.publish_pending().await;
+        self.publish_pending()
+            .instrument(propagation::unexported_span("outbox relay"))
+            .await;
     }
 
     /// One claim-publish-mark round. Returns whether the backlog is drained (false: go again).
