@@ -33,6 +33,12 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document of the REST API and exit.
     Openapi,
+    /// Drive a running instance: create orders (optionally pay them and follow them to a
+    /// terminal status) with a progress bar, then print a latency summary.
+    ///
+    /// Example: `ordo loadgen --orders 1000 --concurrency 32 --pay --follow`.
+    /// Exits non-zero when any request got a 5xx or a transport error.
+    Loadgen(crate::loadgen::LoadgenArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -41,6 +47,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{document}");
         return Ok(());
     }
+    // The load generator is a client: it needs neither the service's configuration nor its
+    // telemetry (whose log lines would mix with the summary on stdout).
+    let command = match cli.command {
+        Command::Loadgen(args) => return crate::loadgen::run(args).await,
+        command => command,
+    };
     let config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())
         .context("invalid configuration")?;
     let style = match config.log_format {
@@ -65,10 +77,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         |name| std::env::var(name).ok(),
     )?;
-    let result = match cli.command {
+    let result = match command {
         Command::Serve => crate::serve::serve(config, telemetry.reload_handle()).await,
         Command::Migrate => migrate(config).await,
-        Command::Openapi => Ok(()),
+        Command::Openapi | Command::Loadgen(_) => Ok(()),
     };
     telemetry.shutdown();
     result

@@ -5,9 +5,11 @@
 //! - `serve`: start-up in an explicit order (config → telemetry → database → migrations →
 //!   listeners → ready), and the admin endpoints.
 //! - `shutdown`: signals and the bounded drain.
+//! - `loadgen`: the load generator, a client of a running instance.
 
 mod admin;
 mod cli;
+mod loadgen;
 mod serve;
 mod shutdown;
 
