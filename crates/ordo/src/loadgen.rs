@@ -489,7 +489,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 ProgressStyle::with_template(
                     "{spinner} {elapsed_precise} {wide_bar} {prefix}  {msg}",
                 )
-                .expect("a valid template"),
+                // The template is a literal; a mistake in it shows as the plain default bar.
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar
         }
@@ -499,7 +500,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
                 ProgressStyle::with_template(
                     "{spinner} {elapsed_precise} {wide_bar} {pos}/{len} orders  {per_sec}  {msg}",
                 )
-                .expect("a valid template"),
+                // The template is a literal; a mistake in it shows as the plain default bar.
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar
         }
