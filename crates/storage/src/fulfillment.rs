@@ -2,6 +2,7 @@
 //! and the payment a compensation refunds. Writes are [`WriteTx`] steps; every status change
 //! is conditional on the status it leaves, so a redelivered event cannot apply twice.
 
+use crate::payments::{PAYMENT_COLUMNS, payment_from_row};
 use crate::records::{PaymentRecord, ShipmentItemRecord, ShipmentRecord};
 use crate::traced::Traced;
 use crate::{Database, WriteTx, db_error};
@@ -218,32 +219,16 @@ impl WriteTx {
         order_id: &str,
     ) -> Result<Vec<PaymentRecord>> {
         let backend = self.backend();
-        let rows = sqlx::query(
-            "SELECT id, order_id, provider, status, amount_minor, currency, created_at_ms,
-                 updated_at_ms, trace_id, span_id FROM payments
-             WHERE order_id = $1 AND status = 'succeeded' ORDER BY id",
-        )
-        .bind(order_id)
-        .fetch_all(self.connection())
-        .traced(backend, "SELECT payments")
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PaymentRecord {
-                    id: row.try_get(0)?,
-                    order_id: row.try_get(1)?,
-                    provider: row.try_get(2)?,
-                    status: row.try_get(3)?,
-                    amount_minor: row.try_get(4)?,
-                    currency: row.try_get(5)?,
-                    created_at_ms: row.try_get(6)?,
-                    updated_at_ms: row.try_get(7)?,
-                    trace_id: row.try_get(8)?,
-                    span_id: row.try_get(9)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(db_error)
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments
+             WHERE order_id = $1 AND status = 'succeeded' ORDER BY id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(order_id)
+            .fetch_all(self.connection())
+            .traced(backend, "SELECT payments")
+            .await?;
+        rows.iter().map(payment_from_row).collect()
     }
 
     /// How many payments of `customer_id` succeeded since `since_ms` (refunded ones count:

@@ -12,13 +12,13 @@ use ordo_domain::Result;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-const PAYMENT_COLUMNS: &str = "id, order_id, provider, status, amount_minor, currency, \
+pub(crate) const PAYMENT_COLUMNS: &str = "id, order_id, provider, status, amount_minor, currency, \
      created_at_ms, updated_at_ms, trace_id, span_id";
 
 const EVENT_COLUMNS: &str =
     "provider, event_id, payment_id, status, amount_minor, currency, outcome, received_at_ms";
 
-fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord> {
+pub(crate) fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord> {
     let record = (|| {
         Ok::<_, sqlx::Error>(PaymentRecord {
             id: row.try_get(0)?,
