@@ -104,18 +104,8 @@ async fn outbox(server: &TestServer) -> (HashMap<String, (String, String)>, (i64
             )
         })
         .collect();
-    let state = sqlx::query(
-        "SELECT COUNT(*), COUNT(published_at_ms), COALESCE(MAX(attempts), 0) FROM outbox",
-    )
-    .fetch_one(&mut connection)
-    .await
-    .expect("read the outbox");
-    let state = (
-        state.try_get(0).unwrap(),
-        state.try_get(1).unwrap(),
-        state.try_get(2).unwrap(),
-    );
     let _ = sqlx::Connection::close(connection).await;
+    let state = outbox_state(server).await;
     (events, state)
 }
 

@@ -984,3 +984,26 @@ impl XorShift {
         &items[self.below(items.len())]
     }
 }
+
+/// (rows, published rows, largest number of claims of any row) of the server's outbox, read
+/// straight from its database.
+pub async fn outbox_state(server: &TestServer) -> (i64, i64, i64) {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
+        .await
+        .expect("connect to the test database");
+    let row = sqlx::query(
+        "SELECT COUNT(*), COUNT(published_at_ms), COALESCE(MAX(attempts), 0) FROM outbox",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("read the outbox");
+    let state = (
+        row.try_get(0).unwrap(),
+        row.try_get(1).unwrap(),
+        row.try_get(2).unwrap(),
+    );
+    let _ = sqlx::Connection::close(connection).await;
+    state
+}
