@@ -57,6 +57,9 @@ pub struct Config {
     pub sandbox_payment_delay: Duration,
     /// How long an order may stay unpaid before the payment-timeout job cancels it.
     pub payment_timeout: Duration,
+    /// Base of the outbox relay's retry backoff (`ORDO_OUTBOX_RETRY_BASE_MS`, default 100):
+    /// an event's 8 publish attempts span about 256 times this.
+    pub outbox_retry_base: Duration,
     /// The fulfillment pipeline: risk rules, carrier, retries, scheduling.
     pub fulfillment: FulfillmentConfig,
     /// The file the configuration came from; SIGHUP re-reads its [`LiveSettings`].
@@ -90,6 +93,7 @@ impl std::fmt::Debug for Config {
             .field("sandbox_secret", &secret(&self.sandbox_secret))
             .field("sandbox_payment_delay", &self.sandbox_payment_delay)
             .field("payment_timeout", &self.payment_timeout)
+            .field("outbox_retry_base", &self.outbox_retry_base)
             .field("fulfillment", &self.fulfillment)
             .field("file", &self.file)
             .field("live", &self.live)
@@ -165,6 +169,7 @@ struct FileConfig {
     sandbox_secret: Option<String>,
     sandbox_payment_delay_ms: Option<u64>,
     payment_timeout_secs: Option<u64>,
+    outbox_retry_base_ms: Option<u64>,
     risk_max_amount: Option<String>,
     risk_velocity: Option<String>,
     risk_blocked_countries: Option<String>,
@@ -301,6 +306,14 @@ impl Config {
                 file_config.payment_webhook_secret,
             ),
             sandbox_secret: pick("ORDO_SANDBOX_SECRET", file_config.sandbox_secret),
+            outbox_retry_base: Duration::from_millis(
+                number(
+                    "ORDO_OUTBOX_RETRY_BASE_MS",
+                    file_config.outbox_retry_base_ms,
+                    100,
+                )?
+                .clamp(1, 10_000),
+            ),
             sandbox_payment_delay: Duration::from_millis(number(
                 "ORDO_SANDBOX_PAYMENT_DELAY_MS",
                 file_config.sandbox_payment_delay_ms,

@@ -101,7 +101,9 @@ impl OrderStatus {
             (S::RiskApproved, E::SplitIntoShipments) => S::Split,
             (S::Split, E::ShipmentsScheduled) => S::Scheduled,
             (S::Scheduled, E::AllShipmentsAccepted) => S::Shipped,
-            (S::RiskApproved | S::Split | S::Scheduled, E::FulfillmentFailed) => {
+            // A paid order whose risk check keeps failing (not a rejection: the check could
+            // not run) fails too, rather than wait forever.
+            (S::Paid | S::RiskApproved | S::Split | S::Scheduled, E::FulfillmentFailed) => {
                 S::FulfillmentFailed
             }
             (status, event) => {
@@ -367,7 +369,7 @@ mod tests {
                 .is_err()
         );
         assert!(
-            OrderStatus::Paid
+            OrderStatus::PendingPayment
                 .apply(OrderEvent::FulfillmentFailed)
                 .is_err()
         );

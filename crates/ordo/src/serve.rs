@@ -42,7 +42,9 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
     let events = start_transport(&config, consumers, consumers_stop.clone()).await?;
     let relay_stop = CancellationToken::new();
     let relay = tokio::spawn(
-        Relay::new(db.clone(), events.transport, wakeup.clone()).run(relay_stop.clone()),
+        Relay::new(db.clone(), events.transport, wakeup.clone())
+            .with_retry_base(config.outbox_retry_base)
+            .run(relay_stop.clone()),
     );
     // Sandbox approvals that a previous process accepted but did not deliver (kill -9).
     if let Err(error) = service.resume_sandbox_payments().await {

@@ -392,6 +392,92 @@ async fn a_refusing_carrier_fails_the_order_and_compensates() {
     );
 }
 
+/// The carrier keeps failing and its breaker stays open through every redelivery of
+/// `order.scheduled`: the last delivery settles the event — the shipments are dead-lettered and
+/// the order compensated — instead of leaving the order `scheduled` for ever. Each retried
+/// publish links to the attempt before it, and all of it stays in the order's one trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_breaker_open_through_every_redelivery_fails_the_order_and_compensates() {
+    let receiver = OtlpReceiver::grpc().await;
+    let carrier = Carrier::start(|_, _| 503).await;
+    let mut env = carrier.env(&[
+        ("ORDO_CARRIER_BREAKER_THRESHOLD", "1"),
+        ("ORDO_CARRIER_BREAKER_COOLDOWN_MS", "600000"),
+        ("ORDO_OUTBOX_RETRY_BASE_MS", "5"),
+    ]);
+    env.extend(receiver.env());
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-breaker").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let failed = wait_for_status(&server, &id, "fulfillment_failed").await;
+
+    // One push opened the breaker; no later delivery reached the carrier.
+    assert_eq!(carrier.pushes().len(), 1, "{:#?}", carrier.pushes());
+    for shipment in failed["shipments"].as_array().unwrap() {
+        assert_eq!(shipment["status"], "failed", "{failed:#}");
+    }
+    assert_eq!(payment_status(&server, &id).await, "refunded");
+    assert_eq!(server.reserved(TEA).await, 0);
+    assert_eq!(server.reserved(MUG).await, 0);
+    let events = timeline(&server, &id).await;
+    assert_eq!(
+        types(&events)[3..],
+        [
+            "risk_approved",
+            "split",
+            "scheduled",
+            "shipment_failed",
+            "shipment_failed",
+            "payment_refunded",
+            "stock_released",
+            "fulfillment_failed",
+        ],
+        "{events:#?}"
+    );
+    assert!(
+        events.last().unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker"),
+        "{events:#?}"
+    );
+    // Settled, not dead-lettered: the outbox holds no dead event.
+    let metrics = server.admin_get("/metrics").await.expect_status(200).text;
+    assert!(
+        metrics.lines().any(|l| l == "outbox_dead_letters 0"),
+        "{metrics}"
+    );
+
+    let trace_id = order["trace_id"].as_str().unwrap();
+    let spans = receiver
+        .trace(trace_id, |spans| {
+            spans
+                .iter()
+                .any(|s| s.name == "publish order.fulfillment_failed")
+        })
+        .await;
+    assert_one_tree(&spans, "");
+    let mut publishes: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "publish order.scheduled")
+        .collect();
+    publishes.sort_by_key(|s| s.attributes["attempt"].parse::<i64>().unwrap());
+    assert_eq!(publishes.len(), 8, "{:#?}", describe(&spans));
+    assert!(publishes[0].links.is_empty());
+    for pair in publishes.windows(2) {
+        assert_eq!(
+            pair[1].links,
+            vec![(pair[0].trace_id.clone(), pair[0].span_id.clone())],
+            "a retried publish links to the attempt before it"
+        );
+    }
+    let last = spans
+        .iter()
+        .find(|s| s.name == "process order.scheduled" && s.attributes["delivery.attempt"] == "8")
+        .expect("the last delivery's CONSUMER span");
+    assert_eq!(last.attributes["given_up"], "true");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shipped_order_is_one_trace_tree() {
     let receiver = OtlpReceiver::grpc().await;

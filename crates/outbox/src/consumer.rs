@@ -5,6 +5,7 @@ use crate::event::Envelope;
 use crate::relay::Wakeup;
 use ordo_domain::Result;
 use ordo_storage::{Database, WriteTx, now_ms};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use tracing::{Instrument, field};
@@ -27,6 +28,29 @@ pub trait Consumer: Send + Sync + 'static {
     fn prepare<'a>(&'a self, _event: &'a Envelope) -> HandleFuture<'a> {
         Box::pin(async { Ok(()) })
     }
+
+    /// The last delivery of `event` failed (no redelivery follows): the consumer's chance to
+    /// settle it instead of leaving it to the dead letters, e.g. by failing the order and
+    /// running its compensations, so that no order is left stuck half-way. Runs in a
+    /// transaction of its own that also records the event as processed; return `Ok(true)` once
+    /// settled, `Ok(false)` to let the event be dead-lettered (the default).
+    fn give_up<'a>(
+        &'a self,
+        _event: &'a Envelope,
+        _error: &'a ordo_domain::Error,
+        _tx: &'a mut WriteTx,
+    ) -> GiveUpFuture<'a> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+pub type GiveUpFuture<'a> = Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>>;
+
+/// What one delivery came to.
+pub struct Attempt {
+    pub result: Result<()>,
+    /// The trace context of this attempt's CONSUMER span, for the next attempt to link to.
+    pub context: HashMap<String, String>,
 }
 
 /// A consumer with what it needs to run: the database, and the relay to wake when its
@@ -71,6 +95,13 @@ impl ConsumerRunner {
     /// As [`ConsumerRunner::deliver`], with the `messaging.system` of the transport that carried
     /// the event (`ordo_in_process`, `rabbitmq`, `nats`).
     pub async fn deliver_from(&self, event: &Envelope, system: &'static str) -> Result<()> {
+        self.attempt(event, system).await.result
+    }
+
+    /// One delivery in a CONSUMER span that continues the publisher's trace and links to the
+    /// previous attempt's span. When the last delivery fails, [`Consumer::give_up`] may settle
+    /// the event; otherwise the error stands and the transport dead-letters it.
+    pub async fn attempt(&self, event: &Envelope, system: &'static str) -> Attempt {
         let span = tracing::info_span!(
             "process",
             otel.name = %format!("process {}", event.topic),
@@ -82,33 +113,73 @@ impl ConsumerRunner {
             messaging.message.id = %event.event_id,
             messaging.consumer.group.name = self.consumer.name(),
             order.id = %event.aggregate_id,
+            delivery.attempt = event.delivery.attempt,
             duplicate = field::Empty,
+            given_up = field::Empty,
         );
         ordo_telemetry::propagation::adopt_parent_from_map(&span, &event.headers);
-        let result = async {
-            self.consumer.prepare(event).await?;
-            let mut tx = self.db.begin().await?;
-            if !tx
-                .mark_processed(self.consumer.name(), &event.event_id, now_ms())
-                .await?
-            {
-                tracing::Span::current().record("duplicate", true);
-                ordo_telemetry::metrics::count_duplicate_event(self.consumer.name());
-                return Ok(());
-            }
-            self.consumer.handle(event, &mut tx).await?;
-            tx.commit().await?;
-            self.wakeup.wake();
-            Ok(())
-        }
-        .instrument(span.clone())
-        .await;
+        ordo_telemetry::propagation::link_to_map(&span, &event.delivery.previous_attempt);
+        let mut result = self.process(event).instrument(span.clone()).await;
         if let Err(error) = &result {
             span.record("otel.status_code", "error");
             span.in_scope(|| {
-                tracing::warn!(consumer = self.consumer.name(), error = %error, "event processing failed")
+                tracing::warn!(consumer = self.consumer.name(), error = %error,
+                    attempt = event.delivery.attempt, last = event.delivery.last,
+                    "event processing failed")
             });
+            if event.delivery.last {
+                match self.give_up(event, error).instrument(span.clone()).await {
+                    Ok(true) => {
+                        span.record("given_up", true);
+                        result = Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(give_up_error) => span.in_scope(|| {
+                        tracing::error!(consumer = self.consumer.name(), error = %give_up_error,
+                            "settling an event that keeps failing failed too")
+                    }),
+                }
+            }
         }
-        result
+        Attempt {
+            result,
+            context: ordo_telemetry::propagation::inject_map(&span),
+        }
+    }
+
+    async fn process(&self, event: &Envelope) -> Result<()> {
+        self.consumer.prepare(event).await?;
+        let mut tx = self.db.begin().await?;
+        if !tx
+            .mark_processed(self.consumer.name(), &event.event_id, now_ms())
+            .await?
+        {
+            tracing::Span::current().record("duplicate", true);
+            ordo_telemetry::metrics::count_duplicate_event(self.consumer.name());
+            return Ok(());
+        }
+        self.consumer.handle(event, &mut tx).await?;
+        tx.commit().await?;
+        self.wakeup.wake();
+        Ok(())
+    }
+
+    /// [`Consumer::give_up`] in its own transaction, with the event's processed id.
+    async fn give_up(&self, event: &Envelope, error: &ordo_domain::Error) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        if !tx
+            .mark_processed(self.consumer.name(), &event.event_id, now_ms())
+            .await?
+        {
+            return Ok(true);
+        }
+        if !self.consumer.give_up(event, error, &mut tx).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        self.wakeup.wake();
+        tracing::error!(consumer = self.consumer.name(), error = %error,
+            "the event's last delivery failed; the consumer settled it");
+        Ok(true)
     }
 }

@@ -16,10 +16,39 @@ pub struct Envelope {
     /// W3C trace-context fields: the PRODUCER span of the publish, so a consumer's span is its
     /// child.
     pub headers: HashMap<String, String>,
+    /// Which delivery of the event to its consumer this is; filled in by the transport that
+    /// delivers it (the relay for the in-process transport, the broker subscription otherwise).
+    pub delivery: Delivery,
+}
+
+/// One delivery of an event to one consumer: its number, whether another follows if it fails,
+/// and the trace context of the failed attempt before it (linked from this attempt's span).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Delivery {
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    /// No redelivery follows a failure of this one: the consumer's last chance to settle the
+    /// event itself ([`Consumer::give_up`](crate::consumer::Consumer::give_up)) before it is
+    /// dead-lettered.
+    pub last: bool,
+    /// The W3C context of the previous attempt's span, when the transport kept it.
+    pub previous_attempt: HashMap<String, String>,
+}
+
+impl Delivery {
+    /// Delivery number `attempt` of at most `max`.
+    pub fn numbered(attempt: u32, max: u32) -> Delivery {
+        Delivery {
+            attempt: attempt.max(1),
+            last: attempt >= max,
+            previous_attempt: HashMap::new(),
+        }
+    }
 }
 
 impl Envelope {
-    /// The envelope of a claimed outbox row; `headers` are filled in by the publisher.
+    /// The envelope of a claimed outbox row, as the relay's publish attempt number
+    /// `row.attempts` delivers it; `headers` are filled in by the publisher.
     pub fn from_row(row: &OutboxRow) -> Result<Envelope> {
         Ok(Envelope {
             event_id: row.event_id.clone(),
@@ -28,6 +57,10 @@ impl Envelope {
             payload: serde_json::from_str(&row.payload)
                 .map_err(|_| Error::internal("an outbox payload is not JSON"))?,
             headers: HashMap::new(),
+            delivery: Delivery::numbered(
+                u32::try_from(row.attempts).unwrap_or(u32::MAX),
+                u32::try_from(crate::relay::MAX_ATTEMPTS).unwrap_or(u32::MAX),
+            ),
         })
     }
 }

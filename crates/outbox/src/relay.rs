@@ -47,6 +47,8 @@ pub struct Relay {
     wakeup: Wakeup,
     /// This relay's claims.
     token: String,
+    /// Base of the retry backoff (`ORDO_OUTBOX_RETRY_BASE_MS`).
+    retry_base: Duration,
 }
 
 impl Relay {
@@ -56,7 +58,22 @@ impl Relay {
             transport,
             wakeup,
             token: format!("relay_{:032x}", uuid::Uuid::now_v7().as_u128()),
+            retry_base: Duration::from_millis(100),
         }
+    }
+
+    /// The base of the retry backoff: attempt n waits up to `base` · 2^n (capped at 30 s), so
+    /// the [`MAX_ATTEMPTS`] attempts of an event span about 256 · `base`.
+    pub fn with_retry_base(mut self, base: Duration) -> Self {
+        self.retry_base = base;
+        self
+    }
+
+    fn backoff_ms(&self, attempts: i64) -> i64 {
+        backoff_ms(
+            i64::try_from(self.retry_base.as_millis()).unwrap_or(100),
+            attempts,
+        )
     }
 
     /// Publishes until `stop` is cancelled, then publishes what is already committed once more
@@ -109,8 +126,11 @@ impl Relay {
         for (row, outcome) in outcomes.into_iter().flatten() {
             match outcome {
                 Outcome::Published => published.push(row.seq),
-                Outcome::Failed if row.attempts >= MAX_ATTEMPTS => dead.push(row.seq),
-                Outcome::Failed | Outcome::HeldBack => failed.push((row.seq, row.attempts)),
+                Outcome::Failed { .. } if row.attempts >= MAX_ATTEMPTS => dead.push(row.seq),
+                Outcome::Failed { attempt_context } => {
+                    failed.push((row.seq, row.attempts, Some(attempt_context)));
+                }
+                Outcome::HeldBack => failed.push((row.seq, row.attempts, None)),
             }
         }
         let now = now_ms();
@@ -118,9 +138,13 @@ impl Relay {
             self.db.mark_published(&self.token, &published, now).await,
             self.db.mark_dead(&self.token, &dead, now).await,
         ];
-        for (seq, attempts) in &failed {
-            let retry_at = now + backoff_ms(*attempts);
-            if let Err(error) = self.db.release_claim(&self.token, &[*seq], retry_at).await {
+        for (seq, attempts, attempt_context) in &failed {
+            let retry_at = now + self.backoff_ms(*attempts);
+            let released = self
+                .db
+                .release_claim(&self.token, *seq, retry_at, attempt_context.as_deref())
+                .await;
+            if let Err(error) = released {
                 tracing::warn!(%error, "outbox: cannot schedule a retry");
             }
         }
@@ -152,19 +176,24 @@ impl Relay {
         for row in rows {
             let outcome = if held_back {
                 Outcome::HeldBack
-            } else if self.publish(&row).await.is_ok() {
-                Outcome::Published
             } else {
-                held_back = true;
-                Outcome::Failed
+                match self.publish(&row).await {
+                    Ok(()) => Outcome::Published,
+                    Err(attempt_context) => {
+                        held_back = true;
+                        Outcome::Failed { attempt_context }
+                    }
+                }
             };
             outcomes.push((row, outcome));
         }
         outcomes
     }
 
-    /// Publishes one event in a PRODUCER span continuing the trace of the step that wrote it.
-    async fn publish(&self, row: &OutboxRow) -> ordo_domain::Result<()> {
+    /// Publishes one event in a PRODUCER span continuing the trace of the step that wrote it
+    /// and linking to the previous attempt's span. A failure returns this attempt's trace
+    /// context (JSON), for the next attempt to link to.
+    async fn publish(&self, row: &OutboxRow) -> Result<(), String> {
         let span = tracing::info_span!(
             "publish",
             otel.name = %format!("publish {}", row.topic),
@@ -177,21 +206,24 @@ impl Relay {
             order.id = %row.aggregate_id,
             attempt = row.attempts,
         );
-        let stored: std::collections::HashMap<String, String> =
-            serde_json::from_str(&row.trace_context).unwrap_or_default();
-        ordo_telemetry::propagation::adopt_parent_from_map(&span, &stored);
-        let mut envelope = Envelope::from_row(row)?;
-        envelope.headers = ordo_telemetry::propagation::inject_map(&span);
-        let result = self
-            .transport
-            .publish(&envelope)
-            .instrument(span.clone())
-            .await;
-        if let Err(error) = &result {
+        propagation::adopt_parent_from_map(&span, &stored_context(&row.trace_context));
+        if let Some(previous) = &row.last_attempt_context {
+            propagation::link_to_map(&span, &stored_context(previous));
+        }
+        let result = async {
+            let mut envelope = Envelope::from_row(row)?;
+            envelope.headers = propagation::inject_map(&span);
+            self.transport
+                .publish(&envelope)
+                .instrument(span.clone())
+                .await
+        }
+        .await;
+        result.map_err(|error| {
             span.record("otel.status_code", "error");
             span.in_scope(|| tracing::warn!(%error, topic = %row.topic, "outbox: publish failed"));
-        }
-        result
+            serde_json::to_string(&propagation::inject_map(&span)).unwrap_or_default()
+        })
     }
 
     async fn observe_backlog(&self) {
@@ -206,10 +238,13 @@ impl Relay {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Published,
-    Failed,
+    Failed {
+        /// The failed attempt's trace context (JSON), linked from the next attempt.
+        attempt_context: String,
+    },
     /// Not tried: an earlier event of the same order failed in this round.
     HeldBack,
 }
@@ -229,9 +264,15 @@ fn by_order(claimed: Vec<OutboxRow>) -> Vec<Vec<OutboxRow>> {
     groups
 }
 
-/// Exponential backoff with full jitter: up to 100 ms · 2^attempts, capped at 30 s.
-fn backoff_ms(attempts: i64) -> i64 {
-    let ceiling = (100i64 << attempts.clamp(0, 9)).min(30_000);
+/// A stored trace context (JSON object of W3C fields); unreadable → empty.
+fn stored_context(json: &str) -> std::collections::HashMap<String, String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// Exponential backoff with jitter: between half and all of `base_ms` · 2^attempts, capped
+/// at 30 s.
+fn backoff_ms(base_ms: i64, attempts: i64) -> i64 {
+    let ceiling = (base_ms.max(1) << attempts.clamp(0, 9)).min(30_000);
     let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as i64;
     ceiling / 2 + ceiling * jitter / 2000
 }
@@ -251,6 +292,7 @@ mod tests {
             trace_context: "{}".into(),
             created_at_ms: 0,
             attempts: 1,
+            last_attempt_context: None,
         }
     }
 
@@ -274,7 +316,7 @@ mod tests {
     fn backoff_grows_with_attempts_and_stays_capped() {
         for attempts in 1..20 {
             let ceiling = (100i64 << attempts.clamp(0, 9)).min(30_000);
-            let wait = backoff_ms(attempts);
+            let wait = backoff_ms(100, attempts);
             assert!(
                 (ceiling / 2..=ceiling).contains(&wait),
                 "{attempts}: {wait}"

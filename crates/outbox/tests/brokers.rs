@@ -9,7 +9,7 @@
 
 use ordo_outbox::consumer::{Consumer, ConsumerRunner, HandleFuture};
 use ordo_outbox::transport::{self, MAX_DELIVERIES};
-use ordo_outbox::{Envelope, Wakeup};
+use ordo_outbox::{Delivery, Envelope, Wakeup};
 use ordo_storage::{Database, WriteTx};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,6 +96,7 @@ fn event(id: &str, fail: i64) -> Envelope {
         aggregate_id: format!("ord_{id}"),
         payload: serde_json::json!({ "fail": fail }),
         headers: HashMap::from([("traceparent".to_owned(), TRACEPARENT.to_owned())]),
+        delivery: Default::default(),
     }
 }
 
@@ -189,7 +190,15 @@ async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static st
             log.calls
         );
         let received = &log.done["evt_ok"];
-        assert_eq!(received, &ok, "{url}: the envelope round-trips");
+        let delivered_ok = Envelope {
+            delivery: Delivery::numbered(1, MAX_DELIVERIES),
+            ..ok.clone()
+        };
+        assert_eq!(received, &delivered_ok, "{url}: the envelope round-trips");
+        assert_eq!(
+            log.done["evt_flaky"].delivery.attempt, 3,
+            "{url}: the broker counts deliveries"
+        );
         assert_eq!(received.headers["traceparent"], TRACEPARENT);
         assert_eq!(log.done["evt_flaky"].aggregate_id, "ord_evt_flaky");
     }

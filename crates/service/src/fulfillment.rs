@@ -21,8 +21,12 @@
 //!   transaction: all accepted → `shipped`; one failed → compensations.
 //!   A shipment already `accepted` is never pushed again; a `pushing` one (a crash mid-push) is
 //!   pushed again with the same idempotency key, which the carrier deduplicates.
-//!   A circuit breaker per carrier fails pushes fast while open: the event is then left to the
-//!   relay's redelivery, and the shipment stays `pushing`.
+//!   A circuit breaker per carrier fails pushes fast while open: the event is then left to
+//!   redelivery, and the shipment stays `pushing`.
+//! - Every stage settles its event's last failed delivery (`Consumer::give_up`): if the order
+//!   still waits for that stage, its unfinished shipments are dead-lettered and it is
+//!   compensated to `fulfillment_failed`. No order stays half-way because a stage kept failing
+//!   (an open breaker through every redelivery, a database outage).
 //! - Compensations (risk rejection, fulfillment failure), in reverse order of the forward
 //!   steps, each idempotent and each a span and a timeline entry: refund the payment (the
 //!   sandbox refunds at once: `refunded`; the webhook provider gets a `refund_requested`),
@@ -33,7 +37,7 @@ use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::payment::{PaymentStatus, Provider};
 use ordo_domain::risk::{self, PushOutcome, RiskDecision, RiskFacts, RiskRules};
 use ordo_domain::{Error, Result, signature};
-use ordo_outbox::consumer::{Consumer, ConsumerRunner, HandleFuture};
+use ordo_outbox::consumer::{Consumer, ConsumerRunner, GiveUpFuture, HandleFuture};
 use ordo_outbox::{Envelope, new_event};
 use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
@@ -170,9 +174,10 @@ impl Fulfillment {
     }
 }
 
-/// One stage of the pipeline as an outbox consumer.
+/// One stage of the pipeline as an outbox consumer; `$waiting` is the status its event leaves
+/// the order in until the stage runs.
 macro_rules! stage {
-    ($name:ident, $label:literal, $topic:expr, $method:ident) => {
+    ($name:ident, $label:literal, $topic:expr, $waiting:expr, $method:ident) => {
         pub struct $name(Service);
 
         impl Consumer for $name {
@@ -187,13 +192,40 @@ macro_rules! stage {
             fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a> {
                 Box::pin(self.0.$method(event, tx))
             }
+
+            fn give_up<'a>(
+                &'a self,
+                event: &'a Envelope,
+                error: &'a Error,
+                tx: &'a mut WriteTx,
+            ) -> GiveUpFuture<'a> {
+                Box::pin(self.0.fail_stuck_order(event, error, tx, $waiting, $label))
+            }
         }
     };
 }
 
-stage!(RiskStage, "risk", topics::ORDER_PAID, risk_check);
-stage!(SplitStage, "split", topics::ORDER_RISK_APPROVED, split);
-stage!(ScheduleStage, "schedule", topics::ORDER_SPLIT, schedule);
+stage!(
+    RiskStage,
+    "risk",
+    topics::ORDER_PAID,
+    OrderStatus::Paid,
+    risk_check
+);
+stage!(
+    SplitStage,
+    "split",
+    topics::ORDER_RISK_APPROVED,
+    OrderStatus::RiskApproved,
+    split
+);
+stage!(
+    ScheduleStage,
+    "schedule",
+    topics::ORDER_SPLIT,
+    OrderStatus::Split,
+    schedule
+);
 
 pub struct PushStage(Service);
 
@@ -212,6 +244,20 @@ impl Consumer for PushStage {
 
     fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a> {
         Box::pin(self.0.finish_push(event, tx))
+    }
+
+    /// The last delivery failed (the carrier's breaker stayed open, or its shipments could
+    /// not be recorded): the unfinished shipments are dead-lettered and the order compensated.
+    fn give_up<'a>(
+        &'a self,
+        event: &'a Envelope,
+        error: &'a Error,
+        tx: &'a mut WriteTx,
+    ) -> GiveUpFuture<'a> {
+        Box::pin(
+            self.0
+                .fail_stuck_order(event, error, tx, OrderStatus::Scheduled, "push"),
+        )
     }
 }
 
@@ -463,6 +509,53 @@ impl Service {
             tracing::info_span!("compensate status", order.id = %order_id, compensation = "status"),
         )
         .await
+    }
+
+    /// A stage's event failed on its last delivery: unless the order has moved on, its
+    /// unfinished shipments are dead-lettered and it is compensated to `fulfillment_failed`,
+    /// so no order waits forever in a stage that will never run for it again.
+    async fn fail_stuck_order(
+        &self,
+        event: &Envelope,
+        error: &Error,
+        tx: &mut WriteTx,
+        waiting: OrderStatus,
+        stage: &'static str,
+    ) -> Result<bool> {
+        let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
+            return Ok(false);
+        };
+        let status = status_of(&order)?;
+        if status != waiting {
+            return Ok(true);
+        }
+        let now = now_ms();
+        for shipment in tx.shipments_of_order(&order.id).await? {
+            if tx.fail_unfinished_shipment(&shipment.id, now).await? {
+                let detail = format!(
+                    "shipment {} from {} dead-lettered: {error}",
+                    shipment.id, shipment.warehouse
+                );
+                timeline(tx, &order.id, "shipment_failed", &detail).await?;
+                ordo_telemetry::metrics::count_shipment_dead_lettered();
+            }
+        }
+        tracing::error!(order.id = %order.id, stage, error = %error,
+            "the stage kept failing; the order fails and is compensated");
+        self.compensate(
+            tx,
+            &order,
+            status,
+            Failure {
+                event: OrderEvent::FulfillmentFailed,
+                kind: "fulfillment_failed",
+                topic: topics::ORDER_FULFILLMENT_FAILED,
+                reason: "stage_failed",
+                detail: format!("the {stage} stage kept failing: {error}"),
+            },
+        )
+        .await?;
+        Ok(true)
     }
 
     async fn split(&self, event: &Envelope, tx: &mut WriteTx) -> Result<()> {

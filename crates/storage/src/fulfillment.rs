@@ -213,6 +213,23 @@ impl WriteTx {
         Ok(updated == 1)
     }
 
+    /// Gives up on a shipment the carrier has not accepted (`pending`, `scheduled` or
+    /// `pushing` becomes `failed`); `false` if it was already accepted or failed.
+    pub async fn fail_unfinished_shipment(&mut self, id: &str, now_ms: i64) -> Result<bool> {
+        let backend = self.backend();
+        let updated = sqlx::query(
+            "UPDATE shipments SET status = 'failed', updated_at_ms = $1
+             WHERE id = $2 AND status IN ('pending', 'scheduled', 'pushing')",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.connection())
+        .traced(backend, "UPDATE shipments")
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
     /// The succeeded payments of `order_id`: what a refund gives back.
     pub async fn succeeded_payments_of_order(
         &mut self,

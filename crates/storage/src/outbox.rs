@@ -78,7 +78,7 @@ impl Database {
                    AND (claimed_until_ms IS NULL OR claimed_until_ms < $3)
                  ORDER BY seq LIMIT {limit}{skip_locked})
              RETURNING seq, event_id, topic, aggregate_id, payload, trace_context,
-                 created_at_ms, attempts"
+                 created_at_ms, attempts, last_attempt_context"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(now_ms + lease_ms)
@@ -99,6 +99,7 @@ impl Database {
                     trace_context: row.try_get(5)?,
                     created_at_ms: row.try_get(6)?,
                     attempts: row.try_get(7)?,
+                    last_attempt_context: row.try_get(8)?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -121,15 +122,29 @@ impl Database {
             .await
     }
 
-    /// Lets rows be claimed again from `retry_at_ms` (a publish failed; retry after backoff).
+    /// Lets row `seq` be claimed again from `retry_at_ms` (a publish failed, or was held back
+    /// behind one that did: retry after backoff), keeping the failed attempt's trace context
+    /// (`None`: not tried this time, keep the one stored).
     pub async fn release_claim(
         &self,
         claim_token: &str,
-        seqs: &[i64],
+        seq: i64,
         retry_at_ms: i64,
+        attempt_context: Option<&str>,
     ) -> Result<()> {
-        self.finish_claimed("claimed_until_ms", claim_token, seqs, retry_at_ms)
-            .await
+        sqlx::query(
+            "UPDATE outbox SET claimed_until_ms = $1,
+                 last_attempt_context = COALESCE($2, last_attempt_context)
+             WHERE claim_token = $3 AND seq = $4",
+        )
+        .bind(retry_at_ms)
+        .bind(attempt_context)
+        .bind(claim_token)
+        .bind(seq)
+        .execute(self.writer())
+        .traced(self.backend(), "UPDATE outbox")
+        .await?;
+        Ok(())
     }
 
     /// Sets `column` to `value` on the rows of `seqs` this relay still holds the claim of.

@@ -138,6 +138,8 @@ pub struct OutboxRow {
     pub created_at_ms: i64,
     /// Claims so far, this one included.
     pub attempts: i64,
+    /// The trace context (JSON) of the last failed publish attempt, if one failed.
+    pub last_attempt_context: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -203,6 +203,18 @@ pub fn link_to(span: &tracing::Span, linked: &tracing::Span) {
     }
 }
 
+/// Adds to `span` a link to the context stored in `carrier` (see [`inject_map`]): the span of
+/// an earlier attempt at the same work (a redelivered message, a retried publish). Nothing
+/// happens when the carrier holds no valid context.
+pub fn link_to_map(span: &tracing::Span, carrier: &std::collections::HashMap<String, String>) {
+    let context =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(carrier));
+    let linked = context.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
 /// Adds to `span` a link to the span whose ids a row stored (e.g. the step that created an
 /// order, from a request about that order that arrived in another trace).
 pub fn link_to_ids(span: &tracing::Span, trace_id_hex: &str, span_id_hex: &str) {

@@ -22,7 +22,7 @@ pub mod rabbitmq;
 pub use in_process::InProcess;
 
 use crate::consumer::ConsumerRunner;
-use crate::event::Envelope;
+use crate::event::{Delivery, Envelope};
 use ordo_domain::Result;
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,6 +50,8 @@ pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PREFETCH: u16 = 16;
 /// Message header carrying the order id the event is about.
 pub const AGGREGATE_HEADER: &str = "ordo-aggregate-id";
+/// Prefix of the message headers carrying the trace context of the previous, failed attempt.
+pub const PREVIOUS_ATTEMPT_PREFIX: &str = "ordo-previous-";
 /// Message header carrying the event's topic (NATS subjects and dead letters keep it too).
 pub const TOPIC_HEADER: &str = "ordo-topic";
 
@@ -117,17 +119,40 @@ fn envelope_from_parts(
     topic: String,
     mut headers: HashMap<String, String>,
     body: &[u8],
+    delivery: Delivery,
 ) -> std::result::Result<Envelope, String> {
     let payload = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let aggregate_id = headers.remove(AGGREGATE_HEADER).unwrap_or_default();
     headers.remove(TOPIC_HEADER);
+    let mut delivery = delivery;
+    headers.retain(
+        |name, value| match name.strip_prefix(PREVIOUS_ATTEMPT_PREFIX) {
+            Some(field) => {
+                delivery
+                    .previous_attempt
+                    .insert(field.to_owned(), std::mem::take(value));
+                false
+            }
+            None => true,
+        },
+    );
     Ok(Envelope {
         event_id,
         topic,
         aggregate_id,
         payload,
         headers,
+        delivery,
     })
+}
+
+/// The headers that carry a failed attempt's span context to the redelivery (`traceparent`
+/// becomes `ordo-previous-traceparent`, …), so the next attempt's span links to it.
+fn previous_attempt_headers(context: &HashMap<String, String>) -> Vec<(String, String)> {
+    context
+        .iter()
+        .map(|(name, value)| (format!("{PREVIOUS_ATTEMPT_PREFIX}{name}"), value.clone()))
+        .collect()
 }
 
 /// The trace context and ordo's headers of `event`, as a broker carries them.
@@ -173,15 +198,26 @@ mod tests {
             aggregate_id: "ord_1".into(),
             payload: serde_json::json!({"a": 1}),
             headers: HashMap::from([("traceparent".to_owned(), "00-x-y-01".to_owned())]),
+            delivery: Delivery::numbered(2, MAX_DELIVERIES),
         };
-        let headers: HashMap<String, String> = outgoing_headers(&event)
+        let previous = HashMap::from([("traceparent".to_owned(), "00-a-b-01".to_owned())]);
+        let mut headers: HashMap<String, String> = outgoing_headers(&event)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
+        headers.extend(previous_attempt_headers(&previous));
         let body = serde_json::to_vec(&event.payload).unwrap();
-        let back =
-            envelope_from_parts("evt_1".into(), "order.created".into(), headers, &body).unwrap();
-        assert_eq!(back, event);
+        let back = envelope_from_parts(
+            "evt_1".into(),
+            "order.created".into(),
+            headers,
+            &body,
+            Delivery::numbered(2, MAX_DELIVERIES),
+        )
+        .unwrap();
+        let mut expected = event;
+        expected.delivery.previous_attempt = previous;
+        assert_eq!(back, expected);
     }
 
     #[test]

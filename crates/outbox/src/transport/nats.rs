@@ -20,7 +20,7 @@ use super::{
     Transport, envelope_from_parts, internal, outgoing_headers, redelivery_delay,
 };
 use crate::consumer::ConsumerRunner;
-use crate::event::Envelope;
+use crate::event::{Delivery, Envelope};
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -135,6 +135,7 @@ pub(super) async fn start(
             dead_subject: dead_subject(namespace, runner.name()),
             prefix: format!("{namespace}.events."),
             runner,
+            failed_attempts: std::sync::Mutex::default(),
         };
         subscriptions.push(tokio::spawn(subscription.run(pull, stop.clone())));
     }
@@ -202,7 +203,12 @@ struct Subscription {
     /// `<ns>.events.`: a subject minus this prefix is the topic.
     prefix: String,
     runner: Arc<ConsumerRunner>,
+    /// Event id → the trace context of its last failed attempt here, for the redelivery's link.
+    failed_attempts: std::sync::Mutex<HashMap<String, HashMap<String, String>>>,
 }
+
+/// Bound of [`Subscription::failed_attempts`].
+const FAILED_ATTEMPTS_KEPT: usize = 10_000;
 
 impl Subscription {
     async fn run(self, pull: consumer::Consumer<consumer::pull::Config>, stop: CancellationToken) {
@@ -251,6 +257,26 @@ impl Subscription {
         }
     }
 
+    fn take_previous_attempt(&self, event_id: &str) -> HashMap<String, String> {
+        let mut failed = self
+            .failed_attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failed.remove(event_id).unwrap_or_default()
+    }
+
+    fn keep_previous_attempt(&self, event_id: &str, context: HashMap<String, String>) {
+        let mut failed = self
+            .failed_attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Redeliveries that went to another instance never come back for theirs.
+        if failed.len() >= FAILED_ATTEMPTS_KEPT {
+            failed.clear();
+        }
+        failed.insert(event_id.to_owned(), context);
+    }
+
     async fn handle(&self, message: &jetstream::Message) -> Result<(), String> {
         let delivered = message
             .info()
@@ -278,15 +304,26 @@ impl Subscription {
             // An older server cannot filter on several subjects: not ours.
             return timed("ack", message.ack()).await;
         }
+        // A nak cannot add headers: the failed attempt's span context waits here for the
+        // redelivery (to this instance, usually; another instance's attempt has no link).
+        let mut delivery = Delivery::numbered(delivered, MAX_DELIVERIES);
+        delivery.previous_attempt = self.take_previous_attempt(&event_id);
         // (reason, whether a redelivery can help): unreadable messages are dead at once.
         let (failure, retryable) =
-            match envelope_from_parts(event_id, topic, headers, &message.message.payload) {
+            match envelope_from_parts(event_id, topic, headers, &message.message.payload, delivery)
+            {
                 Ok(envelope) if !envelope.event_id.is_empty() => {
-                    match self.runner.deliver_from(&envelope, SYSTEM).await {
+                    let attempt = self.runner.attempt(&envelope, SYSTEM).await;
+                    match attempt.result {
                         Ok(()) => {
                             return timed("ack", message.ack()).await;
                         }
-                        Err(error) => (error.to_string(), true),
+                        Err(error) => {
+                            if delivered < MAX_DELIVERIES {
+                                self.keep_previous_attempt(&envelope.event_id, attempt.context);
+                            }
+                            (error.to_string(), true)
+                        }
                     }
                 }
                 Ok(_) => ("no Nats-Msg-Id".to_owned(), false),

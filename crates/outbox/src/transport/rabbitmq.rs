@@ -17,10 +17,10 @@
 
 use super::{
     BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, Transport,
-    envelope_from_parts, internal, outgoing_headers, redelivery_delay,
+    envelope_from_parts, internal, outgoing_headers, previous_attempt_headers, redelivery_delay,
 };
 use crate::consumer::ConsumerRunner;
-use crate::event::Envelope;
+use crate::event::{Delivery as EventDelivery, Envelope};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -371,16 +371,26 @@ impl Subscription {
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
         let topic = delivery.routing_key.as_str().to_owned();
-        let envelope = envelope_from_parts(event_id, topic, headers, &delivery.data)
-            .map_err(|e| e.to_string());
+        let envelope = envelope_from_parts(
+            event_id,
+            topic,
+            headers,
+            &delivery.data,
+            EventDelivery::numbered(delivery_count, MAX_DELIVERIES),
+        );
+        let mut attempt_context = HashMap::new();
         let failure = match &envelope {
             Ok(envelope) if !envelope.event_id.is_empty() => {
-                match self.consumer.deliver_from(envelope, SYSTEM).await {
+                let attempt = self.consumer.attempt(envelope, SYSTEM).await;
+                match attempt.result {
                     Ok(()) => {
                         timed("basic.ack", delivery.ack(BasicAckOptions::default())).await?;
                         return Ok(());
                     }
-                    Err(error) => Some(error.to_string()),
+                    Err(error) => {
+                        attempt_context = attempt.context;
+                        Some(error.to_string())
+                    }
                 }
             }
             Ok(_) => None,
@@ -404,6 +414,12 @@ impl Subscription {
                 DELIVERY_HEADER.into(),
                 AMQPValue::LongUInt(delivery_count + 1),
             );
+            for (name, value) in previous_attempt_headers(&attempt_context) {
+                table.insert(
+                    ShortString::from(name),
+                    AMQPValue::LongString(LongString::from(value)),
+                );
+            }
             &self.queue
         } else {
             let reason = failure.unwrap_or_else(|| "unreadable message".to_owned());
