@@ -6,6 +6,7 @@
 //!
 //! Layout:
 //! - [`api`]: the request inputs and response views (JSON and OpenAPI shapes of the contract).
+//! - [`auth`]: API keys, checked the same way by the REST and gRPC layers.
 //! - `catalog`: products, warehouses, stock.
 //! - `orders`: create (idempotent, reserving stock atomically), read, list, cancel, timeline.
 //! - `payments`: payment intents, provider callbacks, the sandbox provider, the payment timeout.
@@ -16,6 +17,7 @@
 //! the trace and span ids of the step that wrote it, in the same transaction.
 
 pub mod api;
+pub mod auth;
 mod catalog;
 mod fulfillment;
 mod orders;

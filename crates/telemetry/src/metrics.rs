@@ -52,7 +52,17 @@ pub mod labels {
     pub const CONSUMER: &str = "consumer";
     /// The exemplar label naming the trace of an observation.
     pub const TRACE_ID: &str = "trace_id";
+    /// The full gRPC service name (`ordo.v1.OrdersService`), or `_OTHER`.
+    pub const RPC_SERVICE: &str = "rpc_service";
+    /// The gRPC method (`CreateOrder`), or `_OTHER`.
+    pub const RPC_METHOD: &str = "rpc_method";
+    /// The numeric gRPC status code of the call (0 is OK).
+    pub const RPC_GRPC_STATUS_CODE: &str = "rpc_grpc_status_code";
 }
+
+/// The `rpc_service` / `rpc_method` of a call to a method the server does not know: one value,
+/// whatever the path.
+pub const OTHER_RPC: &str = "_OTHER";
 
 /// The `route` of every request no route template matched: one value, whatever the path.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -106,6 +116,23 @@ impl EncodeLabelSet for HttpLabels {
         (labels::METHOD, self.method).encode(encoder.encode_label())?;
         (labels::ROUTE, self.route).encode(encoder.encode_label())?;
         (labels::STATUS_CODE, self.status_code).encode(encoder.encode_label())
+    }
+}
+
+/// The labels of one gRPC call, shared by the duration histograms and the access log. Service
+/// and method are static: the layers map a path to them from the methods known at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RpcLabels {
+    pub service: &'static str,
+    pub method: &'static str,
+    pub status_code: i32,
+}
+
+impl EncodeLabelSet for RpcLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        (labels::RPC_SERVICE, self.service).encode(encoder.encode_label())?;
+        (labels::RPC_METHOD, self.method).encode(encoder.encode_label())?;
+        (labels::RPC_GRPC_STATUS_CODE, i64::from(self.status_code)).encode(encoder.encode_label())
     }
 }
 
@@ -213,6 +240,8 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     registry: Registry,
     http_duration: Family<HttpLabels, HistogramWithExemplars<TraceExemplar>>,
+    rpc_server_duration: Family<RpcLabels, HistogramWithExemplars<TraceExemplar>>,
+    rpc_client_duration: Family<RpcLabels, HistogramWithExemplars<TraceExemplar>>,
     db_duration: Family<StaticLabel<2>, Histogram>,
     errors: Family<StaticLabel<1>, Counter>,
     panics: Counter,
@@ -328,6 +357,25 @@ impl Metrics {
             Unit::Seconds,
             http_duration.clone(),
         );
+        let rpc_histograms = || {
+            Family::<RpcLabels, HistogramWithExemplars<TraceExemplar>>::new_with_constructor(|| {
+                HistogramWithExemplars::new(HTTP_BUCKETS.into_iter())
+            })
+        };
+        let rpc_server_duration = rpc_histograms();
+        registry.register_with_unit(
+            "rpc_server_duration",
+            "Duration of gRPC calls served, from the request's arrival to the last message",
+            Unit::Seconds,
+            rpc_server_duration.clone(),
+        );
+        let rpc_client_duration = rpc_histograms();
+        registry.register_with_unit(
+            "rpc_client_duration",
+            "Duration of gRPC calls made to other ordo roles, retries included",
+            Unit::Seconds,
+            rpc_client_duration.clone(),
+        );
         let db_duration = Family::<StaticLabel<2>, Histogram>::new_with_constructor(|| {
             Histogram::new(DB_BUCKETS)
         });
@@ -399,6 +447,8 @@ impl Metrics {
         Metrics {
             registry,
             http_duration,
+            rpc_server_duration,
+            rpc_client_duration,
             db_duration,
             errors,
             panics,
@@ -443,6 +493,22 @@ impl prometheus_client::collector::Collector for DroppedLogLines {
 pub fn observe_http(labels: HttpLabels, seconds: f64, exemplar: Option<TraceExemplar>) {
     global()
         .http_duration
+        .get_or_create(&labels)
+        .observe(seconds, exemplar, None);
+}
+
+/// Records one gRPC call served, with the trace id of a sampled call as exemplar.
+pub fn observe_rpc_server(labels: RpcLabels, seconds: f64, exemplar: Option<TraceExemplar>) {
+    global()
+        .rpc_server_duration
+        .get_or_create(&labels)
+        .observe(seconds, exemplar, None);
+}
+
+/// Records one gRPC call made to another role (all its attempts together).
+pub fn observe_rpc_client(labels: RpcLabels, seconds: f64, exemplar: Option<TraceExemplar>) {
+    global()
+        .rpc_client_duration
         .get_or_create(&labels)
         .observe(seconds, exemplar, None);
 }

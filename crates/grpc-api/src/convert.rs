@@ -1,0 +1,247 @@
+//! Messages of `ordo.v1` to and from the API shapes of `ordo_service::api`. Field for field:
+//! the proto uses the JSON names, so a gRPC request means exactly what its JSON twin means and
+//! the service layer validates both alike (a missing message is an empty one, which the domain
+//! refuses with the same field violations as an empty JSON value).
+
+use crate::pb;
+use ordo_domain::personal::Personal;
+use ordo_service::api;
+
+impl From<pb::Money> for api::MoneyDto {
+    fn from(m: pb::Money) -> Self {
+        api::MoneyDto {
+            amount_minor: m.amount_minor,
+            currency: m.currency,
+        }
+    }
+}
+
+impl From<api::MoneyDto> for pb::Money {
+    fn from(m: api::MoneyDto) -> Self {
+        pb::Money {
+            amount_minor: m.amount_minor,
+            currency: m.currency,
+        }
+    }
+}
+
+/// A money field the caller left out: zero of no currency, which the domain refuses.
+pub(crate) fn money(m: Option<pb::Money>) -> api::MoneyDto {
+    m.unwrap_or_default().into()
+}
+
+impl From<api::ProductView> for pb::Product {
+    fn from(p: api::ProductView) -> Self {
+        pb::Product {
+            sku: p.sku,
+            name: p.name,
+            price: Some(p.price.into()),
+        }
+    }
+}
+
+impl From<api::WarehouseView> for pb::Warehouse {
+    fn from(w: api::WarehouseView) -> Self {
+        pb::Warehouse {
+            id: w.id,
+            country: w.country,
+        }
+    }
+}
+
+impl From<api::StockEntryView> for pb::StockEntry {
+    fn from(s: api::StockEntryView) -> Self {
+        pb::StockEntry {
+            sku: s.sku,
+            warehouse: s.warehouse,
+            on_hand: s.on_hand,
+            reserved: s.reserved,
+            available: s.available,
+        }
+    }
+}
+
+impl From<api::StockView> for pb::Stock {
+    fn from(s: api::StockView) -> Self {
+        pb::Stock {
+            sku: s.sku,
+            warehouses: s
+                .warehouses
+                .into_iter()
+                .map(|w| pb::WarehouseStock {
+                    warehouse: w.warehouse,
+                    on_hand: w.on_hand,
+                    reserved: w.reserved,
+                    available: w.available,
+                })
+                .collect(),
+            available: s.available,
+        }
+    }
+}
+
+impl From<pb::Address> for api::AddressDto {
+    fn from(a: pb::Address) -> Self {
+        api::AddressDto {
+            name: Personal::new(a.name),
+            line1: Personal::new(a.line1),
+            city: Personal::new(a.city),
+            postal_code: Personal::new(a.postal_code),
+            country: a.country,
+        }
+    }
+}
+
+impl From<api::AddressDto> for pb::Address {
+    fn from(a: api::AddressDto) -> Self {
+        pb::Address {
+            name: a.name.into_exposed(),
+            line1: a.line1.into_exposed(),
+            city: a.city.into_exposed(),
+            postal_code: a.postal_code.into_exposed(),
+            country: a.country,
+        }
+    }
+}
+
+impl From<pb::Contact> for api::ContactDto {
+    fn from(c: pb::Contact) -> Self {
+        api::ContactDto {
+            email: Personal::new(c.email),
+            phone: c.phone.map(Personal::new),
+        }
+    }
+}
+
+impl From<api::ContactDto> for pb::Contact {
+    fn from(c: api::ContactDto) -> Self {
+        pb::Contact {
+            email: c.email.into_exposed(),
+            phone: c.phone.map(Personal::into_exposed),
+        }
+    }
+}
+
+impl From<pb::CreateOrderRequest> for api::CreateOrderInput {
+    fn from(r: pb::CreateOrderRequest) -> Self {
+        api::CreateOrderInput {
+            customer_id: r.customer_id,
+            currency: r.currency,
+            items: r
+                .items
+                .into_iter()
+                .map(|i| api::OrderItemInput {
+                    sku: i.sku,
+                    quantity: i.quantity,
+                })
+                .collect(),
+            shipping_address: r.shipping_address.unwrap_or_default().into(),
+            contact: r.contact.unwrap_or_default().into(),
+        }
+    }
+}
+
+impl From<api::OrderView> for pb::Order {
+    fn from(o: api::OrderView) -> Self {
+        pb::Order {
+            id: o.id,
+            customer_id: o.customer_id,
+            status: o.status,
+            currency: o.currency,
+            items: o
+                .items
+                .into_iter()
+                .map(|i| pb::OrderItem {
+                    sku: i.sku,
+                    quantity: i.quantity,
+                    unit_price: Some(i.unit_price.into()),
+                    line_total: Some(i.line_total.into()),
+                })
+                .collect(),
+            total: Some(o.total.into()),
+            shipping_address: Some(o.shipping_address.into()),
+            contact: Some(o.contact.into()),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            trace_id: o.trace_id,
+            shipments: o
+                .shipments
+                .into_iter()
+                .map(|s| pb::Shipment {
+                    id: s.id,
+                    warehouse: s.warehouse,
+                    status: s.status,
+                    carrier: s.carrier,
+                    pickup_slot: s.pickup_slot,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::ListOrdersRequest> for api::ListOrdersQuery {
+    fn from(r: pb::ListOrdersRequest) -> Self {
+        api::ListOrdersQuery {
+            customer_id: r.customer_id,
+            status: r.status,
+            limit: r.limit,
+            cursor: r.cursor,
+        }
+    }
+}
+
+impl From<api::OrderPage> for pb::OrderPage {
+    fn from(p: api::OrderPage) -> Self {
+        pb::OrderPage {
+            orders: p.orders.into_iter().map(Into::into).collect(),
+            next_cursor: p.next_cursor,
+        }
+    }
+}
+
+impl From<api::TimelineView> for pb::Timeline {
+    fn from(t: api::TimelineView) -> Self {
+        pb::Timeline {
+            events: t
+                .events
+                .into_iter()
+                .map(|e| pb::TimelineEvent {
+                    at: e.at,
+                    r#type: e.kind,
+                    detail: e.detail,
+                    trace_id: e.trace_id,
+                    span_id: e.span_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<api::PaymentView> for pb::Payment {
+    fn from(p: api::PaymentView) -> Self {
+        pb::Payment {
+            id: p.id,
+            order_id: p.order_id,
+            provider: p.provider,
+            status: p.status,
+            amount: Some(p.amount.into()),
+        }
+    }
+}
+
+impl From<api::PaymentList> for pb::PaymentList {
+    fn from(l: api::PaymentList) -> Self {
+        pb::PaymentList {
+            payments: l.payments.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<api::PaymentCallbackAck> for pb::PaymentCallbackAck {
+    fn from(a: api::PaymentCallbackAck) -> Self {
+        pb::PaymentCallbackAck {
+            event_id: a.event_id,
+            outcome: a.outcome,
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! ordo's gRPC API, package `ordo.v1` (`proto/ordo/v1/ordo.proto`): the catalogue, orders and
+//! payments services over the one [`ordo_service::Service`], so REST and gRPC share semantics,
+//! validation and the error model; the standard health service (following readiness), server
+//! reflection (v1 and v1alpha) and gRPC-Web (HTTP/1.1, with CORS) on the same port.
+//!
+//! Layout:
+//! - `pb`: the generated messages, servers and clients, and the encoded descriptor set.
+//! - `convert`: messages ↔ the API shapes of `ordo_service::api`.
+//! - `services`: the three services, each method one `Service` call.
+//! - [`error`]: `ordo_domain::Error` → `tonic::Status` (code, ErrorInfo, BadRequest).
+//! - [`layer`]: the per-call tower layer (span, API keys, deadline, metrics, access log).
+//! - `server`: composing all of it on a listener, with graceful shutdown.
+
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("ordo.v1");
+
+    /// The encoded `FileDescriptorSet` of `ordo.v1`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/ordo_v1_descriptor.bin"));
+}
+
+mod convert;
+pub mod error;
+pub mod layer;
+mod server;
+mod services;
+
+pub use server::{GrpcServerConfig, serve};
+pub use services::GrpcApi;

@@ -1,0 +1,105 @@
+//! API-key authentication, one rule for every transport: with `ORDO_API_KEYS` set, a caller
+//! presents one of the keys as `x-api-key: <key>` or `authorization: Bearer <key>` (HTTP
+//! headers and gRPC metadata alike); without keys the API is open (the dev profile).
+//!
+//! Keys are compared in constant time, each against every configured key, so neither a key's
+//! content nor which key matched shows in the time an answer takes.
+
+use subtle::ConstantTimeEq;
+
+/// The configured keys; empty: open.
+#[derive(Clone, Default)]
+pub struct ApiKeys(std::sync::Arc<[Vec<u8>]>);
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} key(s))", self.0.len())
+    }
+}
+
+impl ApiKeys {
+    pub fn new<S: AsRef<str>>(keys: &[S]) -> Self {
+        ApiKeys(
+            keys.iter()
+                .map(|k| k.as_ref().trim().as_bytes().to_vec())
+                .filter(|k| !k.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether keys are required at all.
+    pub fn enforced(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Whether a request with these headers may pass.
+    pub fn admits(&self, headers: &http::HeaderMap) -> bool {
+        if !self.enforced() {
+            return true;
+        }
+        let presented = headers
+            .get("x-api-key")
+            .map(http::HeaderValue::as_bytes)
+            .or_else(|| {
+                let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+                value
+                    .get(..7)
+                    .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+                    .map(|_| value[7..].trim_ascii())
+            });
+        let Some(presented) = presented else {
+            return false;
+        };
+        // Every key is compared, match or not.
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |any, key| {
+                any | key.as_slice().ct_eq(presented)
+            })
+            .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn without_keys_everything_passes() {
+        assert!(ApiKeys::new::<&str>(&[]).admits(&HeaderMap::new()));
+        assert!(ApiKeys::new(&["", " "]).admits(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_configured_key_passes_in_either_header() {
+        let keys = ApiKeys::new(&["k-one", "k-two"]);
+        assert!(keys.admits(&headers("x-api-key", "k-two")));
+        assert!(keys.admits(&headers("authorization", "Bearer k-one")));
+        assert!(keys.admits(&headers("authorization", "bearer k-one")));
+    }
+
+    #[test]
+    fn a_missing_wrong_or_partial_key_is_refused() {
+        let keys = ApiKeys::new(&["k-one"]);
+        assert!(!keys.admits(&HeaderMap::new()));
+        assert!(!keys.admits(&headers("x-api-key", "k-on")));
+        assert!(!keys.admits(&headers("x-api-key", "k-one2")));
+        assert!(!keys.admits(&headers("authorization", "Basic k-one")));
+        assert!(!keys.admits(&headers("authorization", "Bearer")));
+    }
+
+    #[test]
+    fn debug_never_prints_a_key() {
+        assert_eq!(
+            format!("{:?}", ApiKeys::new(&["secret"])),
+            "ApiKeys(1 key(s))"
+        );
+    }
+}
