@@ -42,6 +42,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// API keys accepted on the public API; empty means the API is open (dev only).
     pub api_keys: Vec<String>,
+    /// Origins browsers may call the gRPC-Web API from (`ORDO_CORS_ALLOWED_ORIGINS`,
+    /// comma-separated; `*`: any); empty: same origin only.
+    pub cors_allowed_origins: Vec<String>,
     pub log_format: LogFormat,
     /// The largest request body the API reads.
     pub max_body_bytes: usize,
@@ -82,6 +85,7 @@ impl std::fmt::Debug for Config {
             .field("broker_url", &self.broker_url.as_deref().map(url))
             .field("admin_token", &secret(&self.admin_token))
             .field("api_keys", &format!("{} key(s)", self.api_keys.len()))
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("log_format", &self.log_format)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
@@ -161,6 +165,7 @@ struct FileConfig {
     broker_url: Option<String>,
     admin_token: Option<String>,
     api_keys: Option<Vec<String>>,
+    cors_allowed_origins: Option<String>,
     log_format: Option<LogFormat>,
     max_body_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
@@ -285,6 +290,10 @@ impl Config {
             broker_url: pick("ORDO_BROKER_URL", file_config.broker_url),
             admin_token: pick("ORDO_ADMIN_TOKEN", file_config.admin_token),
             api_keys,
+            cors_allowed_origins: list(pick(
+                "ORDO_CORS_ALLOWED_ORIGINS",
+                file_config.cors_allowed_origins,
+            )),
             log_format,
             max_body_bytes: number(
                 "ORDO_MAX_BODY_BYTES",

@@ -150,12 +150,22 @@ where
                         "a valid API key is required (x-api-key or authorization: Bearer)",
                     ))
                 } else {
-                    match tokio::time::timeout(timeout, inner.call(request)).await {
-                        Ok(response) => response?.map(tonic::body::Body::new),
-                        Err(_) => error_response(Error::new(
-                            ErrorKind::DeadlineExceeded,
-                            format!("the call took longer than {} ms", timeout.as_millis()),
-                        )),
+                    let late = |what: String| {
+                        error_response(Error::new(ErrorKind::DeadlineExceeded, what))
+                    };
+                    if timeout.is_zero() {
+                        // A deadline already spent starts no work at all.
+                        late("the call's deadline had passed before it began".to_owned())
+                    } else {
+                        let deadline = tokio::time::Instant::now() + timeout;
+                        let handled = ordo_service::deadline::within(deadline, inner.call(request));
+                        match tokio::time::timeout_at(deadline, handled).await {
+                            Ok(response) => response?.map(tonic::body::Body::new),
+                            Err(_) => late(format!(
+                                "the call took longer than {} ms",
+                                timeout.as_millis()
+                            )),
+                        }
                     }
                 };
                 Ok(call.observe(response))

@@ -19,6 +19,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use ordo_service::Service;
+use ordo_service::auth::ApiKeys;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -27,11 +28,13 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Limits the HTTP edge enforces before a handler runs.
-#[derive(Debug, Clone, Copy)]
+/// What the HTTP edge enforces before a handler runs.
+#[derive(Debug, Clone)]
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// `ORDO_API_KEYS`; empty: open. Payment callbacks (signed) and `/openapi.json` are open.
+    pub api_keys: ApiKeys,
 }
 
 #[derive(OpenApi)]
@@ -97,7 +100,10 @@ fn with_edge_layers(router: Router, limits: HttpLimits) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn_with_state(
-                limits.request_timeout,
+                middleware::Edge {
+                    timeout: limits.request_timeout,
+                    api_keys: limits.api_keys,
+                },
                 middleware::serve_request,
             ))
             .layer(CatchPanicLayer::custom(middleware::panic_response))
@@ -116,6 +122,7 @@ mod tests {
         HttpLimits {
             max_body_bytes: 1024,
             request_timeout: Duration::from_millis(200),
+            api_keys: ApiKeys::default(),
         }
     }
 

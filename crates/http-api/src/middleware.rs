@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderName};
 use ordo_domain::{Error, ErrorKind};
+use ordo_service::auth::ApiKeys;
 use ordo_telemetry::metrics::{self, HttpLabels, TraceExemplar, labels};
 use ordo_telemetry::propagation;
 use std::time::{Duration, Instant};
@@ -17,11 +18,23 @@ use tracing::{Instrument, field};
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
+/// Routes served without an API key: payment callbacks authenticate by their signature, and
+/// the API's description is public.
+const OPEN_ROUTES: [&str; 2] = ["/v1/payments/callbacks/{provider}", "/openapi.json"];
+
+/// The middleware's settings.
+#[derive(Clone)]
+pub(crate) struct Edge {
+    pub timeout: Duration,
+    pub api_keys: ApiKeys,
+}
+
 pub(crate) async fn serve_request(
-    State(timeout): State<Duration>,
+    State(edge): State<Edge>,
     request: Request,
     next: Next,
 ) -> Response {
+    let timeout = edge.timeout;
     let started = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
@@ -44,8 +57,22 @@ pub(crate) async fn serve_request(
     }
     propagation::adopt_http_parent(&span, request.headers());
 
+    let open = route
+        .as_ref()
+        .is_some_and(|r| OPEN_ROUTES.contains(&r.as_str()));
+    let authorized = open || edge.api_keys.admits(request.headers());
+
     let mut response = async move {
-        let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        if !authorized {
+            return ApiError(Error::new(
+                ErrorKind::Unauthenticated,
+                "a valid API key is required (x-api-key or authorization: Bearer)",
+            ))
+            .into_response();
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let handled = ordo_service::deadline::within(deadline, next.run(request));
+        let response = match tokio::time::timeout_at(deadline, handled).await {
             Ok(response) => response,
             Err(_) => ApiError(Error::new(
                 ErrorKind::DeadlineExceeded,

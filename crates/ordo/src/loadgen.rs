@@ -47,6 +47,10 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
     pub target: String,
 
+    /// An API key of the instance (`ORDO_API_KEYS`), sent as `x-api-key`.
+    #[arg(long, env = "ORDO_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// How many orders to create (ignored when --duration is given).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub orders: u64,
@@ -474,7 +478,15 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         bail!("--target must be an http:// URL, got `{}`", args.target);
     }
     let concurrency = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &args.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(key)
+            .context("--api-key must be visible ASCII")?;
+        value.set_sensitive(true);
+        headers.insert("x-api-key", value);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(args.request_timeout)
         .connect_timeout(args.request_timeout.min(Duration::from_secs(5)))
         .pool_max_idle_per_host(concurrency)

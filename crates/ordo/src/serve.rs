@@ -9,6 +9,7 @@ use ordo_config::Config;
 use ordo_http_api::HttpLimits;
 use ordo_outbox::consumer::ConsumerRunner;
 use ordo_outbox::{Relay, Wakeup};
+use ordo_service::auth::ApiKeys;
 use ordo_service::{FulfillmentSettings, PaymentSettings, Service};
 use ordo_storage::Database;
 use ordo_telemetry::ReloadHandle;
@@ -59,9 +60,12 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
     });
 
     let http_listener = bind(config.http_addr, "ORDO_HTTP_ADDR").await?;
+    let grpc_listener = bind(config.grpc_addr, "ORDO_GRPC_ADDR").await?;
     let admin_listener = bind(config.admin_addr, "ORDO_ADMIN_ADDR").await?;
     let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    let api_keys = ApiKeys::new(&config.api_keys);
 
     let draining = Arc::new(AtomicBool::new(false));
     let api = ordo_http_api::router(
@@ -69,8 +73,16 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
         HttpLimits {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
+            api_keys: api_keys.clone(),
         },
     );
+    let grpc_config = ordo_grpc_api::GrpcServerConfig {
+        api_keys,
+        request_timeout: config.request_timeout,
+        max_message_bytes: config.max_body_bytes,
+        cors_allowed_origins: config.cors_allowed_origins.clone(),
+    };
+    let grpc_service = service.clone();
     let admin = admin::router(AdminState {
         service,
         draining: Arc::clone(&draining),
@@ -91,6 +103,12 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
         .with_graceful_shutdown(token.clone().cancelled_owned())
         .into_future(),
     );
+    let grpc_server = tokio::spawn(ordo_grpc_api::serve(
+        grpc_listener,
+        grpc_service,
+        grpc_config,
+        token.clone().cancelled_owned(),
+    ));
     let admin_server = tokio::spawn(
         axum::serve(admin_listener, admin)
             .with_graceful_shutdown(token.clone().cancelled_owned())
@@ -99,6 +117,7 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
 
     tracing::info!(
         http_addr = %http_addr,
+        grpc_addr = %grpc_addr,
         admin_addr = %admin_addr,
         database = db.backend().system_name(),
         profile = ?config.profile,
@@ -118,6 +137,11 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
                 Ok(Err(error)) => tracing::error!(server = name, %error, "server failed"),
                 Err(error) => tracing::error!(server = name, %error, "server task failed"),
             }
+        }
+        match grpc_server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(server = "grpc", %error, "server failed"),
+            Err(error) => tracing::error!(server = "grpc", %error, "server task failed"),
         }
     };
     if shutdown::drain(&token, servers, config.shutdown_drain).await {

@@ -7,6 +7,7 @@
 //! Layout:
 //! - [`api`]: the request inputs and response views (JSON and OpenAPI shapes of the contract).
 //! - [`auth`]: API keys, checked the same way by the REST and gRPC layers.
+//! - [`deadline`]: the current call's deadline, passed on to every downstream call.
 //! - `catalog`: products, warehouses, stock.
 //! - `orders`: create (idempotent, reserving stock atomically), read, list, cancel, timeline.
 //! - `payments`: payment intents, provider callbacks, the sandbox provider, the payment timeout.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod auth;
 mod catalog;
+pub mod deadline;
 mod fulfillment;
 mod orders;
 mod payments;

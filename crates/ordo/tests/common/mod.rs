@@ -399,6 +399,7 @@ impl Drop for ServerProcess {
 #[derive(Debug, Clone)]
 pub struct ReadyLine {
     pub http_addr: String,
+    pub grpc_addr: String,
     pub admin_addr: String,
 }
 
@@ -420,6 +421,7 @@ impl ReadyLine {
         }
         Some(ReadyLine {
             http_addr: lookup("http_addr")?,
+            grpc_addr: lookup("grpc_addr")?,
             admin_addr: lookup("admin_addr")?,
         })
     }
@@ -480,6 +482,11 @@ impl TestServer {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.ready.http_addr)
+    }
+
+    /// `http://` and the gRPC address (HTTP/2 for gRPC, HTTP/1.1 too for gRPC-Web).
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.ready.grpc_addr)
     }
 
     pub fn admin_url(&self) -> String {
