@@ -37,7 +37,7 @@ run_wrk() { # $1 = label, rest = wrk args
 bench_ordo() { # $1 = label, $2 = database url, then extra VAR=value settings
   local label=$1 url=$2 api=127.0.0.1:18080 admin=127.0.0.1:19090
   shift 2
-  env RUST_LOG=warn ORDO_HTTP_ADDR=$api ORDO_ADMIN_ADDR=$admin ORDO_DATABASE_URL=$url \
+  env RUST_LOG=warn ORDO_HTTP_ADDR=$api ORDO_ADMIN_ADDR=$admin ORDO_GRPC_ADDR=127.0.0.1:0 ORDO_DATABASE_URL=$url \
     ORDO_DATABASE_MAX_CONNECTIONS=32 "$@" "$ORDO" serve >"$WORK/$label.log" 2>&1 &
   local pid=$!
   wait_ready "$admin"

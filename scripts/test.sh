@@ -12,6 +12,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REQUIRED_PACKAGES=(
   "wrk:wrk"
   "promtool:prometheus"
+  "protoc:protobuf-compiler" # etcd-client's build (the `etcd` feature)
+  "etcd:etcd-server"         # the split-deployment and discovery tests start their own etcd
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -116,11 +118,11 @@ run_tests() {
   export ORDO_TEST_AMQP_URL=${ORDO_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
   export ORDO_TEST_NATS_URL=${ORDO_TEST_NATS_URL:-nats://127.0.0.1:4222}
   if cargo nextest --version >/dev/null 2>&1; then
-    log "cargo nextest run --locked --workspace --no-fail-fast $*"
-    cargo nextest run --locked --workspace --no-fail-fast "$@"
+    log "cargo nextest run --locked --workspace --all-features --no-fail-fast $*"
+    cargo nextest run --locked --workspace --all-features --no-fail-fast "$@"
   else
-    log "cargo-nextest not found; cargo test --locked --workspace $*"
-    cargo test --locked --workspace "$@"
+    log "cargo-nextest not found; cargo test --locked --workspace --all-features $*"
+    cargo test --locked --workspace --all-features "$@"
   fi
 }
 

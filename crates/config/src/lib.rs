@@ -26,6 +26,72 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// A part of ordo that can run in its own process (`ordo serve --roles ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The public REST API (the gRPC API runs in every process).
+    Edge,
+    /// Orders: create, read, list, cancel, timelines.
+    Orders,
+    /// Products, warehouses and stock.
+    Inventory,
+    /// Payment intents and provider callbacks.
+    Payments,
+    /// The outbox relay, the fulfillment pipeline's consumers, the payment-timeout job.
+    Workers,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Edge,
+        Role::Orders,
+        Role::Inventory,
+        Role::Payments,
+        Role::Workers,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Edge => "edge",
+            Role::Orders => "orders",
+            Role::Inventory => "inventory",
+            Role::Payments => "payments",
+            Role::Workers => "workers",
+        }
+    }
+
+    /// Parses a comma-separated list (`edge,orders`); empty entries are ignored, `all` means
+    /// every role.
+    pub fn parse_list(raw: &str) -> Result<Vec<Role>, ConfigError> {
+        let mut roles = Vec::new();
+        for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "all" {
+                roles.extend(Role::ALL);
+                continue;
+            }
+            let role = Role::ALL
+                .into_iter()
+                .find(|r| r.as_str() == name)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "ORDO_ROLES",
+                    reason: format!(
+                        "{name:?} is not a role (edge, orders, inventory, payments, workers, all)"
+                    ),
+                })?;
+            roles.push(role);
+        }
+        roles.sort();
+        roles.dedup();
+        if roles.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "ORDO_ROLES",
+                reason: "names no role".to_owned(),
+            });
+        }
+        Ok(roles)
+    }
+}
+
 /// `Debug` prints no secret (tokens, keys, passwords): a logged configuration is safe.
 #[derive(Clone)]
 pub struct Config {
@@ -45,6 +111,17 @@ pub struct Config {
     /// Origins browsers may call the gRPC-Web API from (`ORDO_CORS_ALLOWED_ORIGINS`,
     /// comma-separated; `*`: any); empty: same origin only.
     pub cors_allowed_origins: Vec<String>,
+    /// The roles this process runs (`ORDO_ROLES` or `--roles`; default: all of them).
+    pub roles: Vec<Role>,
+    /// How processes find each other's roles: unset or `static` (the `ORDO_PEERS_*` lists),
+    /// or `etcd://host:port[,host:port]` (`ORDO_DISCOVERY`).
+    pub discovery_url: Option<String>,
+    /// The static list: role name → gRPC addresses (`ORDO_PEERS_ORDERS`,
+    /// `ORDO_PEERS_INVENTORY`, `ORDO_PEERS_PAYMENTS`, comma-separated).
+    pub peers: std::collections::HashMap<String, Vec<String>>,
+    /// The gRPC address other processes reach this one at (`ORDO_GRPC_ADVERTISE_ADDR`;
+    /// default: the address bound).
+    pub grpc_advertise_addr: Option<String>,
     pub log_format: LogFormat,
     /// The largest request body the API reads.
     pub max_body_bytes: usize,
@@ -86,6 +163,10 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &secret(&self.admin_token))
             .field("api_keys", &format!("{} key(s)", self.api_keys.len()))
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("roles", &self.roles)
+            .field("discovery_url", &self.discovery_url.as_deref().map(url))
+            .field("peers", &self.peers)
+            .field("grpc_advertise_addr", &self.grpc_advertise_addr)
             .field("log_format", &self.log_format)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
@@ -166,6 +247,12 @@ struct FileConfig {
     admin_token: Option<String>,
     api_keys: Option<Vec<String>>,
     cors_allowed_origins: Option<String>,
+    roles: Option<String>,
+    discovery: Option<String>,
+    peers_orders: Option<String>,
+    peers_inventory: Option<String>,
+    peers_payments: Option<String>,
+    grpc_advertise_addr: Option<String>,
     log_format: Option<LogFormat>,
     max_body_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
@@ -271,8 +358,35 @@ impl Config {
             None => file_config.api_keys.unwrap_or_default(),
         };
 
+        let roles = match pick("ORDO_ROLES", file_config.roles) {
+            Some(raw) => Role::parse_list(&raw)?,
+            None => Role::ALL.to_vec(),
+        };
+        let peers = [
+            (
+                "orders",
+                pick("ORDO_PEERS_ORDERS", file_config.peers_orders),
+            ),
+            (
+                "inventory",
+                pick("ORDO_PEERS_INVENTORY", file_config.peers_inventory),
+            ),
+            (
+                "payments",
+                pick("ORDO_PEERS_PAYMENTS", file_config.peers_payments),
+            ),
+        ]
+        .into_iter()
+        .map(|(role, raw)| (role.to_owned(), list(raw)))
+        .filter(|(_, addresses)| !addresses.is_empty())
+        .collect();
+
         let config = Config {
             file: file.map(Path::to_path_buf),
+            roles,
+            discovery_url: pick("ORDO_DISCOVERY", file_config.discovery),
+            peers,
+            grpc_advertise_addr: pick("ORDO_GRPC_ADVERTISE_ADDR", file_config.grpc_advertise_addr),
             live,
             profile,
             http_addr: addr("ORDO_HTTP_ADDR", file_config.http_addr, "127.0.0.1:8080")?,
@@ -631,6 +745,35 @@ mod tests {
                 Config::load(None, env(&[(name, bad)])).is_err(),
                 "{name}={bad}"
             );
+        }
+    }
+
+    #[test]
+    fn roles_and_peers_parse_and_default_to_everything_in_one_process() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.roles, Role::ALL);
+        assert!(config.peers.is_empty());
+        let config = Config::load(
+            None,
+            env(&[
+                ("ORDO_ROLES", " orders, edge ,orders"),
+                ("ORDO_PEERS_INVENTORY", "127.0.0.1:1, http://127.0.0.1:2"),
+                ("ORDO_DISCOVERY", "etcd://127.0.0.1:2379"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.roles, [Role::Edge, Role::Orders]);
+        assert_eq!(
+            config.peers["inventory"],
+            ["127.0.0.1:1", "http://127.0.0.1:2"]
+        );
+        assert_eq!(
+            config.discovery_url.as_deref(),
+            Some("etcd://127.0.0.1:2379")
+        );
+        assert_eq!(Role::parse_list("all").unwrap(), Role::ALL);
+        for bad in ["", " , ", "edge,cashier"] {
+            assert!(Role::parse_list(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -245,3 +245,241 @@ impl From<api::PaymentCallbackAck> for pb::PaymentCallbackAck {
         }
     }
 }
+
+// ---- the other way: answers of a remote role back to the API shapes, and API inputs to
+// requests (the client side of a split deployment) ----
+
+impl From<pb::Product> for api::ProductView {
+    fn from(p: pb::Product) -> Self {
+        api::ProductView {
+            sku: p.sku,
+            name: p.name,
+            price: money(p.price),
+        }
+    }
+}
+
+impl From<pb::Warehouse> for api::WarehouseView {
+    fn from(w: pb::Warehouse) -> Self {
+        api::WarehouseView {
+            id: w.id,
+            country: w.country,
+        }
+    }
+}
+
+impl From<pb::StockEntry> for api::StockEntryView {
+    fn from(s: pb::StockEntry) -> Self {
+        api::StockEntryView {
+            sku: s.sku,
+            warehouse: s.warehouse,
+            on_hand: s.on_hand,
+            reserved: s.reserved,
+            available: s.available,
+        }
+    }
+}
+
+impl From<pb::Stock> for api::StockView {
+    fn from(s: pb::Stock) -> Self {
+        api::StockView {
+            sku: s.sku,
+            warehouses: s
+                .warehouses
+                .into_iter()
+                .map(|w| api::WarehouseStockView {
+                    warehouse: w.warehouse,
+                    on_hand: w.on_hand,
+                    reserved: w.reserved,
+                    available: w.available,
+                })
+                .collect(),
+            available: s.available,
+        }
+    }
+}
+
+impl From<api::CreateOrderInput> for pb::CreateOrderRequest {
+    fn from(i: api::CreateOrderInput) -> Self {
+        pb::CreateOrderRequest {
+            customer_id: i.customer_id,
+            currency: i.currency,
+            items: i
+                .items
+                .into_iter()
+                .map(|item| pb::OrderItemInput {
+                    sku: item.sku,
+                    quantity: item.quantity,
+                })
+                .collect(),
+            shipping_address: Some(i.shipping_address.into()),
+            contact: Some(i.contact.into()),
+        }
+    }
+}
+
+impl From<pb::Order> for api::OrderView {
+    fn from(o: pb::Order) -> Self {
+        api::OrderView {
+            id: o.id,
+            customer_id: o.customer_id,
+            status: o.status,
+            currency: o.currency,
+            items: o
+                .items
+                .into_iter()
+                .map(|i| api::OrderItemView {
+                    sku: i.sku,
+                    quantity: i.quantity,
+                    unit_price: money(i.unit_price),
+                    line_total: money(i.line_total),
+                })
+                .collect(),
+            total: money(o.total),
+            shipping_address: o.shipping_address.unwrap_or_default().into(),
+            contact: o.contact.unwrap_or_default().into(),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            trace_id: o.trace_id,
+            shipments: o
+                .shipments
+                .into_iter()
+                .map(|s| api::ShipmentView {
+                    id: s.id,
+                    warehouse: s.warehouse,
+                    status: s.status,
+                    carrier: s.carrier,
+                    pickup_slot: s.pickup_slot,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<api::ListOrdersQuery> for pb::ListOrdersRequest {
+    fn from(q: api::ListOrdersQuery) -> Self {
+        pb::ListOrdersRequest {
+            customer_id: q.customer_id,
+            status: q.status,
+            limit: q.limit,
+            cursor: q.cursor,
+        }
+    }
+}
+
+impl From<pb::OrderPage> for api::OrderPage {
+    fn from(p: pb::OrderPage) -> Self {
+        api::OrderPage {
+            orders: p.orders.into_iter().map(Into::into).collect(),
+            next_cursor: p.next_cursor,
+        }
+    }
+}
+
+impl From<pb::Timeline> for api::TimelineView {
+    fn from(t: pb::Timeline) -> Self {
+        api::TimelineView {
+            events: t
+                .events
+                .into_iter()
+                .map(|e| api::TimelineEventView {
+                    at: e.at,
+                    kind: e.r#type,
+                    detail: e.detail,
+                    trace_id: e.trace_id,
+                    span_id: e.span_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::Payment> for api::PaymentView {
+    fn from(p: pb::Payment) -> Self {
+        api::PaymentView {
+            id: p.id,
+            order_id: p.order_id,
+            provider: p.provider,
+            status: p.status,
+            amount: money(p.amount),
+        }
+    }
+}
+
+impl From<pb::PaymentList> for api::PaymentList {
+    fn from(l: pb::PaymentList) -> Self {
+        api::PaymentList {
+            payments: l.payments.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<pb::PaymentCallbackAck> for api::PaymentCallbackAck {
+    fn from(a: pb::PaymentCallbackAck) -> Self {
+        api::PaymentCallbackAck {
+            event_id: a.event_id,
+            outcome: a.outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> api::OrderView {
+        api::OrderView {
+            id: "ord_1".into(),
+            customer_id: "c".into(),
+            status: "shipped".into(),
+            currency: "USD".into(),
+            items: vec![api::OrderItemView {
+                sku: "TEA".into(),
+                quantity: 2,
+                unit_price: api::MoneyDto {
+                    amount_minor: 100,
+                    currency: "USD".into(),
+                },
+                line_total: api::MoneyDto {
+                    amount_minor: 200,
+                    currency: "USD".into(),
+                },
+            }],
+            total: api::MoneyDto {
+                amount_minor: 200,
+                currency: "USD".into(),
+            },
+            shipping_address: api::AddressDto {
+                name: Personal::new("สมชาย".into()),
+                line1: Personal::new("l".into()),
+                city: Personal::new("c".into()),
+                postal_code: Personal::new("1".into()),
+                country: "TH".into(),
+            },
+            contact: api::ContactDto {
+                email: Personal::new("a@b.c".into()),
+                phone: None,
+            },
+            created_at: "t1".into(),
+            updated_at: "t2".into(),
+            trace_id: "0af7".into(),
+            shipments: vec![api::ShipmentView {
+                id: "shp".into(),
+                warehouse: "W".into(),
+                status: "accepted".into(),
+                carrier: Some("dhl".into()),
+                pickup_slot: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn an_order_survives_the_round_trip_through_its_message() {
+        let original = order();
+        let back = api::OrderView::from(pb::Order::from(original.clone()));
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&original).unwrap()
+        );
+    }
+}

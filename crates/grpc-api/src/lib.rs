@@ -1,15 +1,18 @@
 //! ordo's gRPC API, package `ordo.v1` (`proto/ordo/v1/ordo.proto`): the catalogue, orders and
-//! payments services over the one [`ordo_service::Service`], so REST and gRPC share semantics,
+//! payments services over the faces of [`ordo_service::ports::Api`] (the one service layer, local
+//! or another role's), so REST and gRPC share semantics,
 //! validation and the error model; the standard health service (following readiness), server
 //! reflection (v1 and v1alpha) and gRPC-Web (HTTP/1.1, with CORS) on the same port.
 //!
 //! Layout:
 //! - `pb`: the generated messages, servers and clients, and the encoded descriptor set.
 //! - `convert`: messages ↔ the API shapes of `ordo_service::api`.
-//! - `services`: the three services, each method one `Service` call.
+//! - `services`: the three services, each method one call to a face of the `Api`.
 //! - [`error`]: `ordo_domain::Error` → `tonic::Status` (code, ErrorInfo, BadRequest).
 //! - [`layer`]: the per-call tower layer (span, API keys, deadline, metrics, access log).
 //! - `server`: composing all of it on a listener, with graceful shutdown.
+//! - [`client`]: calling another role: balanced, health-checked, traced, deadline-bound, retried
+//!   when idempotent; the remote faces of `ordo_service::ports`.
 
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic)]
@@ -20,6 +23,7 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/ordo_v1_descriptor.bin"));
 }
 
+pub mod client;
 mod convert;
 pub mod error;
 pub mod layer;

@@ -1,6 +1,6 @@
 //! The gRPC server: the `ordo.v1` services, health, reflection v1 and v1alpha, gRPC-Web and
-//! CORS, under [`GrpcServerLayer`], on one listener. Health follows readiness (the database
-//! answers) every second, and turns NOT_SERVING as soon as shutdown begins, so balancers stop
+//! CORS, under [`GrpcServerLayer`], on one listener. Health follows readiness (every face of
+//! the [`Api`] can serve: its database answers, or a peer of its role is up) every second, and turns NOT_SERVING as soon as shutdown begins, so balancers stop
 //! sending before the server stops accepting.
 
 use crate::layer::GrpcServerLayer;
@@ -10,8 +10,8 @@ use crate::pb::orders_service_server::OrdersServiceServer;
 use crate::pb::payments_service_server::PaymentsServiceServer;
 use crate::services::GrpcApi;
 use http::{HeaderName, HeaderValue, Method};
-use ordo_service::Service;
 use ordo_service::auth::ApiKeys;
+use ordo_service::ports::Api;
 use prost::Message;
 use std::future::Future;
 use std::time::Duration;
@@ -106,7 +106,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// completes, then finishes the calls in flight.
 pub async fn serve(
     listener: TcpListener,
-    service: Service,
+    api: Api,
     config: GrpcServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -124,7 +124,8 @@ pub async fn serve(
         .map_err(|e| tracing::error!(error = %e, "reflection v1alpha cannot start"))
         .ok();
 
-    let api = GrpcApi::new(service.clone());
+    let ready = api.clone();
+    let api = GrpcApi::new(api);
     let limit = config.max_message_bytes;
     let mut routes = tonic::service::Routes::new(health_service)
         .add_service(CatalogServiceServer::new(api.clone()).max_decoding_message_size(limit))
@@ -137,14 +138,20 @@ pub async fn serve(
         routes = routes.add_service(reflection);
     }
 
-    // Health follows readiness until shutdown begins, then says NOT_SERVING.
+    // Health follows readiness until shutdown begins, then says NOT_SERVING. Every name is
+    // known before the first call (NOT_SERVING until the first check), never NOT_FOUND.
+    for name in health_names() {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
     let stopping = tokio_util::sync::CancellationToken::new();
     let watcher = tokio::spawn({
         let stopping = stopping.clone();
         let health = health.clone();
         async move {
             loop {
-                let status = match service.ready().await {
+                let status = match ready.ready().await {
                     Ok(()) => ServingStatus::Serving,
                     Err(_) => ServingStatus::NotServing,
                 };

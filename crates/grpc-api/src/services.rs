@@ -1,5 +1,5 @@
 //! The `ordo.v1` services: each method converts its message to the API shape, calls the one
-//! [`Service`] method its REST twin calls, and converts the answer back. No rule lives here.
+//! face of [`Api`] its REST twin calls, and converts the answer back. No rule lives here.
 
 use crate::convert::money;
 use crate::error::status_of;
@@ -8,23 +8,23 @@ use crate::pb::catalog_service_server::CatalogService;
 use crate::pb::orders_service_server::OrdersService;
 use crate::pb::payments_service_server::PaymentsService;
 use ordo_domain::Error;
-use ordo_service::Service;
 use ordo_service::api;
+use ordo_service::ports::Api;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 /// The metadata of a replayed idempotent call (as the REST header `Idempotent-Replayed`).
 const REPLAYED_KEY: &str = "idempotent-replayed";
 
-/// The three services over one [`Service`].
+/// The three services over the faces of one [`Api`].
 #[derive(Clone)]
 pub struct GrpcApi {
-    service: Service,
+    api: Api,
 }
 
 impl GrpcApi {
-    pub fn new(service: Service) -> Self {
-        GrpcApi { service }
+    pub fn new(api: Api) -> Self {
+        GrpcApi { api }
     }
 }
 
@@ -68,11 +68,11 @@ impl CatalogService for GrpcApi {
             name: r.name,
             price: money(r.price),
         };
-        reply(self.service.put_product(&r.sku, input).await)
+        reply(self.api.catalog.put_product(&r.sku, input).await)
     }
 
     async fn get_product(&self, request: Request<pb::GetProductRequest>) -> Reply<pb::Product> {
-        reply(self.service.product(&request.into_inner().sku).await)
+        reply(self.api.catalog.product(&request.into_inner().sku).await)
     }
 
     async fn put_warehouse(
@@ -81,17 +81,22 @@ impl CatalogService for GrpcApi {
     ) -> Reply<pb::Warehouse> {
         let r = request.into_inner();
         let input = api::WarehouseInput { country: r.country };
-        reply(self.service.put_warehouse(&r.id, input).await)
+        reply(self.api.catalog.put_warehouse(&r.id, input).await)
     }
 
     async fn put_stock(&self, request: Request<pb::PutStockRequest>) -> Reply<pb::StockEntry> {
         let r = request.into_inner();
         let input = api::StockInput { on_hand: r.on_hand };
-        reply(self.service.put_stock(&r.sku, &r.warehouse, input).await)
+        reply(
+            self.api
+                .catalog
+                .put_stock(&r.sku, &r.warehouse, input)
+                .await,
+        )
     }
 
     async fn get_stock(&self, request: Request<pb::GetStockRequest>) -> Reply<pb::Stock> {
-        reply(self.service.stock(&request.into_inner().sku).await)
+        reply(self.api.catalog.stock(&request.into_inner().sku).await)
     }
 }
 
@@ -101,7 +106,8 @@ impl OrdersService for GrpcApi {
         let key = idempotency_key(request.metadata())?;
         let input = api::CreateOrderInput::from(request.into_inner());
         let created = self
-            .service
+            .api
+            .orders
             .create_order(key.as_deref(), input)
             .await
             .map_err(status_of)?;
@@ -112,22 +118,22 @@ impl OrdersService for GrpcApi {
     }
 
     async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Reply<pb::Order> {
-        reply(self.service.order(&request.into_inner().id).await)
+        reply(self.api.orders.order(&request.into_inner().id).await)
     }
 
     async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Reply<pb::OrderPage> {
-        reply(self.service.orders(request.into_inner().into()).await)
+        reply(self.api.orders.orders(request.into_inner().into()).await)
     }
 
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Reply<pb::Order> {
-        reply(self.service.cancel_order(&request.into_inner().id).await)
+        reply(self.api.orders.cancel_order(&request.into_inner().id).await)
     }
 
     async fn get_order_timeline(
         &self,
         request: Request<pb::GetOrderTimelineRequest>,
     ) -> Reply<pb::Timeline> {
-        reply(self.service.timeline(&request.into_inner().id).await)
+        reply(self.api.orders.timeline(&request.into_inner().id).await)
     }
 }
 
@@ -142,7 +148,8 @@ impl PaymentsService for GrpcApi {
             provider: r.provider,
         };
         let created = self
-            .service
+            .api
+            .payments
             .create_payment(&r.order_id, input)
             .await
             .map_err(status_of)?;
@@ -157,7 +164,8 @@ impl PaymentsService for GrpcApi {
         request: Request<pb::ListPaymentsRequest>,
     ) -> Reply<pb::PaymentList> {
         reply(
-            self.service
+            self.api
+                .payments
                 .order_payments(&request.into_inner().order_id)
                 .await,
         )
@@ -170,7 +178,8 @@ impl PaymentsService for GrpcApi {
         let r = request.into_inner();
         let signature = (!r.signature.is_empty()).then_some(r.signature.as_str());
         reply(
-            self.service
+            self.api
+                .payments
                 .payment_callback(&r.provider, signature, &r.body)
                 .await,
         )

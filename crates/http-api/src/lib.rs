@@ -2,7 +2,7 @@
 //! passes (the server span and `traceparent`, the deadline, the body limit, panic recovery).
 //!
 //! Layout:
-//! - `routes`: thin handlers, one [`ordo_service::Service`] call each.
+//! - `routes`: thin handlers, one call each to a face of [`ordo_service::ports::Api`].
 //! - `extract`: JSON, path and query extractors that reject with the contract's error body.
 //! - [`error`]: the error body; statuses come from the error kind, decided in `ordo_domain`.
 //! - `middleware`: the per-request span, deadline and `traceparent` response header.
@@ -18,8 +18,8 @@ mod routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use ordo_service::Service;
 use ordo_service::auth::ApiKeys;
+use ordo_service::ports::Api;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -55,7 +55,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().split_for_parts().1
 }
 
-fn api_router() -> OpenApiRouter<Service> {
+fn api_router() -> OpenApiRouter<Api> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::put_product, routes::get_product))
         .routes(routes!(routes::put_warehouse))
@@ -69,14 +69,14 @@ fn api_router() -> OpenApiRouter<Service> {
         .routes(routes!(routes::payment_callback))
 }
 
-/// The whole REST API over `service`.
-pub fn router(service: Service, limits: HttpLimits) -> Router {
-    let (api, openapi) = api_router().split_for_parts();
+/// The whole REST API over `api` (each face local or another role's).
+pub fn router(api: Api, limits: HttpLimits) -> Router {
+    let (routes, openapi) = api_router().split_for_parts();
     let document: Arc<str> = openapi
         .to_pretty_json()
         .unwrap_or_else(|_| "{}".to_owned())
         .into();
-    let api = api
+    let routes = routes
         .route(
             "/openapi.json",
             get(move || {
@@ -90,8 +90,8 @@ pub fn router(service: Service, limits: HttpLimits) -> Router {
             }),
         )
         .fallback(routes::not_found)
-        .with_state(service);
-    with_edge_layers(api, limits)
+        .with_state(api);
+    with_edge_layers(routes, limits)
 }
 
 /// The layers every route passes, outermost first: the request span, deadline and

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use ordo_domain::Error;
-use ordo_service::Service;
 use ordo_service::api::*;
+use ordo_service::ports::Api;
 
 type ApiResult<T> = Result<axum::Json<T>, ApiError>;
 
@@ -18,21 +18,21 @@ type ApiResult<T> = Result<axum::Json<T>, ApiError>;
     responses((status = 200, description = "Created or replaced", body = ProductView),
               (status = 400, body = ErrorBody)))]
 pub(crate) async fn put_product(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(sku): Path<String>,
     Json(input): Json<ProductInput>,
 ) -> ApiResult<ProductView> {
-    Ok(axum::Json(service.put_product(&sku, input).await?))
+    Ok(axum::Json(api.catalog.put_product(&sku, input).await?))
 }
 
 #[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog",
     params(("sku" = String, Path, description = "Stock-keeping unit")),
     responses((status = 200, body = ProductView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_product(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(sku): Path<String>,
 ) -> ApiResult<ProductView> {
-    Ok(axum::Json(service.product(&sku).await?))
+    Ok(axum::Json(api.catalog.product(&sku).await?))
 }
 
 #[utoipa::path(put, path = "/v1/warehouses/{id}", tag = "catalog",
@@ -40,11 +40,11 @@ pub(crate) async fn get_product(
     request_body = WarehouseInput,
     responses((status = 200, body = WarehouseView), (status = 400, body = ErrorBody)))]
 pub(crate) async fn put_warehouse(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(id): Path<String>,
     Json(input): Json<WarehouseInput>,
 ) -> ApiResult<WarehouseView> {
-    Ok(axum::Json(service.put_warehouse(&id, input).await?))
+    Ok(axum::Json(api.catalog.put_warehouse(&id, input).await?))
 }
 
 #[utoipa::path(put, path = "/v1/stock/{sku}/{warehouse}", tag = "stock",
@@ -54,12 +54,12 @@ pub(crate) async fn put_warehouse(
               (status = 404, description = "Unknown product or warehouse", body = ErrorBody),
               (status = 409, description = "on_hand below reserved", body = ErrorBody)))]
 pub(crate) async fn put_stock(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path((sku, warehouse)): Path<(String, String)>,
     Json(input): Json<StockInput>,
 ) -> ApiResult<StockEntryView> {
     Ok(axum::Json(
-        service.put_stock(&sku, &warehouse, input).await?,
+        api.catalog.put_stock(&sku, &warehouse, input).await?,
     ))
 }
 
@@ -67,10 +67,10 @@ pub(crate) async fn put_stock(
     params(("sku" = String, Path)),
     responses((status = 200, body = StockView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_stock(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(sku): Path<String>,
 ) -> ApiResult<StockView> {
-    Ok(axum::Json(service.stock(&sku).await?))
+    Ok(axum::Json(api.catalog.stock(&sku).await?))
 }
 
 #[utoipa::path(post, path = "/v1/orders", tag = "orders",
@@ -85,7 +85,7 @@ pub(crate) async fn get_stock(
             body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub(crate) async fn create_order(
-    State(service): State<Service>,
+    State(api): State<Api>,
     headers: HeaderMap,
     Json(input): Json<CreateOrderInput>,
 ) -> Result<Response, ApiError> {
@@ -97,7 +97,7 @@ pub(crate) async fn create_order(
             })
         })
         .transpose()?;
-    let created = service.create_order(key, input).await?;
+    let created = api.orders.create_order(key, input).await?;
     let mut response = (StatusCode::CREATED, axum::Json(created.order)).into_response();
     if created.replayed {
         response.headers_mut().insert(
@@ -112,20 +112,20 @@ pub(crate) async fn create_order(
     params(ListOrdersQuery),
     responses((status = 200, body = OrderPage), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_orders(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Query(query): Query<ListOrdersQuery>,
 ) -> ApiResult<OrderPage> {
-    Ok(axum::Json(service.orders(query).await?))
+    Ok(axum::Json(api.orders.orders(query).await?))
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = String, Path)),
     responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_order(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(id): Path<String>,
 ) -> ApiResult<OrderView> {
-    Ok(axum::Json(service.order(&id).await?))
+    Ok(axum::Json(api.orders.order(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
@@ -134,20 +134,20 @@ pub(crate) async fn get_order(
               (status = 404, body = ErrorBody),
               (status = 409, description = "The order is past payment", body = ErrorBody)))]
 pub(crate) async fn cancel_order(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(id): Path<String>,
 ) -> ApiResult<OrderView> {
-    Ok(axum::Json(service.cancel_order(&id).await?))
+    Ok(axum::Json(api.orders.cancel_order(&id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}/timeline", tag = "orders",
     params(("id" = String, Path)),
     responses((status = 200, body = TimelineView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn order_timeline(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(id): Path<String>,
 ) -> ApiResult<TimelineView> {
-    Ok(axum::Json(service.timeline(&id).await?))
+    Ok(axum::Json(api.orders.timeline(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/payments", tag = "payments",
@@ -164,11 +164,12 @@ pub(crate) async fn order_timeline(
         (status = 415, body = ErrorBody),
         (status = 503, description = "No healthy provider takes this payment", body = ErrorBody)))]
 pub(crate) async fn create_payment(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(id): Path<String>,
     OptionalJson(input): OptionalJson<CreatePaymentInput>,
 ) -> Result<Response, ApiError> {
-    let created = service
+    let created = api
+        .payments
         .create_payment(&id, input.unwrap_or_default())
         .await?;
     let mut response = (StatusCode::CREATED, axum::Json(created.payment)).into_response();
@@ -185,10 +186,10 @@ pub(crate) async fn create_payment(
     params(("id" = String, Path)),
     responses((status = 200, body = PaymentList), (status = 404, body = ErrorBody)))]
 pub(crate) async fn list_payments(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(id): Path<String>,
 ) -> ApiResult<PaymentList> {
-    Ok(axum::Json(service.order_payments(&id).await?))
+    Ok(axum::Json(api.payments.order_payments(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/payments/callbacks/{provider}", tag = "payments",
@@ -208,7 +209,7 @@ pub(crate) async fn list_payments(
             body = ErrorBody),
         (status = 413, body = ErrorBody)))]
 pub(crate) async fn payment_callback(
-    State(service): State<Service>,
+    State(api): State<Api>,
     Path(provider): Path<String>,
     headers: HeaderMap,
     RawBody(body): RawBody,
@@ -218,7 +219,7 @@ pub(crate) async fn payment_callback(
         .get(ordo_domain::signature::HEADER)
         .map(|value| value.to_str().unwrap_or(""));
     Ok(axum::Json(
-        service
+        api.payments
             .payment_callback(&provider, signature, &body)
             .await?,
     ))

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ordo_domain::{Error, ErrorKind};
 use ordo_http_api::error::ApiError;
-use ordo_service::Service;
+use ordo_service::ports::Api;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,7 +20,9 @@ mod profile;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub service: Service,
+    /// What this process serves; ready when every face is (its database answers, or a peer of
+    /// its role is up).
+    pub api: Api,
     /// Set when shutdown begins: readiness turns false so load balancers stop sending work.
     pub draining: Arc<AtomicBool>,
     /// The bearer token `/metrics` requires; `None` leaves it open.
@@ -59,12 +61,13 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready: not draining and the database answers within a second.
+/// Ready: not draining, and every face this process serves can serve (its database answers,
+/// or a healthy peer runs its role) within a second.
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.draining.load(Ordering::Relaxed) {
         return not_ready("draining");
     }
-    match tokio::time::timeout(Duration::from_secs(1), state.service.ready()).await {
+    match tokio::time::timeout(Duration::from_secs(1), state.api.ready()).await {
         Ok(Ok(())) => (
             StatusCode::OK,
             axum::Json(serde_json::json!({"status": "ready"})),

@@ -26,9 +26,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service: apply pending migrations, then serve the REST API and the admin port
-    /// until SIGTERM or Ctrl-C.
-    Serve,
+    /// Run the service: apply pending migrations, then serve the REST and gRPC APIs and the
+    /// admin port until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the OpenAPI document of the REST API and exit.
@@ -39,6 +39,15 @@ pub enum Command {
     /// Example: `ordo loadgen --orders 1000 --concurrency 32 --pay --follow`.
     /// Exits non-zero when any request got a 5xx or a transport error.
     Loadgen(crate::loadgen::LoadgenArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The roles this process runs, comma-separated: edge (the REST API), orders, inventory,
+    /// payments, workers (outbox relay, pipeline, jobs), or all. Overrides ORDO_ROLES.
+    /// Roles not run here are called over gRPC (ORDO_DISCOVERY, ORDO_PEERS_*).
+    #[arg(long, value_name = "ROLES")]
+    pub roles: Option<String>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,8 +62,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Loadgen(args) => return crate::loadgen::run(args).await,
         command => command,
     };
-    let config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())
+    let mut config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())
         .context("invalid configuration")?;
+    if let Command::Serve(ServeArgs { roles: Some(roles) }) = &command {
+        config.roles = ordo_config::Role::parse_list(roles).context("invalid --roles")?;
+    }
     let style = match config.log_format {
         LogFormat::Json => LogStyle::Json,
         LogFormat::Pretty => LogStyle::Pretty,
@@ -64,21 +76,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Profile::Staging => "staging",
         Profile::Prod => "prod",
     };
+    let identity =
+        ServiceIdentity::new(env!("CARGO_PKG_VERSION"), profile, env!("ORDO_GIT_COMMIT"));
+    // The same id names the instance in traces and in discovery.
+    let instance_id = identity.instance_id.clone();
     let telemetry = ordo_telemetry::init(
         TelemetryOptions {
             style,
-            identity: ServiceIdentity::new(
-                env!("CARGO_PKG_VERSION"),
-                profile,
-                env!("ORDO_GIT_COMMIT"),
-            ),
+            identity,
             log_filter: config.live.log_filter.clone(),
             sampling_ratio: config.live.trace_sampling_ratio,
         },
         |name| std::env::var(name).ok(),
     )?;
     let result = match command {
-        Command::Serve => crate::serve::serve(config, telemetry.reload_handle()).await,
+        Command::Serve(_) => {
+            crate::serve::serve(config, &instance_id, telemetry.reload_handle()).await
+        }
         Command::Migrate => migrate(config).await,
         Command::Openapi | Command::Loadgen(_) => Ok(()),
     };

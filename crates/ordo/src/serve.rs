@@ -6,85 +6,134 @@ use crate::shutdown;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use ordo_config::Config;
+use ordo_config::Role;
+use ordo_grpc_api::client::{RemoteCatalog, RemoteOrders, RemotePayments, RoleChannel};
 use ordo_http_api::HttpLimits;
 use ordo_outbox::consumer::ConsumerRunner;
 use ordo_outbox::{Relay, Wakeup};
 use ordo_service::auth::ApiKeys;
+use ordo_service::ports::{Api, CatalogApi, NotServedHere, OrdersApi, PaymentsApi};
 use ordo_service::{FulfillmentSettings, PaymentSettings, Service};
 use ordo_storage::Database;
 use ordo_telemetry::ReloadHandle;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
-    let db = connect_database(&config).await?;
-    db.migrate()
-        .await
-        .context("cannot apply database migrations")?;
+pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> anyhow::Result<()> {
+    let roles: BTreeSet<Role> = config.roles.iter().copied().collect();
+    let runs = |role: Role| roles.contains(&role);
+    // Every role but the edge works on the database; an edge-only process never opens it.
+    let db = if [Role::Orders, Role::Inventory, Role::Payments, Role::Workers]
+        .into_iter()
+        .any(runs)
+    {
+        let db = connect_database(&config).await?;
+        db.migrate()
+            .await
+            .context("cannot apply database migrations")?;
+        Some(db)
+    } else {
+        None
+    };
+    let discovery = ordo_discovery::Discovery::from_url(
+        config.discovery_url.as_deref(),
+        &discovery_namespace(),
+        config.peers.clone(),
+    )
+    .await
+    .context("cannot use service discovery (ORDO_DISCOVERY)")?;
+    let peers_stop = CancellationToken::new();
+
     // The event flow: the relay publishes what writes commit to the outbox; in-process by
     // default, to this process's consumers; with ORDO_BROKER_URL to RabbitMQ or NATS
     // JetStream, from which one subscription task per consumer feeds it.
     let wakeup = Wakeup::default();
-    let service = Service::new(db.clone())
-        .with_wakeup(wakeup.clone())
-        .with_payments(PaymentSettings {
-            webhook_secret: config.payment_webhook_secret.clone(),
-            sandbox_secret: config.sandbox_secret.clone(),
-            sandbox_delay: config.sandbox_payment_delay,
-            payment_timeout: config.payment_timeout,
-        })
-        .with_fulfillment(fulfillment_settings(&config.fulfillment));
-    // One list of consumers, whichever transport carries the events: the fulfillment
-    // pipeline's stages (risk → split → schedule → carrier push).
-    let consumers: Vec<Arc<ConsumerRunner>> = service.pipeline_consumers();
-    let consumers_stop = CancellationToken::new();
-    let events = start_transport(&config, consumers, consumers_stop.clone()).await?;
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        Relay::new(db.clone(), events.transport, wakeup.clone())
-            .with_retry_base(config.outbox_retry_base)
-            .run(relay_stop.clone()),
-    );
-    // Sandbox approvals that a previous process accepted but did not deliver (kill -9).
-    if let Err(error) = service.resume_sandbox_payments().await {
-        tracing::warn!(%error, "cannot resume pending sandbox payments");
-    }
-    // The payment-timeout job. A plain spawn: each of its runs starts a trace of its own.
-    let jobs_stop = CancellationToken::new();
-    let payment_timeouts = tokio::spawn({
-        let service = service.clone();
-        let stop = jobs_stop.clone();
-        async move { service.run_payment_timeouts(stop).await }
+    let service = db.clone().map(|db| {
+        Service::new(db)
+            .with_wakeup(wakeup.clone())
+            .with_payments(PaymentSettings {
+                webhook_secret: config.payment_webhook_secret.clone(),
+                sandbox_secret: config.sandbox_secret.clone(),
+                sandbox_delay: config.sandbox_payment_delay,
+                payment_timeout: config.payment_timeout,
+            })
+            .with_fulfillment(fulfillment_settings(&config.fulfillment))
     });
+    let faces = Faces {
+        service: service.clone(),
+        discovery: &discovery,
+        api_key: config.api_keys.first().map(String::as_str),
+        stop: &peers_stop,
+        edge: runs(Role::Edge),
+    };
+    let catalog = faces
+        .catalog(runs(Role::Inventory), runs(Role::Orders))
+        .await?;
+    // Apart from inventory, the orders role prices orders with inventory's catalogue.
+    let service = match service {
+        Some(service) if !runs(Role::Inventory) && runs(Role::Orders) => {
+            Some(service.with_price_source(Arc::clone(&catalog)))
+        }
+        service => service,
+    };
+    let faces = Faces { service, ..faces };
+    let api = Api {
+        catalog,
+        orders: faces.orders(runs(Role::Orders)).await?,
+        payments: faces.payments(runs(Role::Payments)).await?,
+    };
+    let service = faces.service;
 
-    let http_listener = bind(config.http_addr, "ORDO_HTTP_ADDR").await?;
+    // The workers: relay, pipeline consumers, the payment-timeout job.
+    let consumers_stop = CancellationToken::new();
+    let relay_stop = CancellationToken::new();
+    let jobs_stop = CancellationToken::new();
+    let mut workers = None;
+    if let (true, Some(service), Some(db)) = (runs(Role::Workers), &service, &db) {
+        // One list of consumers, whichever transport carries the events: the fulfillment
+        // pipeline's stages (risk → split → schedule → carrier push).
+        let consumers: Vec<Arc<ConsumerRunner>> = service.pipeline_consumers();
+        let events = start_transport(&config, consumers, consumers_stop.clone()).await?;
+        let relay = tokio::spawn(
+            Relay::new(db.clone(), events.transport, wakeup.clone())
+                .with_retry_base(config.outbox_retry_base)
+                .run(relay_stop.clone()),
+        );
+        // A plain spawn: each run of the payment-timeout job starts a trace of its own.
+        let payment_timeouts = tokio::spawn({
+            let service = service.clone();
+            let stop = jobs_stop.clone();
+            async move { service.run_payment_timeouts(stop).await }
+        });
+        workers = Some((events.subscriptions, relay, payment_timeouts));
+    }
+    if let (true, Some(service)) = (runs(Role::Payments), &service) {
+        // Sandbox approvals that a previous process accepted but did not deliver (kill -9).
+        if let Err(error) = service.resume_sandbox_payments().await {
+            tracing::warn!(%error, "cannot resume pending sandbox payments");
+        }
+    }
+
+    let http_listener = match runs(Role::Edge) {
+        true => Some(bind(config.http_addr, "ORDO_HTTP_ADDR").await?),
+        false => None,
+    };
     let grpc_listener = bind(config.grpc_addr, "ORDO_GRPC_ADDR").await?;
     let admin_listener = bind(config.admin_addr, "ORDO_ADMIN_ADDR").await?;
-    let http_addr = http_listener.local_addr()?;
+    let http_addr = http_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let api_keys = ApiKeys::new(&config.api_keys);
 
     let draining = Arc::new(AtomicBool::new(false));
-    let api = ordo_http_api::router(
-        service.clone(),
-        HttpLimits {
-            max_body_bytes: config.max_body_bytes,
-            request_timeout: config.request_timeout,
-            api_keys: api_keys.clone(),
-        },
-    );
-    let grpc_config = ordo_grpc_api::GrpcServerConfig {
-        api_keys,
-        request_timeout: config.request_timeout,
-        max_message_bytes: config.max_body_bytes,
-        cors_allowed_origins: config.cors_allowed_origins.clone(),
-    };
-    let grpc_service = service.clone();
     let admin = admin::router(AdminState {
-        service,
+        api: api.clone(),
         draining: Arc::clone(&draining),
         admin_token: config.admin_token.as_deref().map(Arc::from),
     });
@@ -92,21 +141,36 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
         ordo_telemetry::metrics::spawn_runtime_sampler(&tokio::runtime::Handle::current());
 
     let token = CancellationToken::new();
-    let http_server = tokio::spawn(
-        axum::serve(
-            http_listener.tap_io(|tcp| {
-                // Small JSON responses: do not wait to coalesce them.
-                let _ = tcp.set_nodelay(true);
-            }),
-            api,
+    let http_server = http_listener.map(|listener| {
+        let router = ordo_http_api::router(
+            api.clone(),
+            HttpLimits {
+                max_body_bytes: config.max_body_bytes,
+                request_timeout: config.request_timeout,
+                api_keys: api_keys.clone(),
+            },
+        );
+        tokio::spawn(
+            axum::serve(
+                listener.tap_io(|tcp| {
+                    // Small JSON responses: do not wait to coalesce them.
+                    let _ = tcp.set_nodelay(true);
+                }),
+                router,
+            )
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future(),
         )
-        .with_graceful_shutdown(token.clone().cancelled_owned())
-        .into_future(),
-    );
+    });
     let grpc_server = tokio::spawn(ordo_grpc_api::serve(
         grpc_listener,
-        grpc_service,
-        grpc_config,
+        api,
+        ordo_grpc_api::GrpcServerConfig {
+            api_keys,
+            request_timeout: config.request_timeout,
+            max_message_bytes: config.max_body_bytes,
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
+        },
         token.clone().cancelled_owned(),
     ));
     let admin_server = tokio::spawn(
@@ -115,11 +179,31 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
             .into_future(),
     );
 
+    // Announce the roles other processes call, at the address they reach this one at.
+    let advertised = config
+        .grpc_advertise_addr
+        .clone()
+        .unwrap_or_else(|| format!("http://{grpc_addr}"));
+    let mut registrations = Vec::new();
+    for role in [Role::Orders, Role::Inventory, Role::Payments] {
+        if runs(role) {
+            let registration = discovery
+                .register(role.as_str(), instance_id, &advertised)
+                .await
+                .with_context(|| format!("cannot register the {} role", role.as_str()))?;
+            registrations.push(registration);
+        }
+    }
+
+    let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(
-        http_addr = %http_addr,
+        http_addr = %http_addr.map(|a| a.to_string()).unwrap_or_default(),
         grpc_addr = %grpc_addr,
         admin_addr = %admin_addr,
-        database = db.backend().system_name(),
+        roles = %role_names.join(","),
+        discovery = discovery.kind(),
+        instance_id,
+        database = db.as_ref().map_or("none", |db| db.backend().system_name()),
         profile = ?config.profile,
         version = env!("CARGO_PKG_VERSION"),
         "ordo is ready"
@@ -128,10 +212,18 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
     let reloader = tokio::spawn(shutdown::reload_on_sighup(config.clone(), reload));
     shutdown::signal().await;
     reloader.abort();
+    // Leave discovery first, so peers stop sending before this process stops accepting.
+    for registration in registrations {
+        registration.deregister().await;
+    }
     jobs_stop.cancel();
     draining.store(true, Ordering::Relaxed);
     let servers = async {
-        for (name, server) in [("http", http_server), ("admin", admin_server)] {
+        let mut servers = vec![("admin", admin_server)];
+        if let Some(http_server) = http_server {
+            servers.push(("http", http_server));
+        }
+        for (name, server) in servers {
             match server.await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::error!(server = name, %error, "server failed"),
@@ -152,37 +244,118 @@ pub async fn serve(config: Config, reload: ReloadHandle) -> anyhow::Result<()> {
             "drain time ran out; stopping with requests still in flight"
         );
     }
-    // A run of the job in progress finishes its batch (each cancel is one short transaction).
-    if tokio::time::timeout(config.shutdown_drain, payment_timeouts)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the payment timeout job did not stop in time");
-    }
-    // Broker consumers finish the message in hand (what they commit, the relay flushes).
-    consumers_stop.cancel();
-    for subscription in events.subscriptions {
-        if tokio::time::timeout(config.shutdown_drain, subscription)
+    peers_stop.cancel();
+    if let Some((subscriptions, relay, payment_timeouts)) = workers {
+        // A run of the job in progress finishes its batch (each cancel is one short transaction).
+        if tokio::time::timeout(config.shutdown_drain, payment_timeouts)
             .await
             .is_err()
         {
-            tracing::warn!("a broker consumer did not stop in time; its message is redelivered");
+            tracing::warn!("the payment timeout job did not stop in time");
+        }
+        // Broker consumers finish the message in hand (what they commit, the relay flushes).
+        consumers_stop.cancel();
+        for subscription in subscriptions {
+            if tokio::time::timeout(config.shutdown_drain, subscription)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "a broker consumer did not stop in time; its message is redelivered"
+                );
+            }
+        }
+        // Requests are done: publish what they committed, then stop the relay.
+        relay_stop.cancel();
+        if tokio::time::timeout(config.shutdown_drain, relay)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "outbox relay did not finish in time; events left are published at the next start"
+            );
         }
     }
-    // Requests are done: publish what they committed, then stop the relay.
-    relay_stop.cancel();
-    if tokio::time::timeout(config.shutdown_drain, relay)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "outbox relay did not finish in time; events left are published at the next start"
-        );
-    }
     runtime_sampler.abort();
-    db.close().await;
+    if let Some(db) = db {
+        db.close().await;
+    }
     tracing::info!("ordo stopped");
     Ok(())
+}
+
+/// `ORDO_DISCOVERY_NAMESPACE` (default `ordo`): the key prefix in etcd, so that deployments can
+/// share one etcd.
+fn discovery_namespace() -> String {
+    std::env::var("ORDO_DISCOVERY_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "ordo".to_owned())
+}
+
+/// Chooses each face of the API: this process's service when it runs the role, else the role's
+/// instances over gRPC when this process needs them, else a face that says it is not served
+/// here.
+struct Faces<'a> {
+    service: Option<Service>,
+    discovery: &'a ordo_discovery::Discovery,
+    api_key: Option<&'a str>,
+    stop: &'a CancellationToken,
+    /// The edge serves every face to the public.
+    edge: bool,
+}
+
+impl Faces<'_> {
+    fn local(&self) -> anyhow::Result<Arc<Service>> {
+        self.service
+            .clone()
+            .map(Arc::new)
+            .context("a local role without a database")
+    }
+
+    async fn remote(&self, role: &'static str) -> anyhow::Result<RoleChannel> {
+        let members = self
+            .discovery
+            .members(role)
+            .await
+            .with_context(|| format!("cannot discover the {role} role"))?;
+        Ok(RoleChannel::new(
+            role,
+            members,
+            self.api_key,
+            self.stop.clone(),
+        ))
+    }
+
+    async fn catalog(&self, local: bool, needed: bool) -> anyhow::Result<Arc<dyn CatalogApi>> {
+        Ok(if local {
+            self.local()?
+        } else if self.edge || needed {
+            Arc::new(RemoteCatalog(self.remote("inventory").await?))
+        } else {
+            Arc::new(NotServedHere("inventory"))
+        })
+    }
+
+    async fn orders(&self, local: bool) -> anyhow::Result<Arc<dyn OrdersApi>> {
+        Ok(if local {
+            self.local()?
+        } else if self.edge {
+            Arc::new(RemoteOrders(self.remote("orders").await?))
+        } else {
+            Arc::new(NotServedHere("orders"))
+        })
+    }
+
+    async fn payments(&self, local: bool) -> anyhow::Result<Arc<dyn PaymentsApi>> {
+        Ok(if local {
+            self.local()?
+        } else if self.edge {
+            Arc::new(RemotePayments(self.remote("payments").await?))
+        } else {
+            Arc::new(NotServedHere("payments"))
+        })
+    }
 }
 
 pub async fn connect_database(config: &Config) -> anyhow::Result<Database> {

@@ -8,6 +8,7 @@
 //! - [`api`]: the request inputs and response views (JSON and OpenAPI shapes of the contract).
 //! - [`auth`]: API keys, checked the same way by the REST and gRPC layers.
 //! - [`deadline`]: the current call's deadline, passed on to every downstream call.
+//! - [`ports`]: the faces REST and gRPC serve (catalogue, orders, payments), local or remote.
 //! - `catalog`: products, warehouses, stock.
 //! - `orders`: create (idempotent, reserving stock atomically), read, list, cancel, timeline.
 //! - `payments`: payment intents, provider callbacks, the sandbox provider, the payment timeout.
@@ -24,6 +25,7 @@ pub mod deadline;
 mod fulfillment;
 mod orders;
 mod payments;
+pub mod ports;
 
 pub use fulfillment::{FulfillmentSettings, PushStage, RiskStage, ScheduleStage, SplitStage};
 pub use orders::Created;
@@ -62,6 +64,9 @@ pub struct Service {
     payments: std::sync::Arc<payments::Payments>,
     /// Risk rules, carrier settings, the carrier client and its breakers.
     fulfillment: std::sync::Arc<fulfillment::Fulfillment>,
+    /// Where order prices come from when the `inventory` role runs in another process; `None`:
+    /// this database, read inside the order's transaction.
+    price_source: Option<std::sync::Arc<dyn ports::CatalogApi>>,
 }
 
 impl Service {
@@ -73,7 +78,15 @@ impl Service {
             fulfillment: std::sync::Arc::new(fulfillment::Fulfillment::new(
                 FulfillmentSettings::default(),
             )),
+            price_source: None,
         }
+    }
+
+    /// Prices orders with the products of `catalog` (the `inventory` role in another process),
+    /// read before the order's transaction begins, so no write waits on a network call.
+    pub fn with_price_source(mut self, catalog: std::sync::Arc<dyn ports::CatalogApi>) -> Self {
+        self.price_source = Some(catalog);
+        self
     }
 
     /// Uses `settings` for the fulfillment pipeline (the default: nothing blocked, the sandbox

@@ -140,6 +140,13 @@ impl Service {
         let order_id = new_order_id();
         let now = now_ms();
         let ids = step_ids();
+        let mut skus: Vec<&Sku> = new_order.lines.iter().map(|(sku, _)| sku).collect();
+        skus.sort();
+        skus.dedup();
+        let remote_prices = match &self.price_source {
+            Some(catalog) => Some(remote_prices(catalog.as_ref(), &skus).await?),
+            None => None,
+        };
 
         let mut tx = self.db.begin().await?;
         if let Some(key) = key {
@@ -170,10 +177,10 @@ impl Service {
         }
         tracing::Span::current().record("order.id", order_id.as_str());
 
-        let mut skus: Vec<&Sku> = new_order.lines.iter().map(|(sku, _)| sku).collect();
-        skus.sort();
-        skus.dedup();
-        let prices = tx.prices(&skus).await?;
+        let prices = match remote_prices {
+            Some(prices) => prices,
+            None => tx.prices(&skus).await?,
+        };
         let (priced, total) = price_lines(new_order.currency, &new_order.lines, |sku| {
             prices.get(sku).copied()
         })?;
@@ -432,4 +439,21 @@ fn view(record: OrderRecord) -> Result<OrderView> {
         trace_id: record.trace_id,
         shipments: Vec::new(),
     })
+}
+
+/// The prices of `skus` from another process's catalogue, fetched concurrently. An unknown SKU
+/// is left out, so pricing refuses it exactly as with a local catalogue.
+async fn remote_prices(
+    catalog: &dyn crate::ports::CatalogApi,
+    skus: &[&Sku],
+) -> Result<std::collections::HashMap<Sku, ordo_domain::money::Money>> {
+    let lookups = skus.iter().map(|sku| async move {
+        match catalog.product(sku.as_str()).await {
+            Ok(product) => Ok(Some(((*sku).clone(), product.price.parse("price")?))),
+            Err(error) if error.kind == ordo_domain::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    });
+    let found = futures::future::try_join_all(lookups).await?;
+    Ok(found.into_iter().flatten().collect())
 }

@@ -140,13 +140,13 @@ fn with_database_name(url: &str, database: &str) -> String {
 }
 
 /// A test's own database; a PostgreSQL one is dropped (best effort) with it.
-struct TestDatabase {
-    url: String,
+pub struct TestDatabase {
+    pub url: String,
     postgres: Option<(String, String)>, // (admin URL, database name)
 }
 
 impl TestDatabase {
-    async fn create(backend: &Backend, workdir: &Path) -> TestDatabase {
+    pub async fn create(backend: &Backend, workdir: &Path) -> TestDatabase {
         match backend {
             Backend::Sqlite => TestDatabase {
                 url: format!("sqlite://{}/ordo.db", workdir.display()),
@@ -353,7 +353,7 @@ impl ServerProcess {
     /// Waits for the start-up line `"message":"ordo is ready"` and returns its HTTP and admin
     /// addresses; panics with the captured output if it does not come within `READY_TIMEOUT`
     /// or the process exits first.
-    async fn wait_ready(&mut self) -> ReadyLine {
+    pub async fn wait_ready(&mut self) -> ReadyLine {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(ready) = self

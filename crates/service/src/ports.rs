@@ -1,0 +1,242 @@
+//! The three faces of ordo that REST and gRPC serve — catalogue and stock, orders, payments —
+//! as traits, one per role that owns it (`inventory`, `orders`, `payments`).
+//!
+//! In one process every face is the local [`Service`]; when roles run apart, a face is the
+//! gRPC client of the role that owns it (`ordo_grpc_api::client`). The transports only ever
+//! hold an [`Api`], so REST and gRPC keep one set of semantics whichever way ordo is deployed.
+
+use crate::api::*;
+use crate::{Created, PaymentCreated, Service};
+use async_trait::async_trait;
+use ordo_domain::Result;
+use std::sync::Arc;
+
+#[async_trait]
+pub trait CatalogApi: Send + Sync + 'static {
+    async fn put_product(&self, sku: &str, input: ProductInput) -> Result<ProductView>;
+    async fn product(&self, sku: &str) -> Result<ProductView>;
+    async fn put_warehouse(&self, id: &str, input: WarehouseInput) -> Result<WarehouseView>;
+    async fn put_stock(
+        &self,
+        sku: &str,
+        warehouse: &str,
+        input: StockInput,
+    ) -> Result<StockEntryView>;
+    async fn stock(&self, sku: &str) -> Result<StockView>;
+    /// Whether this face can serve now (its database answers, or a peer of its role is up).
+    async fn ready(&self) -> Result<()>;
+}
+
+#[async_trait]
+pub trait OrdersApi: Send + Sync + 'static {
+    async fn create_order(
+        &self,
+        idempotency_key: Option<&str>,
+        input: CreateOrderInput,
+    ) -> Result<Created>;
+    async fn order(&self, id: &str) -> Result<OrderView>;
+    async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage>;
+    async fn cancel_order(&self, id: &str) -> Result<OrderView>;
+    async fn timeline(&self, id: &str) -> Result<TimelineView>;
+    async fn ready(&self) -> Result<()>;
+}
+
+#[async_trait]
+pub trait PaymentsApi: Send + Sync + 'static {
+    async fn create_payment(
+        &self,
+        order_id: &str,
+        input: CreatePaymentInput,
+    ) -> Result<PaymentCreated>;
+    async fn order_payments(&self, order_id: &str) -> Result<PaymentList>;
+    async fn payment_callback(
+        &self,
+        provider: &str,
+        signature_header: Option<&str>,
+        raw_body: &[u8],
+    ) -> Result<PaymentCallbackAck>;
+    async fn ready(&self) -> Result<()>;
+}
+
+/// What a transport serves: each face local or remote. Cheap to clone.
+#[derive(Clone)]
+pub struct Api {
+    pub catalog: Arc<dyn CatalogApi>,
+    pub orders: Arc<dyn OrdersApi>,
+    pub payments: Arc<dyn PaymentsApi>,
+}
+
+impl Api {
+    /// Every face served by `service` (all roles in one process).
+    pub fn local(service: Service) -> Api {
+        let service = Arc::new(service);
+        Api {
+            catalog: service.clone(),
+            orders: service.clone(),
+            payments: service,
+        }
+    }
+
+    /// Ready when every face is.
+    pub async fn ready(&self) -> Result<()> {
+        self.catalog.ready().await?;
+        self.orders.ready().await?;
+        self.payments.ready().await
+    }
+}
+
+#[async_trait]
+impl CatalogApi for Service {
+    async fn put_product(&self, sku: &str, input: ProductInput) -> Result<ProductView> {
+        Service::put_product(self, sku, input).await
+    }
+    async fn product(&self, sku: &str) -> Result<ProductView> {
+        Service::product(self, sku).await
+    }
+    async fn put_warehouse(&self, id: &str, input: WarehouseInput) -> Result<WarehouseView> {
+        Service::put_warehouse(self, id, input).await
+    }
+    async fn put_stock(
+        &self,
+        sku: &str,
+        warehouse: &str,
+        input: StockInput,
+    ) -> Result<StockEntryView> {
+        Service::put_stock(self, sku, warehouse, input).await
+    }
+    async fn stock(&self, sku: &str) -> Result<StockView> {
+        Service::stock(self, sku).await
+    }
+    async fn ready(&self) -> Result<()> {
+        Service::ready(self).await
+    }
+}
+
+#[async_trait]
+impl OrdersApi for Service {
+    async fn create_order(
+        &self,
+        idempotency_key: Option<&str>,
+        input: CreateOrderInput,
+    ) -> Result<Created> {
+        Service::create_order(self, idempotency_key, input).await
+    }
+    async fn order(&self, id: &str) -> Result<OrderView> {
+        Service::order(self, id).await
+    }
+    async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage> {
+        Service::orders(self, query).await
+    }
+    async fn cancel_order(&self, id: &str) -> Result<OrderView> {
+        Service::cancel_order(self, id).await
+    }
+    async fn timeline(&self, id: &str) -> Result<TimelineView> {
+        Service::timeline(self, id).await
+    }
+    async fn ready(&self) -> Result<()> {
+        Service::ready(self).await
+    }
+}
+
+#[async_trait]
+impl PaymentsApi for Service {
+    async fn create_payment(
+        &self,
+        order_id: &str,
+        input: CreatePaymentInput,
+    ) -> Result<PaymentCreated> {
+        Service::create_payment(self, order_id, input).await
+    }
+    async fn order_payments(&self, order_id: &str) -> Result<PaymentList> {
+        Service::order_payments(self, order_id).await
+    }
+    async fn payment_callback(
+        &self,
+        provider: &str,
+        signature_header: Option<&str>,
+        raw_body: &[u8],
+    ) -> Result<PaymentCallbackAck> {
+        Service::payment_callback(self, provider, signature_header, raw_body).await
+    }
+    async fn ready(&self) -> Result<()> {
+        Service::ready(self).await
+    }
+}
+
+/// The face of a role this process neither runs nor calls (a `workers` process has no use for
+/// orders): every call is `unavailable`, naming the role; readiness is not affected.
+pub struct NotServedHere(pub &'static str);
+
+impl NotServedHere {
+    fn refuse<T>(&self) -> Result<T> {
+        Err(ordo_domain::Error::unavailable(format!(
+            "the {} role does not run in this process",
+            self.0
+        )))
+    }
+}
+
+#[async_trait]
+impl CatalogApi for NotServedHere {
+    async fn put_product(&self, _: &str, _: ProductInput) -> Result<ProductView> {
+        self.refuse()
+    }
+    async fn product(&self, _: &str) -> Result<ProductView> {
+        self.refuse()
+    }
+    async fn put_warehouse(&self, _: &str, _: WarehouseInput) -> Result<WarehouseView> {
+        self.refuse()
+    }
+    async fn put_stock(&self, _: &str, _: &str, _: StockInput) -> Result<StockEntryView> {
+        self.refuse()
+    }
+    async fn stock(&self, _: &str) -> Result<StockView> {
+        self.refuse()
+    }
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl OrdersApi for NotServedHere {
+    async fn create_order(&self, _: Option<&str>, _: CreateOrderInput) -> Result<Created> {
+        self.refuse()
+    }
+    async fn order(&self, _: &str) -> Result<OrderView> {
+        self.refuse()
+    }
+    async fn orders(&self, _: ListOrdersQuery) -> Result<OrderPage> {
+        self.refuse()
+    }
+    async fn cancel_order(&self, _: &str) -> Result<OrderView> {
+        self.refuse()
+    }
+    async fn timeline(&self, _: &str) -> Result<TimelineView> {
+        self.refuse()
+    }
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PaymentsApi for NotServedHere {
+    async fn create_payment(&self, _: &str, _: CreatePaymentInput) -> Result<PaymentCreated> {
+        self.refuse()
+    }
+    async fn order_payments(&self, _: &str) -> Result<PaymentList> {
+        self.refuse()
+    }
+    async fn payment_callback(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: &[u8],
+    ) -> Result<PaymentCallbackAck> {
+        self.refuse()
+    }
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+}
