@@ -111,7 +111,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, protocol, operation, rest_url, grpc_url, seconds, concurrency] = args.as_slice() else {
+    let [
+        _,
+        protocol,
+        operation,
+        rest_url,
+        grpc_url,
+        seconds,
+        concurrency,
+    ] = args.as_slice()
+    else {
         return Err(
             "usage: rpc_bench (rest|grpc) (create|get) REST_URL GRPC_URL SECONDS CONCURRENCY"
                 .into(),
@@ -187,8 +196,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     latencies.sort();
     println!(
         "{:<5} {:<7} requests {:>7}  errors {:>5}  {:>9.1} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
-        if protocol == Protocol::Rest { "REST" } else { "gRPC" },
-        if operation == Operation::Create { "create" } else { "get" },
+        if protocol == Protocol::Rest {
+            "REST"
+        } else {
+            "gRPC"
+        },
+        if operation == Operation::Create {
+            "create"
+        } else {
+            "get"
+        },
         latencies.len(),
         errors.load(Ordering::Relaxed),
         latencies.len() as f64 / elapsed,

@@ -623,26 +623,20 @@ async fn api_keys_guard_rest_and_grpc_but_not_health_or_callbacks() {
     // REST: no key → 401 with the error body; a key in either header passes.
     let refused = server.get("/v1/products/TEA-001").await;
     assert_error(&refused, 401, "unauthenticated");
-    let with_key = send(
-        server
-            .request(reqwest::Method::GET, "/v1/products/TEA-001")
-            .header("x-api-key", "key-b"),
-    )
-    .await;
-    assert_error(&with_key, 404, "not_found");
-    let bearer = send(
-        server
-            .request(reqwest::Method::GET, "/v1/products/TEA-001")
-            .header("authorization", "Bearer key-a"),
-    )
-    .await;
-    assert_error(&bearer, 404, "not_found");
-    let wrong = send(
-        server
-            .request(reqwest::Method::GET, "/v1/products/TEA-001")
-            .header("x-api-key", "key-c"),
-    )
-    .await;
+    let product_with = |name: &'static str, value: &'static str| {
+        send(
+            server
+                .request(reqwest::Method::GET, "/v1/products/TEA-001")
+                .header(name, value),
+        )
+    };
+    assert_error(&product_with("x-api-key", "key-b").await, 404, "not_found");
+    assert_error(
+        &product_with("authorization", "Bearer key-a").await,
+        404,
+        "not_found",
+    );
+    let wrong = product_with("x-api-key", "key-c").await;
     assert_error(&wrong, 401, "unauthenticated");
     // Callbacks authenticate by signature: no key needed to be heard (and refused for the
     // missing signature, not the key).

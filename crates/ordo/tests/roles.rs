@@ -236,6 +236,22 @@ async fn split_deployment_scenario(backend: Backend, found: Found) {
         );
     }
 
+    // The edge measured its calls to orders.
+    let metrics = send(deployment.client.get(format!(
+        "http://{}/metrics",
+        deployment.node("edge").ready.admin_addr
+    )))
+    .await
+    .expect_status(200)
+    .text;
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "rpc_client_duration_seconds_count{rpc_service=\"ordo.v1.OrdersService\",\
+             rpc_method=\"CreateOrder\",rpc_grpc_status_code=\"0\"}"
+        )),
+        "{metrics}"
+    );
+
     // Reads through the edge, answered by inventory and orders.
     let stock = send(
         deployment
@@ -319,6 +335,22 @@ mod through_etcd {
         split_deployment_scenario(backend, found).await;
     }
 
+    /// Waits up to 5 s until `members` holds `count` instances.
+    async fn wait_for_members(
+        members: &mut ordo_discovery::Members,
+        count: usize,
+    ) -> Result<(), tokio::time::error::Elapsed> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while members.borrow_and_update().len() != count {
+                if members.changed().await.is_err() {
+                    // Discovery stopped: the count can no longer change; let the time run out.
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+    }
+
     /// A process stopped gracefully leaves etcd at once (not one lease later), and one started
     /// later joins the running edge's balancer without a restart.
     #[tokio::test(flavor = "multi_thread")]
@@ -346,16 +378,15 @@ mod through_etcd {
             .find(|n| n.name == "inventory-1")
             .unwrap();
         node.process.signal(libc::SIGTERM);
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while inventory.borrow_and_update().len() != 1 {
-                inventory.changed().await.unwrap();
-            }
-        })
-        .await
-        .expect("inventory-1 left etcd well within its 10 s lease");
+        wait_for_members(&mut inventory, 1)
+            .await
+            .expect("inventory-1 left etcd well within its 10 s lease");
         for i in 0..10 {
             deployment
-                .post("/v1/orders", &order_body(&format!("after-leave-{i}"), &[(MUG, 1)]))
+                .post(
+                    "/v1/orders",
+                    &order_body(&format!("after-leave-{i}"), &[(MUG, 1)]),
+                )
                 .await
                 .expect_status(201);
         }
@@ -374,19 +405,18 @@ mod through_etcd {
             process,
             ready,
         });
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while inventory.borrow_and_update().len() != 2 {
-                inventory.changed().await.unwrap();
-            }
-        })
-        .await
-        .expect("inventory-3 registered");
+        wait_for_members(&mut inventory, 2)
+            .await
+            .expect("inventory-3 registered");
         // Give the edge's probe a moment to admit it, then take the old one away.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         deployment.kill("inventory-2");
         for i in 0..10 {
             let reply = deployment
-                .post("/v1/orders", &order_body(&format!("after-join-{i}"), &[(MUG, 1)]))
+                .post(
+                    "/v1/orders",
+                    &order_body(&format!("after-join-{i}"), &[(MUG, 1)]),
+                )
                 .await;
             assert_eq!(reply.status, 201, "{}\n{}", reply.text, deployment.output());
         }
