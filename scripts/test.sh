@@ -8,11 +8,13 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# "command:package" pairs: a Debian package is installed when its command is missing.
+# "command:package" pairs: a Debian package is installed when its command is missing (a command
+# given as an absolute path is a file that must exist).
 REQUIRED_PACKAGES=(
   "wrk:wrk"
   "promtool:prometheus"
-  "protoc:protobuf-compiler" # etcd-client's build (the `etcd` feature)
+  "protoc:protobuf-compiler" # etcd-client's build (the `etcd` feature)...
+  "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" # ...and protoc's includes
   "etcd:etcd-server"         # the split-deployment and discovery tests start their own etcd
 )
 
@@ -41,7 +43,9 @@ ensure_packages() {
   for pair in "${REQUIRED_PACKAGES[@]}"; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
-    if ! command -v "$cmd" >/dev/null 2>&1; then
+    if [[ $cmd == /* ]]; then
+      [[ -e $cmd ]] || missing+=("$pkg")
+    elif ! command -v "$cmd" >/dev/null 2>&1; then
       missing+=("$pkg")
     fi
   done

@@ -190,7 +190,10 @@ async fn members_converge_after_etcd_restarts() {
     let Some(mut server) = EtcdServer::start().await else {
         return;
     };
-    let serving = connect(&server).await;
+    // A short TTL, so that the registration made before the restart outlives it only if its
+    // keep-alive recovers (etcd keeps leases across a restart, but not their renewal).
+    let ttl = Duration::from_secs(2);
+    let serving = connect(&server).await.with_ttl(ttl);
     let reading = connect(&server).await;
     let mut workers = reading.members("workers").await.unwrap();
     let before = serving
@@ -226,6 +229,11 @@ async fn members_converge_after_etcd_restarts() {
             instance("workers-2", "http://127.0.0.1:50092"),
         ])
     );
+
+    // The registration from before the restart is kept alive again: still listed after more
+    // than twice its TTL.
+    tokio::time::sleep(ttl * 5 / 2).await;
+    assert_eq!(ids(&workers.borrow()), ["workers-1", "workers-2"]);
 
     // And the followed set still follows: a deregistration after the restart shows.
     before.deregister().await;
@@ -268,4 +276,25 @@ async fn unknown_schemes_and_unreachable_etcd_fail_fast_with_an_error() {
         .await
         .unwrap_err();
     assert!(malformed.0.contains("etcd://127.0.0.1"), "{malformed}");
+}
+
+#[tokio::test]
+async fn deregistering_while_etcd_is_down_returns_within_its_bound() {
+    logs();
+    let Some(mut server) = EtcdServer::start().await else {
+        return;
+    };
+    let discovery = connect(&server).await;
+    let registration = discovery
+        .register("edge", "edge-1", "127.0.0.1:50101")
+        .await
+        .unwrap();
+    server.kill();
+    let started = Instant::now();
+    registration.deregister().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "deregistration took {:?}",
+        started.elapsed()
+    );
 }
