@@ -190,7 +190,8 @@ pub async fn serve(
         ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Small unary answers: without TCP_NODELAY each waits for the peer's delayed ACK.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             signal,
         )
         .await;

@@ -17,6 +17,88 @@ backend_tests!(
     a_split_deployment_found_by_static_lists_serves_one_trace_and_survives_a_dead_inventory,
 );
 
+/// The edge's deadline travels with its call to orders, and on to orders' calls to inventory:
+/// with every inventory process frozen, the orders process gives up when the edge's deadline
+/// passes — not at its own, much longer, request timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callers_deadline_bounds_every_downstream_call() {
+    let mut deployment = Deployment::start(
+        Backend::sqlite(),
+        Found::Static,
+        &[("ORDO_REQUEST_TIMEOUT_MS", "60000".to_owned())],
+    )
+    .await;
+    deployment.seed().await;
+    for name in ["inventory-1", "inventory-2"] {
+        let node = deployment.nodes.iter_mut().find(|n| n.name == name).unwrap();
+        node.process.signal(libc::SIGSTOP);
+    }
+    // A gRPC caller at the edge with a 700 ms deadline (the edge's own request timeout, and
+    // every process's, is 60 s here).
+    let started = Instant::now();
+    let mut orders = ordo_grpc_api::pb::orders_service_client::OrdersServiceClient::connect(
+        format!("http://{}", deployment.node("edge").ready.grpc_addr),
+    )
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(ordo_grpc_api::pb::CreateOrderRequest {
+        customer_id: "deadline".into(),
+        currency: "USD".into(),
+        items: vec![ordo_grpc_api::pb::OrderItemInput {
+            sku: TEA.into(),
+            quantity: 1,
+        }],
+        shipping_address: Some(ordo_grpc_api::pb::Address {
+            name: "N".into(),
+            line1: "L".into(),
+            city: "C".into(),
+            postal_code: "1".into(),
+            country: "TH".into(),
+        }),
+        contact: Some(ordo_grpc_api::pb::Contact {
+            email: "a@example.com".into(),
+            phone: None,
+        }),
+    });
+    request.set_timeout(Duration::from_millis(700));
+    let status = orders.create_order(request).await.unwrap_err();
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{status:?}"
+    );
+    // The orders process ended its side of the call within the deadline too: its access line
+    // for CreateOrder (DEADLINE_EXCEEDED, 4) is there well before its own 60 s timeout.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ended = deployment
+            .node("orders")
+            .process
+            .stdout_lines()
+            .iter()
+            .any(|l| {
+                l.contains("\"rpc_method\":\"CreateOrder\"")
+                    && l.contains("\"rpc_grpc_status_code\":4")
+            });
+        if ended {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orders kept working past the caller's deadline\n{}",
+            deployment.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for name in ["inventory-1", "inventory-2"] {
+        let node = deployment.nodes.iter_mut().find(|n| n.name == name).unwrap();
+        node.process.signal(libc::SIGCONT);
+    }
+}
+
 /// How the processes find each other.
 #[derive(Clone)]
 enum Found {
