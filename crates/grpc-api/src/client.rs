@@ -155,6 +155,19 @@ impl RoleChannel {
                     ))),
                 }
             };
+            // tonic's channel enforces the `grpc-timeout` it sends, answering CANCELLED
+            // ("Timeout expired") when it runs out: that is this call's deadline.
+            let outcome = outcome.map_err(|status| {
+                let expired = tokio::time::Instant::now() >= deadline;
+                if status.code() == tonic::Code::Cancelled && expired {
+                    tonic::Status::deadline_exceeded(format!(
+                        "no answer from the {} role within the deadline",
+                        self.role
+                    ))
+                } else {
+                    status
+                }
+            });
             let code = outcome
                 .as_ref()
                 .map_or_else(|s| s.code(), |_| tonic::Code::Ok);

@@ -30,7 +30,11 @@ async fn the_callers_deadline_bounds_every_downstream_call() {
     .await;
     deployment.seed().await;
     for name in ["inventory-1", "inventory-2"] {
-        let node = deployment.nodes.iter_mut().find(|n| n.name == name).unwrap();
+        let node = deployment
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap();
         node.process.signal(libc::SIGSTOP);
     }
     // A gRPC caller at the edge with a 700 ms deadline (the edge's own request timeout, and
@@ -94,7 +98,11 @@ async fn the_callers_deadline_bounds_every_downstream_call() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     for name in ["inventory-1", "inventory-2"] {
-        let node = deployment.nodes.iter_mut().find(|n| n.name == name).unwrap();
+        let node = deployment
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap();
         node.process.signal(libc::SIGCONT);
     }
 }
