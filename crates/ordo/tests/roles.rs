@@ -111,7 +111,11 @@ async fn the_callers_deadline_bounds_every_downstream_call() {
 #[derive(Clone)]
 enum Found {
     Static,
-    Etcd { url: String, namespace: String },
+    #[cfg(feature = "etcd")]
+    Etcd {
+        url: String,
+        namespace: String,
+    },
 }
 
 /// One process of the deployment.
@@ -160,6 +164,7 @@ impl Deployment {
                     env.push(("ORDO_PEERS_ORDERS".into(), orders.clone()));
                     env.push(("ORDO_PEERS_PAYMENTS".into(), orders));
                 }
+                #[cfg(feature = "etcd")]
                 Found::Etcd { url, namespace } => {
                     env.push(("ORDO_DISCOVERY".into(), url.clone()));
                     env.push(("ORDO_DISCOVERY_NAMESPACE".into(), namespace.clone()));
