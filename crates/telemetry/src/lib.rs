@@ -142,7 +142,13 @@ pub fn init(
         .with_tracer(provider.tracer("ordo"))
         .with_tracked_inactivity(false)
         .with_threads(false)
-        .with_filter(EnvFilter::new(TRACE_FILTER));
+        // `Targets`, not `EnvFilter`: the same syntax for targets and levels, without the
+        // per-span field matching an `EnvFilter` evaluates on every span it sees.
+        .with_filter(
+            TRACE_FILTER
+                .parse::<tracing_subscriber::filter::Targets>()
+                .map_err(|e| TelemetryError(format!("invalid trace filter: {e}")))?,
+        );
 
     let directives = env("RUST_LOG")
         .filter(|v| !v.is_empty())
