@@ -95,3 +95,24 @@ async fn loadgen_fails_when_nothing_answers() {
     assert!(stdout.contains("create     transport error: 3"), "{report}");
     assert!(stdout.contains("create failed: 3"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_sends_the_api_key_an_instance_requires() {
+    let server =
+        TestServer::start_with_env(Backend::sqlite(), &[("ORDO_API_KEYS", "loadgen-key")]).await;
+    let target = server.base_url();
+    let args = ["--target", &target, "--orders", "5", "--concurrency", "2"];
+    let with_key = loadgen(&[&args[..], &["--api-key", "loadgen-key"]].concat()).await;
+    let report = describe(&with_key);
+    assert!(with_key.status.success(), "{report}");
+    assert!(
+        String::from_utf8_lossy(&with_key.stdout).contains("create     201: 5"),
+        "{report}"
+    );
+    // Without the key the first request is refused, and the load generator says why.
+    let without = loadgen(&args).await;
+    let report = describe(&without);
+    assert!(!without.status.success(), "{report}");
+    assert!(report.contains("401"), "{report}");
+    assert!(report.contains("unauthenticated"), "{report}");
+}

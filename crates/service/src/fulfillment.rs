@@ -372,6 +372,19 @@ struct Failure {
     detail: String,
 }
 
+impl Failure {
+    /// The order could not be fulfilled: `fulfillment_failed`, for `reason`.
+    fn fulfillment(reason: &'static str, detail: String) -> Failure {
+        Failure {
+            event: OrderEvent::FulfillmentFailed,
+            kind: "fulfillment_failed",
+            topic: topics::ORDER_FULFILLMENT_FAILED,
+            reason,
+            detail,
+        }
+    }
+}
+
 enum Pushed {
     Accepted { status: Option<u16> },
     Refused { status: u16 },
@@ -546,13 +559,10 @@ impl Service {
             tx,
             &order,
             status,
-            Failure {
-                event: OrderEvent::FulfillmentFailed,
-                kind: "fulfillment_failed",
-                topic: topics::ORDER_FULFILLMENT_FAILED,
-                reason: "stage_failed",
-                detail: format!("the {stage} stage kept failing: {error}"),
-            },
+            Failure::fulfillment(
+                "stage_failed",
+                format!("the {stage} stage kept failing: {error}"),
+            ),
         )
         .await?;
         Ok(true)
@@ -849,16 +859,10 @@ impl Service {
                     tx,
                     &order,
                     status,
-                    Failure {
-                        event: OrderEvent::FulfillmentFailed,
-                        kind: "fulfillment_failed",
-                        topic: topics::ORDER_FULFILLMENT_FAILED,
-                        reason: "carrier_failed",
-                        detail: format!(
-                            "shipment {} could not be handed to its carrier",
-                            failed.id
-                        ),
-                    },
+                    Failure::fulfillment(
+                        "carrier_failed",
+                        format!("shipment {} could not be handed to its carrier", failed.id),
+                    ),
                 )
                 .await;
         }

@@ -198,35 +198,37 @@ impl WriteTx {
 
     /// Records the carrier's final answer: `pushing` becomes `to` (`accepted` or `failed`).
     pub async fn finish_shipment_push(&mut self, id: &str, to: &str, now_ms: i64) -> Result<bool> {
-        let backend = self.backend();
-        let updated = sqlx::query(
-            "UPDATE shipments SET status = $1, updated_at_ms = $2
-             WHERE id = $3 AND status = 'pushing'",
-        )
-        .bind(to)
-        .bind(now_ms)
-        .bind(id)
-        .execute(self.connection())
-        .traced(backend, "UPDATE shipments")
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        self.move_shipment(id, to, "'pushing'", now_ms).await
     }
 
     /// Gives up on a shipment the carrier has not accepted (`pending`, `scheduled` or
     /// `pushing` becomes `failed`); `false` if it was already accepted or failed.
     pub async fn fail_unfinished_shipment(&mut self, id: &str, now_ms: i64) -> Result<bool> {
+        self.move_shipment(id, "failed", "'pending', 'scheduled', 'pushing'", now_ms)
+            .await
+    }
+
+    /// Sets shipment `id` to status `to` if its status is one of `from` (a fixed SQL list of
+    /// literals, never input); `false` when it was not, and nothing changed.
+    async fn move_shipment(
+        &mut self,
+        id: &str,
+        to: &str,
+        from: &'static str,
+        now_ms: i64,
+    ) -> Result<bool> {
         let backend = self.backend();
-        let updated = sqlx::query(
-            "UPDATE shipments SET status = 'failed', updated_at_ms = $1
-             WHERE id = $2 AND status IN ('pending', 'scheduled', 'pushing')",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(self.connection())
-        .traced(backend, "UPDATE shipments")
-        .await?
-        .rows_affected();
+        let sql = format!(
+            "UPDATE shipments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ({from})"
+        );
+        let updated = sqlx::query(AssertSqlSafe(sql))
+            .bind(to)
+            .bind(now_ms)
+            .bind(id)
+            .execute(self.connection())
+            .traced(backend, "UPDATE shipments")
+            .await?
+            .rows_affected();
         Ok(updated == 1)
     }
 
