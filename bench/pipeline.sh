@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The "Pipeline" benchmark of BENCHMARKS.md: paid orders per second through to `shipped`, and
 # the paid→shipped latency read from each order's timeline, with `ordo loadgen --pay --follow`
-# against a release build on SQLite, once with the in-process dispatcher and once on RabbitMQ.
+# against a release build: SQLite with the in-process dispatcher, on RabbitMQ and on NATS
+# JetStream, and PostgreSQL with the in-process dispatcher.
 #
 # Usage: bash bench/pipeline.sh [orders, default 2000]
 # Environment: CONCURRENCY (default 64), PAYMENT_DELAY_MS (the sandbox provider's approval
-# delay, default 50), ORDO_BENCH_AMQP (default amqp://guest:guest@127.0.0.1:5672/%2f; set it
-# to `none` to skip RabbitMQ).
+# delay, default 50), ORDO_BENCH_AMQP (default amqp://guest:guest@127.0.0.1:5672/%2f),
+# ORDO_BENCH_NATS (default nats://127.0.0.1:4222), ORDO_BENCH_POSTGRES (default
+# postgres://postgres@127.0.0.1:5432); set any of them to `none` to skip that run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORDERS=${1:-2000}
 CONCURRENCY=${CONCURRENCY:-64}
 PAYMENT_DELAY_MS=${PAYMENT_DELAY_MS:-50}
 AMQP=${ORDO_BENCH_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}
+NATS=${ORDO_BENCH_NATS:-nats://127.0.0.1:4222}
+PG=${ORDO_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
+PG_DB=ordo_pipeline_bench
 WORK=$(mktemp -d)
 NAMESPACES=()
 cleanup() {
@@ -27,6 +32,9 @@ cleanup() {
     rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$ns.events\">>), false, <<\"bench\">>)." \
       >/dev/null 2>&1 || true
   done
+  if [ "$PG" != none ]; then
+    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -60,4 +68,14 @@ if [ "$AMQP" != none ]; then
   NS="bench_$(date +%s)_$$"
   NAMESPACES+=("$NS")
   bench_pipeline sqlite-rabbitmq ORDO_BROKER_URL="$AMQP" ORDO_BROKER_NAMESPACE="$NS"
+fi
+
+if [ "$NATS" != none ]; then
+  # The stream <NS>_EVENTS stays on the NATS server (file storage); the namespace is unique.
+  bench_pipeline sqlite-nats ORDO_BROKER_URL="$NATS" ORDO_BROKER_NAMESPACE="bench_$(date +%s)_$$"
+fi
+
+if [ "$PG" != none ]; then
+  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" >/dev/null
+  bench_pipeline postgres-inprocess ORDO_DATABASE_URL="$PG/$PG_DB"
 fi
