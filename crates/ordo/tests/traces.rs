@@ -350,3 +350,26 @@ async fn spans_still_queued_at_shutdown_are_flushed_before_exit() {
         .await;
     assert_one_tree(&spans, "");
 }
+
+/// Background jobs look for work all the time (the relay every 200 ms, the payment timeout at a
+/// quarter of the timeout): looking finds nothing on an idle service and exports nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_service_exports_no_traces() {
+    let receiver = OtlpReceiver::grpc().await;
+    let mut env = receiver.env();
+    // Sweeps every 250 ms.
+    env.push(("ORDO_PAYMENT_TIMEOUT_SECS", "1".to_owned()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A request flushes the batch exporter's queue soon after; only its trace may arrive.
+    let (trace_id, _) = server.get("/v1/products/NONE").await.traceparent();
+    receiver.trace(&trace_id, |spans| !spans.is_empty()).await;
+    let others: Vec<String> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id != trace_id)
+        .map(|s| s.name)
+        .collect();
+    assert!(others.is_empty(), "an idle service exported {others:?}");
+}

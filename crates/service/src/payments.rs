@@ -612,9 +612,11 @@ impl Service {
     /// event id is fixed, so one that was delivered after all changes nothing. Each resumed
     /// approval runs in its order's trace, under the step that created the payment.
     pub async fn resume_sandbox_payments(&self) -> Result<usize> {
+        // The look is housekeeping; each payment resumed continues in its order's trace.
         let pending = self
             .db
             .pending_payments_of_provider(Provider::Sandbox.as_str(), 10_000)
+            .instrument(propagation::unexported_span("resume sandbox payments"))
             .await?;
         for payment in &pending {
             let step = tracing::info_span!(parent: None, "resume_sandbox_payment",
@@ -663,19 +665,25 @@ impl Service {
     /// One run of the payment-timeout job: cancels up to a batch of the oldest orders unpaid for
     /// longer than the timeout and releases their stock.
     ///
-    /// Traces: the run is one root span, `payment_timeout_sweep`; each order's cancel is a span
-    /// `payment_timeout` in that order's own trace (child of the step that created the order),
-    /// linked to the run's span.
+    /// Traces: a run that finds orders to cancel is one root span, `payment_timeout_sweep`; each
+    /// order's cancel is a span `payment_timeout` in that order's own trace (child of the step
+    /// that created the order), linked to the run's span. A run that finds none exports nothing.
     pub async fn sweep_unpaid_orders(&self) -> Result<SweepReport> {
+        let timeout_ms = i64::try_from(self.payments.timeout.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms().saturating_sub(timeout_ms);
+        // Looking is housekeeping: a run that finds nothing exports no trace, so an idle
+        // service does not send a one-span trace every few seconds.
+        let unpaid = self
+            .db
+            .unpaid_orders_created_before(cutoff, SWEEP_BATCH)
+            .instrument(propagation::unexported_span("payment timeout poll"))
+            .await?;
+        if unpaid.is_empty() {
+            return Ok(SweepReport::default());
+        }
         let sweep = tracing::info_span!(parent: None, "payment_timeout_sweep",
-            orders.examined = field::Empty, orders.cancelled = field::Empty);
+            orders.examined = unpaid.len(), orders.cancelled = field::Empty);
         let run = async {
-            let timeout_ms = i64::try_from(self.payments.timeout.as_millis()).unwrap_or(i64::MAX);
-            let cutoff = now_ms().saturating_sub(timeout_ms);
-            let unpaid = self
-                .db
-                .unpaid_orders_created_before(cutoff, SWEEP_BATCH)
-                .await?;
             let mut report = SweepReport {
                 examined: unpaid.len(),
                 cancelled: 0,
@@ -689,9 +697,7 @@ impl Service {
                     report.cancelled += 1;
                 }
             }
-            let current = tracing::Span::current();
-            current.record("orders.examined", report.examined);
-            current.record("orders.cancelled", report.cancelled);
+            tracing::Span::current().record("orders.cancelled", report.cancelled);
             if report.cancelled > 0 {
                 tracing::info!(
                     orders.cancelled = report.cancelled,

@@ -150,11 +150,17 @@ impl Database {
             .map_err(|e| Error::unavailable(format!("cannot apply database migrations: {e}")))
     }
 
-    /// Answers whether the database can run a query now (the readiness check).
+    /// Answers whether the database can run a query now (the readiness check). Probes run
+    /// every second or so (gRPC health, `/readyz`, start-up): housekeeping, never exported as
+    /// traces (the statement is still timed in the database histogram).
     pub async fn ping(&self) -> Result<()> {
+        use tracing::Instrument;
         sqlx::query("SELECT 1")
             .execute(&self.reader)
             .traced(self.backend, "SELECT 1")
+            .instrument(ordo_telemetry::propagation::unexported_span(
+                "database ping",
+            ))
             .await
             .map(|_| ())
     }
