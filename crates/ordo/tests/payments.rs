@@ -15,7 +15,7 @@ use common::*;
 use hmac::{Hmac, Mac};
 use otlp::{OtlpReceiver, assert_one_tree, describe};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 backend_tests!(
     the_sandbox_pays_an_order_on_its_own,
@@ -51,7 +51,7 @@ async fn a_payment_arriving_after_the_order_was_cancelled_is_refunded(backend: B
         "the webhook provider is asked for the money back: {}",
         payments.text
     );
-    let events = timeline(&server, &order_id).await;
+    let events = server.timeline(&order_id).await;
     let kinds = types(&events);
     assert_eq!(
         kinds[kinds.len() - 2..],
@@ -60,7 +60,7 @@ async fn a_payment_arriving_after_the_order_was_cancelled_is_refunded(backend: B
     );
     // A replay of the same callback refunds nothing more.
     webhook_callback(&server, &body).await.expect_status(200);
-    assert_eq!(timeline(&server, &order_id).await.len(), events.len());
+    assert_eq!(server.timeline(&order_id).await.len(), events.len());
 }
 
 const WEBHOOK_SECRET: &str = "whsec_test_payments_0123456789";
@@ -143,31 +143,9 @@ async fn wait_for_status(server: &TestServer, order_id: &str, status: &str) -> V
     // A paid order goes on through the fulfillment pipeline (risk, split, schedule, the sandbox
     // carrier) to `shipped`: "paid" is waited for as the pipeline's end, where it rests.
     let status = if status == "paid" { "shipped" } else { status };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let order = server.get_order(order_id).await;
-        if order["status"] == status {
-            return order;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "order {order_id} is still {} after 10 s, expected {status}\n{}",
-            order["status"],
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn timeline(server: &TestServer, order_id: &str) -> Vec<Value> {
     server
-        .get(&format!("/v1/orders/{order_id}/timeline"))
+        .wait_for_order_status(order_id, status, Duration::from_secs(10))
         .await
-        .expect_status(200)
-        .body["events"]
-        .as_array()
-        .expect("events array")
-        .clone()
 }
 
 fn types(events: &[Value]) -> Vec<&str> {
@@ -200,7 +178,7 @@ async fn the_sandbox_pays_an_order_on_its_own(backend: Backend) {
     let paid = wait_for_status(&server, &order_id, "paid").await;
     assert_eq!(paid["total"], order["total"]);
 
-    let events = timeline(&server, &order_id).await;
+    let events = server.timeline(&order_id).await;
     assert_eq!(
         types(&events)[..3],
         ["order_created", "payment_requested", "payment_succeeded"],
@@ -319,7 +297,7 @@ async fn webhook_callbacks_are_authenticated_and_idempotent(backend: Backend) {
         server.get_order(&order_id).await["status"],
         "pending_payment"
     );
-    assert_eq!(types(&timeline(&server, &order_id).await).len(), 2);
+    assert_eq!(types(&server.timeline(&order_id).await).len(), 2);
 
     // Signed but malformed bodies are 400s.
     for bad in [
@@ -370,7 +348,7 @@ async fn webhook_callbacks_are_authenticated_and_idempotent(backend: Backend) {
         json!({"event_id": "evt_paid_1", "outcome": "succeeded"})
     );
     wait_for_status(&server, &order_id, "paid").await;
-    let events = timeline(&server, &order_id).await;
+    let events = server.timeline(&order_id).await;
     assert_eq!(
         types(&events)[..3],
         ["order_created", "payment_requested", "payment_succeeded"]
@@ -384,7 +362,7 @@ async fn webhook_callbacks_are_authenticated_and_idempotent(backend: Backend) {
         .await
         .expect_status(200);
     assert_eq!(replay.body, reply.body);
-    assert_eq!(timeline(&server, &order_id).await, events);
+    assert_eq!(server.timeline(&order_id).await, events);
     let payments = server
         .get(&format!("/v1/orders/{order_id}/payments"))
         .await
@@ -398,7 +376,7 @@ async fn webhook_callbacks_are_authenticated_and_idempotent(backend: Backend) {
     let reply = webhook_callback(&server, &late).await.expect_status(200);
     assert_eq!(reply.body["outcome"], "payment_not_pending");
     assert_eq!(server.get_order(&order_id).await["status"], "shipped");
-    assert_eq!(timeline(&server, &order_id).await, events);
+    assert_eq!(server.timeline(&order_id).await, events);
 }
 
 async fn a_mismatched_or_failed_payment_leaves_the_order_unpaid(backend: Backend) {
@@ -423,7 +401,7 @@ async fn a_mismatched_or_failed_payment_leaves_the_order_unpaid(backend: Backend
         server.get_order(&order_id).await["status"],
         "pending_payment"
     );
-    let events = timeline(&server, &order_id).await;
+    let events = server.timeline(&order_id).await;
     assert_eq!(
         types(&events),
         [
@@ -442,7 +420,7 @@ async fn a_mismatched_or_failed_payment_leaves_the_order_unpaid(backend: Backend
         "pending_payment"
     );
     assert_eq!(
-        types(&timeline(&server, &order_id).await).last(),
+        types(&server.timeline(&order_id).await).last(),
         Some(&"payment_failed")
     );
     assert_eq!(server.reserved(TEA).await, 1, "stock stays reserved");
@@ -581,7 +559,7 @@ async fn the_payment_timeout_cancels_unpaid_orders_and_releases_their_stock(back
     assert_eq!(server.reserved("UNPAID-1").await, 0);
     let stock = server.stock("UNPAID-1").await;
     assert_eq!(stock["available"], 10);
-    let events = timeline(&server, &unpaid_id).await;
+    let events = server.timeline(&unpaid_id).await;
     let last = events.last().unwrap();
     assert_eq!(last["type"], "order_cancelled");
     assert!(
@@ -619,7 +597,7 @@ async fn the_timeout_cancel_is_a_span_in_the_orders_trace_linked_to_the_job_run(
     let order = new_order(&server, "traced-timeout", "TIMED-1", 2).await;
     let order_id = id_of(&order);
     let trace_id = order["trace_id"].as_str().unwrap().to_owned();
-    let created_span = timeline(&server, &order_id).await[0]["span_id"]
+    let created_span = server.timeline(&order_id).await[0]["span_id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -162,31 +162,9 @@ async fn paid_two_warehouse_order(server: &TestServer, customer: &str) -> Value 
 }
 
 async fn wait_for_status(server: &TestServer, order_id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let order = server.get_order(order_id).await;
-        if order["status"] == status {
-            return order;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "order {order_id} is still {} after 15 s, expected {status}\n{}",
-            order["status"],
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn timeline(server: &TestServer, order_id: &str) -> Vec<Value> {
     server
-        .get(&format!("/v1/orders/{order_id}/timeline"))
+        .wait_for_order_status(order_id, status, Duration::from_secs(15))
         .await
-        .expect_status(200)
-        .body["events"]
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 fn types(events: &[Value]) -> Vec<String> {
@@ -258,7 +236,7 @@ async fn a_paid_order_ships_in_one_shipment_per_warehouse(backend: Backend) {
         assert_eq!(push.body["shipping_address"]["country"], "TH");
     }
 
-    let events = timeline(&server, &id).await;
+    let events = server.timeline(&id).await;
     let kinds = types(&events);
     let expected = [
         "order_created",
@@ -291,7 +269,7 @@ async fn a_risk_rejection_refunds_and_releases_the_stock(backend: Backend) {
     assert_eq!(payment_status(&server, &id).await, "refunded");
     assert_eq!(server.reserved(TEA).await, 0);
     assert_eq!(server.reserved(MUG).await, 0);
-    let events = timeline(&server, &id).await;
+    let events = server.timeline(&id).await;
     assert_eq!(
         types(&events),
         [
@@ -338,7 +316,7 @@ async fn transient_carrier_errors_are_retried_without_duplicates() {
     for shipment in shipment_ids(&shipped) {
         assert_eq!(accepted.get(&shipment), Some(&1), "{pushes:#?}");
     }
-    let kinds = types(&timeline(&server, &id).await);
+    let kinds = types(&server.timeline(&id).await);
     assert_eq!(kinds.last().unwrap(), "shipped");
     assert_eq!(
         kinds.iter().filter(|k| *k == "shipment_accepted").count(),
@@ -368,7 +346,7 @@ async fn a_refusing_carrier_fails_the_order_and_compensates() {
     assert_eq!(payment_status(&server, &id).await, "refunded");
     assert_eq!(server.reserved(TEA).await, 0);
     assert_eq!(server.reserved(MUG).await, 0);
-    let events = timeline(&server, &id).await;
+    let events = server.timeline(&id).await;
     assert_eq!(
         types(&events)[3..],
         [
@@ -419,7 +397,7 @@ async fn a_breaker_open_through_every_redelivery_fails_the_order_and_compensates
     assert_eq!(payment_status(&server, &id).await, "refunded");
     assert_eq!(server.reserved(TEA).await, 0);
     assert_eq!(server.reserved(MUG).await, 0);
-    let events = timeline(&server, &id).await;
+    let events = server.timeline(&id).await;
     assert_eq!(
         types(&events)[3..],
         [
@@ -576,7 +554,7 @@ async fn redelivered_events_and_an_interrupted_push_never_push_twice() {
     let shipped = wait_for_status(&server, &id, "shipped").await;
     wait_until_all_published(&server).await;
     assert_eq!(carrier.pushes().len(), 2);
-    let events = timeline(&server, &id).await;
+    let events = server.timeline(&id).await;
 
     // Every event delivered again (a relay that died before marking them): nothing changes.
     sql(
@@ -586,7 +564,7 @@ async fn redelivered_events_and_an_interrupted_push_never_push_twice() {
     .await;
     wait_until_all_published(&server).await;
     assert_eq!(carrier.pushes().len(), 2, "{:#?}", carrier.pushes());
-    assert_eq!(timeline(&server, &id).await, events);
+    assert_eq!(server.timeline(&id).await, events);
 
     // A crash in the middle of a push: one shipment accepted, the other claimed (`pushing`),
     // the push stage's transaction not committed, its event not acknowledged.
@@ -659,7 +637,7 @@ async fn risk_limits_count_recent_payments_and_amounts() {
             assert!(Instant::now() < deadline, "{status}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let last = timeline(&server, &id).await.last().unwrap()["detail"].clone();
+        let last = server.timeline(&id).await.last().unwrap()["detail"].clone();
         results.push((status, last));
     }
     assert_eq!(results[0].0, "shipped", "{results:?}");
@@ -728,7 +706,7 @@ async fn a_rejected_webhook_payment_gets_a_refund_request() {
     wait_for_status(&server, &id, "rejected").await;
     assert_eq!(payment_status(&server, &id).await, "refund_requested");
     assert_eq!(server.reserved(TEA).await, 0);
-    let events = timeline(&server, &id).await;
+    let events = server.timeline(&id).await;
     assert_eq!(
         types(&events)[3..],
         ["refund_requested", "stock_released", "order_rejected"],

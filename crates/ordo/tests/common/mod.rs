@@ -603,6 +603,36 @@ impl TestServer {
             .await
     }
 
+    /// Polls the order until its status is `status`; panics with the server's output after
+    /// `within`.
+    pub async fn wait_for_order_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let order = self.get_order(id).await;
+            if order["status"] == status {
+                return order;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id} is still {} after {within:?}, expected {status}\n{}",
+                order["status"],
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The order's timeline events.
+    pub async fn timeline(&self, id: &str) -> Vec<Value> {
+        self.get(&format!("/v1/orders/{id}/timeline"))
+            .await
+            .expect_status(200)
+            .body["events"]
+            .as_array()
+            .expect("events array")
+            .clone()
+    }
+
     pub async fn stock(&self, sku: &str) -> Value {
         self.get(&format!("/v1/stock/{sku}"))
             .await
