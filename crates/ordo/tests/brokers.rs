@@ -17,7 +17,6 @@ mod otlp;
 use common::*;
 use futures::StreamExt;
 use otlp::{OtlpReceiver, describe};
-use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -87,40 +86,21 @@ struct Seen {
 
 /// The outbox rows as (event id → (topic, aggregate id)), and (rows, published, max attempts).
 async fn outbox(server: &TestServer) -> (HashMap<String, (String, String)>, (i64, i64, i64)) {
-    sqlx::any::install_default_drivers();
-    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
-        .await
-        .expect("connect to the test database");
-    let rows = sqlx::query("SELECT event_id, topic, aggregate_id FROM outbox")
-        .fetch_all(&mut connection)
-        .await
-        .expect("read the outbox");
+    let rows = sql_texts(server, "SELECT event_id, topic, aggregate_id FROM outbox").await;
     let events = rows
-        .iter()
-        .map(|r| {
-            (
-                r.try_get::<String, _>(0).unwrap(),
-                (r.try_get(1).unwrap(), r.try_get(2).unwrap()),
-            )
+        .into_iter()
+        .map(|mut row| {
+            let aggregate = row.pop().unwrap();
+            let topic = row.pop().unwrap();
+            (row.pop().unwrap(), (topic, aggregate))
         })
         .collect();
-    let _ = sqlx::Connection::close(connection).await;
     let state = outbox_state(server).await;
     (events, state)
 }
 
 async fn execute(server: &TestServer, statement: &'static str) -> u64 {
-    sqlx::any::install_default_drivers();
-    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
-        .await
-        .expect("connect to the test database");
-    let affected = sqlx::query(statement)
-        .execute(&mut connection)
-        .await
-        .expect("run the statement")
-        .rows_affected();
-    let _ = sqlx::Connection::close(connection).await;
-    affected
+    sql_execute(server, statement).await
 }
 
 /// Waits until at least `at_least` rows exist and every row is published (and stays so for a

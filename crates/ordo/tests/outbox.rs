@@ -9,7 +9,6 @@ mod otlp;
 
 use common::*;
 use otlp::{OtlpReceiver, describe};
-use sqlx::Row;
 use std::time::Duration;
 
 backend_tests!(
@@ -18,17 +17,7 @@ backend_tests!(
 );
 
 async fn execute(server: &TestServer, statement: &'static str) -> u64 {
-    sqlx::any::install_default_drivers();
-    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
-        .await
-        .expect("connect to the test database");
-    let affected = sqlx::query(statement)
-        .execute(&mut connection)
-        .await
-        .expect("run the statement")
-        .rows_affected();
-    let _ = sqlx::Connection::close(connection).await;
-    affected
+    sql_execute(server, statement).await
 }
 
 /// Waits until every outbox row is published; returns the final state. Events claimed by a
@@ -200,16 +189,12 @@ async fn a_paid_order_publishes_order_paid_in_the_same_transaction_as_the_status
     // order.created, order.paid and the pipeline's order.risk_approved, order.split,
     // order.scheduled and order.shipped, all published.
     wait_until_published(&server, 6).await;
-    sqlx::any::install_default_drivers();
-    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
-        .await
-        .unwrap();
-    let paid = sqlx::query("SELECT payload FROM outbox WHERE topic = 'order.paid'")
-        .fetch_one(&mut connection)
-        .await
-        .expect("an order.paid event");
-    let payload: serde_json::Value =
-        serde_json::from_str(&paid.try_get::<String, _>(0).unwrap()).unwrap();
+    let paid = sql_texts(
+        &server,
+        "SELECT payload FROM outbox WHERE topic = 'order.paid'",
+    )
+    .await;
+    let payload: serde_json::Value = serde_json::from_str(&paid[0][0]).unwrap();
     assert_eq!(payload["order_id"], id.as_str());
     assert_eq!(payload["amount"], order.body["total"]);
 }

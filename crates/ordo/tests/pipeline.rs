@@ -512,26 +512,15 @@ async fn a_shipped_order_is_one_trace_tree() {
 }
 
 async fn sql(server: &TestServer, statement: &str) {
-    sqlx::any::install_default_drivers();
-    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(&mut connection)
-        .await
-        .unwrap();
+    sql_execute(server, statement).await;
 }
 
 async fn unpublished(server: &TestServer) -> i64 {
-    sqlx::any::install_default_drivers();
-    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
-        .await
-        .unwrap();
-    let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL")
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
-    sqlx::Row::get(&row, 0)
+    sql_i64s(
+        server,
+        "SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL",
+    )
+    .await[0][0]
 }
 
 async fn wait_until_all_published(server: &TestServer) {

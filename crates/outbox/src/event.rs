@@ -74,18 +74,28 @@ pub async fn new_event(
     payload: &serde_json::Value,
     now_ms: i64,
 ) -> Result<String> {
-    let event_id = format!("evt_{:032x}", uuid::Uuid::now_v7().as_u128());
+    let event = outbox_event(topic, aggregate_id, payload, now_ms)?;
+    tx.append_outbox(&event).await?;
+    Ok(event.event_id)
+}
+
+/// An event about `aggregate_id`, stamped with the trace context of the current span, for a
+/// write that appends it to the outbox itself (an order placement).
+pub fn outbox_event(
+    topic: &str,
+    aggregate_id: &str,
+    payload: &serde_json::Value,
+    now_ms: i64,
+) -> Result<NewOutboxEvent> {
     let trace_context = ordo_telemetry::propagation::inject_map(&tracing::Span::current());
-    tx.append_outbox(&NewOutboxEvent {
-        event_id: &event_id,
-        topic,
-        aggregate_id,
-        payload: &to_json(payload)?,
-        trace_context: &to_json(&trace_context)?,
+    Ok(NewOutboxEvent {
+        event_id: format!("evt_{:032x}", uuid::Uuid::now_v7().as_u128()),
+        topic: topic.to_owned(),
+        aggregate_id: aggregate_id.to_owned(),
+        payload: to_json(payload)?,
+        trace_context: to_json(&trace_context)?,
         created_at_ms: now_ms,
     })
-    .await?;
-    Ok(event_id)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {

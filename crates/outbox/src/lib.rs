@@ -21,5 +21,5 @@ pub mod event;
 pub mod relay;
 pub mod transport;
 
-pub use event::{Delivery, Envelope, new_event};
+pub use event::{Delivery, Envelope, new_event, outbox_event};
 pub use relay::{Relay, Wakeup};

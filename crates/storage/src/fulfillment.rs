@@ -4,73 +4,65 @@
 
 use crate::payments::{PAYMENT_COLUMNS, payment_from_row};
 use crate::records::{PaymentRecord, ShipmentItemRecord, ShipmentRecord};
-use crate::traced::Traced;
-use crate::{Database, WriteTx, db_error};
+use crate::sql::{RowRef, params};
+use crate::{Database, WriteTx};
 use ordo_domain::Result;
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
 
-const SHIPMENT_COLUMNS: &str = "s.id, s.order_id, s.warehouse, w.country, s.status, s.carrier, \
-     s.pickup_slot_ms, s.attempts";
+const SHIPMENTS_OF_ORDER: &str = "SELECT s.id, s.order_id, s.warehouse, w.country, s.status,
+         s.carrier, s.pickup_slot_ms, s.attempts
+     FROM shipments s JOIN warehouses w ON w.id = s.warehouse
+     WHERE s.order_id = $1 ORDER BY s.warehouse";
 
-fn shipment_from_row(row: &AnyRow) -> Result<ShipmentRecord> {
-    let record = (|| {
-        Ok::<_, sqlx::Error>(ShipmentRecord {
-            id: row.try_get(0)?,
-            order_id: row.try_get(1)?,
-            warehouse: row.try_get(2)?,
-            country: row.try_get(3)?,
-            status: row.try_get(4)?,
-            carrier: row.try_get(5)?,
-            pickup_slot_ms: row.try_get(6)?,
-            attempts: row.try_get(7)?,
-        })
-    })();
-    record.map_err(db_error)
+fn shipment_from_row(row: &RowRef<'_>) -> Result<ShipmentRecord> {
+    Ok(ShipmentRecord {
+        id: row.get(0)?,
+        order_id: row.get(1)?,
+        warehouse: row.get(2)?,
+        country: row.get(3)?,
+        status: row.get(4)?,
+        carrier: row.get(5)?,
+        pickup_slot_ms: row.get(6)?,
+        attempts: row.get(7)?,
+    })
 }
 
-fn items_from_rows(rows: &[AnyRow]) -> Result<Vec<ShipmentItemRecord>> {
-    rows.iter()
-        .map(|row| {
-            Ok(ShipmentItemRecord {
-                warehouse: row.try_get(0)?,
-                sku: row.try_get(1)?,
-                quantity: row.try_get(2)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(db_error)
-}
-
-fn shipments_sql() -> String {
-    format!(
-        "SELECT {SHIPMENT_COLUMNS} FROM shipments s JOIN warehouses w ON w.id = s.warehouse
-         WHERE s.order_id = $1 ORDER BY s.warehouse"
-    )
+fn item_from_row(row: &RowRef<'_>) -> Result<ShipmentItemRecord> {
+    Ok(ShipmentItemRecord {
+        warehouse: row.get(0)?,
+        sku: row.get(1)?,
+        quantity: row.get(2)?,
+    })
 }
 
 impl Database {
     /// The shipments of order `order_id`, by warehouse.
     pub async fn shipments_of_order(&self, order_id: &str) -> Result<Vec<ShipmentRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(shipments_sql()))
-            .bind(order_id)
-            .fetch_all(self.reader())
-            .traced(self.backend, "SELECT shipments")
-            .await?;
-        rows.iter().map(shipment_from_row).collect()
+        let lease = self.read().await?;
+        lease
+            .conn()
+            .query(
+                "SELECT shipments",
+                SHIPMENTS_OF_ORDER,
+                &params![order_id],
+                shipment_from_row,
+            )
+            .await
     }
 
     /// The items of shipment `shipment_id`, by SKU.
     pub async fn shipment_items(&self, shipment_id: &str) -> Result<Vec<ShipmentItemRecord>> {
-        let rows = sqlx::query(
-            "SELECT s.warehouse, i.sku, i.quantity FROM shipment_items i
-             JOIN shipments s ON s.id = i.shipment_id WHERE i.shipment_id = $1 ORDER BY i.sku",
-        )
-        .bind(shipment_id)
-        .fetch_all(self.reader())
-        .traced(self.backend, "SELECT shipment_items")
-        .await?;
-        items_from_rows(&rows)
+        let lease = self.read().await?;
+        lease
+            .conn()
+            .query(
+                "SELECT shipment_items",
+                "SELECT s.warehouse, i.sku, i.quantity FROM shipment_items i
+                 JOIN shipments s ON s.id = i.shipment_id WHERE i.shipment_id = $1
+                 ORDER BY i.sku",
+                &params![shipment_id],
+                item_from_row,
+            )
+            .await
     }
 }
 
@@ -80,16 +72,15 @@ impl WriteTx {
         &mut self,
         order_id: &str,
     ) -> Result<Vec<ShipmentItemRecord>> {
-        let backend = self.backend();
-        let rows = sqlx::query(
-            "SELECT warehouse, sku, quantity FROM reservations
-             WHERE order_id = $1 AND released_at_ms IS NULL ORDER BY warehouse, sku",
-        )
-        .bind(order_id)
-        .fetch_all(self.connection())
-        .traced(backend, "SELECT reservations")
-        .await?;
-        items_from_rows(&rows)
+        self.conn()
+            .query(
+                "SELECT reservations",
+                "SELECT warehouse, sku, quantity FROM reservations
+                 WHERE order_id = $1 AND released_at_ms IS NULL ORDER BY warehouse, sku",
+                &params![order_id],
+                item_from_row,
+            )
+            .await
     }
 
     /// Inserts a `pending` shipment of `order_id` from `warehouse`, unless that order already
@@ -101,26 +92,22 @@ impl WriteTx {
         warehouse: &str,
         now_ms: i64,
     ) -> Result<String> {
-        let backend = self.backend();
-        sqlx::query(
+        let conn = self.conn();
+        conn.execute(
+            "INSERT shipments",
             "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms,
                  updated_at_ms) VALUES ($1, $2, $3, 'pending', 0, $4, $4)
              ON CONFLICT (order_id, warehouse) DO NOTHING",
+            &params![id, order_id, warehouse, now_ms],
         )
-        .bind(id)
-        .bind(order_id)
-        .bind(warehouse)
-        .bind(now_ms)
-        .execute(self.connection())
-        .traced(backend, "INSERT shipments")
         .await?;
-        let row = sqlx::query("SELECT id FROM shipments WHERE order_id = $1 AND warehouse = $2")
-            .bind(order_id)
-            .bind(warehouse)
-            .fetch_one(self.connection())
-            .traced(backend, "SELECT shipments")
-            .await?;
-        row.try_get(0).map_err(db_error)
+        conn.query_one(
+            "SELECT shipments",
+            "SELECT id FROM shipments WHERE order_id = $1 AND warehouse = $2",
+            &params![order_id, warehouse],
+            |row| row.get(0),
+        )
+        .await
     }
 
     pub async fn insert_shipment_item(
@@ -129,29 +116,27 @@ impl WriteTx {
         sku: &str,
         quantity: i64,
     ) -> Result<()> {
-        let backend = self.backend();
-        sqlx::query(
-            "INSERT INTO shipment_items (shipment_id, sku, quantity) VALUES ($1, $2, $3)
-             ON CONFLICT (shipment_id, sku) DO NOTHING",
-        )
-        .bind(shipment_id)
-        .bind(sku)
-        .bind(quantity)
-        .execute(self.connection())
-        .traced(backend, "INSERT shipment_items")
-        .await?;
+        self.conn()
+            .execute(
+                "INSERT shipment_items",
+                "INSERT INTO shipment_items (shipment_id, sku, quantity) VALUES ($1, $2, $3)
+                 ON CONFLICT (shipment_id, sku) DO NOTHING",
+                &params![shipment_id, sku, quantity],
+            )
+            .await?;
         Ok(())
     }
 
     /// The shipments of `order_id` as this transaction sees them.
     pub async fn shipments_of_order(&mut self, order_id: &str) -> Result<Vec<ShipmentRecord>> {
-        let backend = self.backend();
-        let rows = sqlx::query(AssertSqlSafe(shipments_sql()))
-            .bind(order_id)
-            .fetch_all(self.connection())
-            .traced(backend, "SELECT shipments")
-            .await?;
-        rows.iter().map(shipment_from_row).collect()
+        self.conn()
+            .query(
+                "SELECT shipments",
+                SHIPMENTS_OF_ORDER,
+                &params![order_id],
+                shipment_from_row,
+            )
+            .await
     }
 
     /// Gives a `pending` shipment its carrier and pickup slot; `false` if it was not pending.
@@ -162,19 +147,15 @@ impl WriteTx {
         pickup_slot_ms: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        let backend = self.backend();
-        let updated = sqlx::query(
-            "UPDATE shipments SET status = 'scheduled', carrier = $1, pickup_slot_ms = $2,
-                 updated_at_ms = $3 WHERE id = $4 AND status = 'pending'",
-        )
-        .bind(carrier)
-        .bind(pickup_slot_ms)
-        .bind(now_ms)
-        .bind(id)
-        .execute(self.connection())
-        .traced(backend, "UPDATE shipments")
-        .await?
-        .rows_affected();
+        let updated = self
+            .conn()
+            .execute(
+                "UPDATE shipments",
+                "UPDATE shipments SET status = 'scheduled', carrier = $1, pickup_slot_ms = $2,
+                     updated_at_ms = $3 WHERE id = $4 AND status = 'pending'",
+                &params![carrier, pickup_slot_ms, now_ms, id],
+            )
+            .await?;
         Ok(updated == 1)
     }
 
@@ -182,17 +163,15 @@ impl WriteTx {
     /// that did not finish) becomes `pushing` and counts one attempt. `false`: it is accepted or
     /// failed already, and must not be pushed.
     pub async fn claim_shipment_push(&mut self, id: &str, now_ms: i64) -> Result<bool> {
-        let backend = self.backend();
-        let updated = sqlx::query(
-            "UPDATE shipments SET status = 'pushing', attempts = attempts + 1, updated_at_ms = $1
-             WHERE id = $2 AND status IN ('scheduled', 'pushing')",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(self.connection())
-        .traced(backend, "UPDATE shipments")
-        .await?
-        .rows_affected();
+        let updated = self
+            .conn()
+            .execute(
+                "UPDATE shipments",
+                "UPDATE shipments SET status = 'pushing', attempts = attempts + 1,
+                     updated_at_ms = $1 WHERE id = $2 AND status IN ('scheduled', 'pushing')",
+                &params![now_ms, id],
+            )
+            .await?;
         Ok(updated == 1)
     }
 
@@ -217,18 +196,13 @@ impl WriteTx {
         from: &'static str,
         now_ms: i64,
     ) -> Result<bool> {
-        let backend = self.backend();
         let sql = format!(
             "UPDATE shipments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ({from})"
         );
-        let updated = sqlx::query(AssertSqlSafe(sql))
-            .bind(to)
-            .bind(now_ms)
-            .bind(id)
-            .execute(self.connection())
-            .traced(backend, "UPDATE shipments")
-            .await?
-            .rows_affected();
+        let updated = self
+            .conn()
+            .execute("UPDATE shipments", &sql, &params![to, now_ms, id])
+            .await?;
         Ok(updated == 1)
     }
 
@@ -237,17 +211,18 @@ impl WriteTx {
         &mut self,
         order_id: &str,
     ) -> Result<Vec<PaymentRecord>> {
-        let backend = self.backend();
         let sql = format!(
             "SELECT {PAYMENT_COLUMNS} FROM payments
              WHERE order_id = $1 AND status = 'succeeded' ORDER BY id"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(order_id)
-            .fetch_all(self.connection())
-            .traced(backend, "SELECT payments")
-            .await?;
-        rows.iter().map(payment_from_row).collect()
+        self.conn()
+            .query(
+                "SELECT payments",
+                &sql,
+                &params![order_id],
+                payment_from_row,
+            )
+            .await
     }
 
     /// How many payments of `customer_id` succeeded since `since_ms` (refunded ones count:
@@ -257,17 +232,15 @@ impl WriteTx {
         customer_id: &str,
         since_ms: i64,
     ) -> Result<i64> {
-        let backend = self.backend();
-        let row = sqlx::query(
-            "SELECT COUNT(*) FROM payments p JOIN orders o ON o.id = p.order_id
-             WHERE o.customer_id = $1 AND p.updated_at_ms >= $2
-               AND p.status IN ('succeeded', 'refund_requested', 'refunded')",
-        )
-        .bind(customer_id)
-        .bind(since_ms)
-        .fetch_one(self.connection())
-        .traced(backend, "SELECT payments")
-        .await?;
-        row.try_get(0).map_err(db_error)
+        self.conn()
+            .query_one(
+                "SELECT payments",
+                "SELECT COUNT(*) FROM payments p JOIN orders o ON o.id = p.order_id
+                 WHERE o.customer_id = $1 AND p.updated_at_ms >= $2
+                   AND p.status IN ('succeeded', 'refund_requested', 'refunded')",
+                &params![customer_id, since_ms],
+                |row| row.get(0),
+            )
+            .await
     }
 }

@@ -1,5 +1,6 @@
-//! Storage adapters of ordo: SQLite (the embedded default) and PostgreSQL, through one code path
-//! (sqlx's `Any` driver), with each dialect's migrations under `migrations/`.
+//! Storage adapters of ordo: SQLite (the embedded default, rusqlite) and PostgreSQL
+//! (tokio-postgres), each through its native driver behind one port ([`Database`], [`WriteTx`]),
+//! with each dialect's migrations under `migrations/`.
 //!
 //! Layout:
 //! - [`Database`]: connecting, migrating, health; the read pool and the write path.
@@ -9,6 +10,7 @@
 //! - [`fulfillment`]: shipments and their items, risk facts, refunds.
 //! - [`payments`]: payment intents, provider callback events, the unpaid orders to time out.
 //! - [`records`]: the row shapes handed to the service layer.
+//! - [`sql`]: the one way a statement reaches a driver (parameters, rows, spans, time-out).
 //!
 //! Invariants a reader must not break:
 //! - Stock changes are conditional updates (`... WHERE reserved + n <= on_hand`); the row locks
@@ -16,26 +18,26 @@
 //!   level, decides in Rust, and writes it back unguarded.
 //! - A state change and everything that must happen with it commit in one [`WriteTx`].
 //! - SQLite has one writer connection: writes queue in-process instead of failing with
-//!   `SQLITE_BUSY`; reads use a separate pool and never block on writes (WAL).
+//!   `SQLITE_BUSY`; reads use connections of their own and never block on writes (WAL).
 
 pub mod catalog;
+mod connect;
 mod error;
 pub mod fulfillment;
+mod migrate;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod records;
-mod traced;
+pub mod sql;
 
 pub use orders::WriteTx;
 
 use ordo_domain::{Error, Result};
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
-use std::time::Duration;
-
-pub(crate) use error::db_error;
-use traced::Traced;
+use sql::Conn;
+use std::sync::Arc;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which database a URL names; decides the dialect-specific bits of SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,87 +69,79 @@ impl Backend {
     }
 }
 
-/// Connection pools to the one database ordo uses.
+/// The one database ordo uses, and its connections.
 #[derive(Clone)]
 pub struct Database {
-    reader: AnyPool,
-    writer: AnyPool,
-    backend: Backend,
+    inner: Arc<Connections>,
 }
 
-/// How long a caller waits for a pooled connection before the database counts as unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) enum Connections {
+    /// A pool of tokio-postgres connections; each caches its prepared statements.
+    Postgres(deadpool_postgres::Pool),
+    Sqlite(SqliteConnections),
+}
+
+/// SQLite allows one writer at a time: writes queue on `write_lock` (in-process, never
+/// `SQLITE_BUSY`); reads run on connections of their own beside the writer (WAL). Statements
+/// run inline on the calling task: microseconds each, never held across an `.await`.
+pub(crate) struct SqliteConnections {
+    pub(crate) write_lock: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) writer: Arc<StdMutex<rusqlite::Connection>>,
+    pub(crate) readers: Vec<StdMutex<rusqlite::Connection>>,
+    pub(crate) next_reader: AtomicUsize,
+}
+
+/// A connection for a read, or for a write outside a [`WriteTx`].
+// A pooled client is large; a lease lives briefly on one task's stack, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Lease<'d> {
+    Postgres(deadpool_postgres::Object),
+    SqliteRead(&'d StdMutex<rusqlite::Connection>),
+    SqliteWrite {
+        _turn: tokio::sync::OwnedMutexGuard<()>,
+        connection: &'d StdMutex<rusqlite::Connection>,
+    },
+}
+
+impl Lease<'_> {
+    pub(crate) fn conn(&self) -> Conn<'_> {
+        match self {
+            Lease::Postgres(client) => Conn::Pg {
+                client,
+                begin_first: false,
+            },
+            Lease::SqliteRead(connection) | Lease::SqliteWrite { connection, .. } => {
+                Conn::Sqlite(connection)
+            }
+        }
+    }
+}
 
 impl Database {
     /// Connects and checks the database answers. For SQLite the file (and its folder) is
     /// created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Database> {
-        install_default_drivers();
-        let backend = Backend::from_url(url)?;
-        let database = match backend {
-            Backend::Sqlite => {
-                let url = sqlite_url_creating_file(url)?;
-                let options = || {
-                    AnyPoolOptions::new()
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .after_connect(|conn, _meta| {
-                            Box::pin(async move {
-                                // WAL lets readers run beside the writer; NORMAL sync keeps
-                                // commits durable across a process crash (not power loss).
-                                conn.execute(
-                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
-                                )
-                                .await?;
-                                Ok(())
-                            })
-                        })
-                };
-                let writer = options().max_connections(1).connect(&url).await;
-                let writer = writer.map_err(|e| connect_error(backend, e))?;
-                let reader = options()
-                    .max_connections(max_connections)
-                    .connect(&url)
-                    .await
-                    .map_err(|e| connect_error(backend, e))?;
-                Database {
-                    reader,
-                    writer,
-                    backend,
-                }
-            }
-            Backend::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .max_connections(max_connections)
-                    .connect(url)
-                    .await
-                    .map_err(|e| connect_error(backend, e))?;
-                Database {
-                    reader: pool.clone(),
-                    writer: pool,
-                    backend,
-                }
-            }
+        let connections = match Backend::from_url(url)? {
+            Backend::Sqlite => Connections::Sqlite(connect::sqlite(url, max_connections)?),
+            Backend::Postgres => Connections::Postgres(connect::postgres(url, max_connections)?),
+        };
+        let database = Database {
+            inner: Arc::new(connections),
         };
         database.ping().await?;
         Ok(database)
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match &*self.inner {
+            Connections::Postgres(_) => Backend::Postgres,
+            Connections::Sqlite(_) => Backend::Sqlite,
+        }
     }
 
     /// Applies the migrations of this backend's dialect that have not run yet.
     pub async fn migrate(&self) -> Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        migrator
-            .run(&self.writer)
-            .await
-            .map_err(|e| Error::unavailable(format!("cannot apply database migrations: {e}")))
+        migrate::run(self).await
     }
 
     /// Answers whether the database can run a query now (the readiness check). Probes run
@@ -155,68 +149,78 @@ impl Database {
     /// traces (the statement is still timed in the database histogram).
     pub async fn ping(&self) -> Result<()> {
         use tracing::Instrument;
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .traced(self.backend, "SELECT 1")
-            .instrument(ordo_telemetry::propagation::unexported_span(
-                "database ping",
-            ))
-            .await
-            .map(|_| ())
+        async {
+            let lease = self.read().await?;
+            lease.conn().batch("SELECT 1", "SELECT 1").await
+        }
+        .instrument(ordo_telemetry::propagation::unexported_span(
+            "database ping",
+        ))
+        .await
     }
 
-    /// Closes the pools, waiting for connections in use to come back.
+    /// Closes the connections; statements in flight finish first.
     pub async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
+        match &*self.inner {
+            Connections::Postgres(pool) => pool.close(),
+            Connections::Sqlite(sqlite) => {
+                // Waits for the write in progress; SQLite connections close when dropped.
+                let _turn = sqlite.write_lock.lock().await;
+            }
+        }
     }
 
-    pub(crate) fn reader(&self) -> &AnyPool {
-        &self.reader
+    /// A connection for a read: pooled on PostgreSQL, one of the reader connections on SQLite.
+    pub(crate) async fn read(&self) -> Result<Lease<'_>> {
+        match &*self.inner {
+            Connections::Postgres(pool) => pool
+                .get()
+                .await
+                .map(Lease::Postgres)
+                .map_err(error::pool_error),
+            Connections::Sqlite(sqlite) => {
+                let index = sqlite.next_reader.fetch_add(1, Ordering::Relaxed);
+                Ok(Lease::SqliteRead(
+                    &sqlite.readers[index % sqlite.readers.len()],
+                ))
+            }
+        }
     }
 
-    pub(crate) fn writer(&self) -> &AnyPool {
-        &self.writer
+    /// A connection for a write of one statement outside a [`WriteTx`]; on SQLite it waits for
+    /// the writer's turn.
+    pub(crate) async fn write(&self) -> Result<Lease<'_>> {
+        match &*self.inner {
+            Connections::Postgres(_) => self.read().await,
+            Connections::Sqlite(sqlite) => Ok(Lease::SqliteWrite {
+                _turn: sqlite.write_lock.clone().lock_owned().await,
+                connection: &sqlite.writer,
+            }),
+        }
     }
-}
 
-fn connect_error(backend: Backend, error: sqlx::Error) -> Error {
-    Error::unavailable(format!(
-        "cannot connect to the {} database: {error}",
-        backend.system_name()
-    ))
-}
+    /// Runs one statement given as text, outside any transaction; returns the rows it changed.
+    /// For operators' tools and tests: the text is trusted, never built from input.
+    pub async fn execute_unchecked(&self, sql: &str) -> Result<u64> {
+        let lease = self.write().await?;
+        lease.conn().execute("SQL", sql, &[]).await
+    }
 
-/// `sqlite://PATH` → a URL that creates the file, after creating its folder.
-fn sqlite_url_creating_file(url: &str) -> Result<String> {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty() || path == ":memory:" {
-        return Err(Error::invalid_field(
-            "database_url",
-            "ordo needs a SQLite file, not an in-memory database",
-        ));
+    /// Runs one query given as text and returns every column of every row as `T`. For
+    /// operators' tools and tests, like [`Database::execute_unchecked`].
+    pub async fn query_unchecked<T: sql::Column>(&self, sql: &str) -> Result<Vec<Vec<T>>> {
+        let lease = self.read().await?;
+        lease
+            .conn()
+            .query("SQL", sql, &[], |row| {
+                (0..row.len()).map(|index| row.get(index)).collect()
+            })
+            .await
     }
-    if let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            Error::unavailable(format!(
-                "cannot create the folder of the SQLite database {}: {e}",
-                parent.display()
-            ))
-        })?;
+
+    pub(crate) fn connections(&self) -> &Connections {
+        &self.inner
     }
-    let query = if query.contains("mode=") {
-        query.to_owned()
-    } else if query.is_empty() {
-        "mode=rwc".to_owned()
-    } else {
-        format!("{query}&mode=rwc")
-    };
-    Ok(format!("sqlite://{path}?{query}"))
 }
 
 /// Milliseconds since the Unix epoch: the time unit of every stored timestamp.
@@ -238,19 +242,6 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_urls_get_create_mode() {
-        let dir = std::env::temp_dir().join(format!("ordo-url-{}", std::process::id()));
-        let url = format!("sqlite://{}/a.db", dir.display());
-        assert!(
-            sqlite_url_creating_file(&url)
-                .unwrap()
-                .ends_with("a.db?mode=rwc")
-        );
-        assert!(dir.exists());
-        assert!(sqlite_url_creating_file("sqlite::memory:").is_err());
-    }
 
     #[test]
     fn placeholders_are_numbered_from_the_first() {

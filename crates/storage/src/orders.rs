@@ -1,45 +1,38 @@
 //! Orders: reads on the read pool, and [`WriteTx`], the steps of a write that commit together.
 
 use crate::records::{EventRecord, OrderFilter, OrderItemRecord, OrderRecord};
-use crate::traced::Traced;
-use crate::{Backend, Database, db_error, placeholders};
+use crate::sql::{Conn, Param, RowRef, params};
+use crate::{Backend, Connections, Database, placeholders};
 use ordo_domain::ids::{CountryCode, Sku, WarehouseId};
 use ordo_domain::money::{Currency, Money};
 use ordo_domain::stock::{Allocation, StockLevel};
 use ordo_domain::{Error, Result};
-use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex as StdMutex;
 
 const ORDER_COLUMNS: &str = "id, customer_id, status, currency, total_minor, shipping_address, \
      contact, created_at_ms, updated_at_ms, trace_id, span_id";
 
-fn order_from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
+fn order_from_row(row: &RowRef<'_>) -> Result<OrderRecord> {
     Ok(OrderRecord {
-        id: row.try_get(0)?,
-        customer_id: row.try_get(1)?,
-        status: row.try_get(2)?,
-        currency: row.try_get(3)?,
-        total_minor: row.try_get(4)?,
-        shipping_address: row.try_get(5)?,
-        contact: row.try_get(6)?,
-        created_at_ms: row.try_get(7)?,
-        updated_at_ms: row.try_get(8)?,
-        trace_id: row.try_get(9)?,
-        span_id: row.try_get(10)?,
+        id: row.get(0)?,
+        customer_id: row.get(1)?,
+        status: row.get(2)?,
+        currency: row.get(3)?,
+        total_minor: row.get(4)?,
+        shipping_address: row.get(5)?,
+        contact: row.get(6)?,
+        created_at_ms: row.get(7)?,
+        updated_at_ms: row.get(8)?,
+        trace_id: row.get(9)?,
+        span_id: row.get(10)?,
         items: Vec::new(),
     })
 }
 
 /// Loads the items of `orders` with one query and attaches them in line order.
-async fn attach_items<'e, E>(
-    backend: Backend,
-    executor: E,
-    orders: &mut [OrderRecord],
-) -> Result<()>
-where
-    E: sqlx::Executor<'e, Database = Any>,
-{
+async fn attach_items(conn: &Conn<'_>, orders: &mut [OrderRecord]) -> Result<()> {
     if orders.is_empty() {
         return Ok(());
     }
@@ -48,27 +41,26 @@ where
          WHERE order_id IN ({}) ORDER BY order_id, line_no",
         placeholders(1, orders.len())
     );
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for order in orders.iter() {
-        query = query.bind(order.id.clone());
-    }
-    let rows = query
-        .fetch_all(executor)
-        .traced(backend, "SELECT order_items")
+    let ids: Vec<Param<'_>> = orders.iter().map(|o| Param::Text(&o.id)).collect();
+    let rows = conn
+        .query("SELECT order_items", &sql, &ids, |row| {
+            Ok((
+                row.get::<String>(0)?,
+                OrderItemRecord {
+                    sku: row.get(1)?,
+                    quantity: row.get(2)?,
+                    unit_price_minor: row.get(3)?,
+                    line_total_minor: row.get(4)?,
+                },
+            ))
+        })
         .await?;
     let index: HashMap<String, usize> = orders
         .iter()
         .enumerate()
         .map(|(i, o)| (o.id.clone(), i))
         .collect();
-    for row in rows {
-        let order_id: String = row.try_get(0).map_err(db_error)?;
-        let item = OrderItemRecord {
-            sku: row.try_get(1).map_err(db_error)?,
-            quantity: row.try_get(2).map_err(db_error)?,
-            unit_price_minor: row.try_get(3).map_err(db_error)?,
-            line_total_minor: row.try_get(4).map_err(db_error)?,
-        };
+    for (order_id, item) in rows {
         if let Some(&i) = index.get(&order_id) {
             orders[i].items.push(item);
         }
@@ -76,40 +68,40 @@ where
     Ok(())
 }
 
+/// One order with its items, from the rows of `orders LEFT JOIN order_items`.
+const ORDER_WITH_ITEMS: &str = "SELECT o.id, o.customer_id, o.status, o.currency, o.total_minor,
+         o.shipping_address, o.contact, o.created_at_ms, o.updated_at_ms, o.trace_id, o.span_id,
+         i.sku, i.quantity, i.unit_price_minor, i.line_total_minor
+     FROM orders o LEFT JOIN order_items i ON i.order_id = o.id
+     WHERE o.id = $1 ORDER BY i.line_no";
+
 impl Database {
     /// One order with its items, in one statement (the hottest read: one round trip, one span).
     pub async fn order(&self, id: &str) -> Result<Option<OrderRecord>> {
-        let columns = ORDER_COLUMNS
-            .split(", ")
-            .map(|column| format!("o.{column}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT {columns}, i.sku, i.quantity, i.unit_price_minor, i.line_total_minor
-             FROM orders o LEFT JOIN order_items i ON i.order_id = o.id
-             WHERE o.id = $1 ORDER BY i.line_no"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_all(self.reader())
-            .traced(self.backend, "SELECT orders")
+        let lease = self.read().await?;
+        let rows = lease
+            .conn()
+            .query("SELECT orders", ORDER_WITH_ITEMS, &params![id], |row| {
+                let order = order_from_row(row)?;
+                // A LEFT JOIN row without an item (no order has none; kept for safety).
+                let item = match row.get::<Option<String>>(11)? {
+                    Some(sku) => Some(OrderItemRecord {
+                        sku,
+                        quantity: row.get(12)?,
+                        unit_price_minor: row.get(13)?,
+                        line_total_minor: row.get(14)?,
+                    }),
+                    None => None,
+                };
+                Ok((order, item))
+            })
             .await?;
-        let Some(first) = rows.first() else {
+        let mut rows = rows.into_iter();
+        let Some((mut order, first_item)) = rows.next() else {
             return Ok(None);
         };
-        let mut order = order_from_row(first).map_err(db_error)?;
-        let items = ORDER_COLUMNS.split(", ").count();
-        for row in &rows {
-            // A LEFT JOIN row without an item (no order has none; kept for safety) is skipped.
-            let sku: Option<String> = row.try_get(items).map_err(db_error)?;
-            let Some(sku) = sku else { continue };
-            order.items.push(OrderItemRecord {
-                sku,
-                quantity: row.try_get(items + 1).map_err(db_error)?,
-                unit_price_minor: row.try_get(items + 2).map_err(db_error)?,
-                line_total_minor: row.try_get(items + 3).map_err(db_error)?,
-            });
-        }
+        order.items.extend(first_item);
+        order.items.extend(rows.filter_map(|(_, item)| item));
         Ok(Some(order))
     }
 
@@ -124,7 +116,7 @@ impl Database {
             ("id", "<", &filter.before_id),
         ] {
             if let Some(value) = value {
-                binds.push(value.clone());
+                binds.push(Param::Text(value));
                 conditions.push(format!("{column} {op} ${}", binds.len()));
             }
         }
@@ -137,61 +129,92 @@ impl Database {
             "SELECT {ORDER_COLUMNS} FROM orders {where_clause} ORDER BY id DESC LIMIT {}",
             filter.limit
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for value in binds {
-            query = query.bind(value);
-        }
-        let rows = query
-            .fetch_all(self.reader())
-            .traced(self.backend, "SELECT orders")
+        let lease = self.read().await?;
+        let conn = lease.conn();
+        let mut orders = conn
+            .query("SELECT orders", &sql, &binds, order_from_row)
             .await?;
-        let mut orders = rows
-            .iter()
-            .map(order_from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db_error)?;
-        attach_items(self.backend, self.reader(), &mut orders).await?;
+        attach_items(&conn, &mut orders).await?;
         Ok(orders)
     }
 
     /// The timeline of order `id`, oldest first.
     pub async fn timeline(&self, id: &str) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(
-            "SELECT at_ms, type, detail, trace_id, span_id FROM order_events
-             WHERE order_id = $1 ORDER BY seq",
-        )
-        .bind(id)
-        .fetch_all(self.reader())
-        .traced(self.backend, "SELECT order_events")
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(EventRecord {
-                    at_ms: row.try_get(0)?,
-                    kind: row.try_get(1)?,
-                    detail: row.try_get(2)?,
-                    trace_id: row.try_get(3)?,
-                    span_id: row.try_get(4)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(db_error)
+        let lease = self.read().await?;
+        lease
+            .conn()
+            .query(
+                "SELECT order_events",
+                "SELECT at_ms, type, detail, trace_id, span_id FROM order_events
+                 WHERE order_id = $1 ORDER BY seq",
+                &params![id],
+                |row| {
+                    Ok(EventRecord {
+                        at_ms: row.get(0)?,
+                        kind: row.get(1)?,
+                        detail: row.get(2)?,
+                        trace_id: row.get(3)?,
+                        span_id: row.get(4)?,
+                    })
+                },
+            )
+            .await
     }
 
     /// Starts a write transaction. Dropping it without [`WriteTx::commit`] rolls back.
+    ///
+    /// PostgreSQL: a pooled connection, whose `BEGIN` travels with the first statement.
+    /// SQLite: the writer's turn, then `BEGIN IMMEDIATE`.
     pub async fn begin(&self) -> Result<WriteTx> {
-        let tx = self.writer().begin().traced(self.backend, "BEGIN").await?;
+        let state = match self.connections() {
+            Connections::Postgres(_) => {
+                let crate::Lease::Postgres(client) = self.read().await? else {
+                    unreachable!("a PostgreSQL database leases PostgreSQL connections")
+                };
+                TxState::Postgres {
+                    client: Some(client),
+                    begun: false,
+                }
+            }
+            Connections::Sqlite(sqlite) => {
+                let turn = sqlite.write_lock.clone().lock_owned().await;
+                let connection = Arc::clone(&sqlite.writer);
+                Conn::Sqlite(&connection)
+                    .batch("BEGIN", "BEGIN IMMEDIATE")
+                    .await?;
+                TxState::Sqlite {
+                    _turn: turn,
+                    connection,
+                }
+            }
+        };
         Ok(WriteTx {
-            tx,
-            backend: self.backend,
+            state,
+            finished: false,
         })
     }
 }
 
 /// A write in progress: every step here commits together or not at all.
 pub struct WriteTx {
-    tx: Transaction<'static, Any>,
-    backend: Backend,
+    state: TxState,
+    /// Committed or rolled back: nothing left to undo on drop.
+    finished: bool,
+}
+
+// A pooled client is large; a transaction lives on one task's stack, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
+enum TxState {
+    Postgres {
+        /// Taken only by the drop of an unfinished transaction, to roll it back.
+        client: Option<deadpool_postgres::Object>,
+        /// Whether `BEGIN` went out (with the first statement).
+        begun: bool,
+    },
+    Sqlite {
+        _turn: tokio::sync::OwnedMutexGuard<()>,
+        connection: Arc<StdMutex<rusqlite::Connection>>,
+    },
 }
 
 /// What [`WriteTx::claim_idempotency_key`] found.
@@ -218,17 +241,49 @@ pub struct NewEvent<'a> {
 }
 
 impl WriteTx {
-    /// The transaction's connection, for steps defined in other modules.
-    pub(crate) fn connection(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+    /// The transaction's connection, for steps defined in other modules. On PostgreSQL the
+    /// first statement carries the `BEGIN`.
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match &mut self.state {
+            TxState::Postgres { client, begun } => {
+                let begin_first = !*begun;
+                *begun = true;
+                Conn::Pg {
+                    client: client.as_ref().expect("taken only on drop"),
+                    begin_first,
+                }
+            }
+            TxState::Sqlite { connection, .. } => Conn::Sqlite(connection),
+        }
     }
 
     pub(crate) fn backend(&self) -> Backend {
-        self.backend
+        match self.state {
+            TxState::Postgres { .. } => Backend::Postgres,
+            TxState::Sqlite { .. } => Backend::Sqlite,
+        }
     }
 
-    pub async fn commit(self) -> Result<()> {
-        self.tx.commit().traced(self.backend, "COMMIT").await
+    pub async fn commit(mut self) -> Result<()> {
+        let result = match &self.state {
+            // Nothing was sent: there is nothing to commit.
+            TxState::Postgres { begun: false, .. } => Ok(()),
+            TxState::Postgres { client, .. } => {
+                Conn::Pg {
+                    client: client.as_ref().expect("taken only on drop"),
+                    begin_first: false,
+                }
+                .batch("COMMIT", "COMMIT")
+                .await
+            }
+            TxState::Sqlite { connection, .. } => {
+                Conn::Sqlite(connection).batch("COMMIT", "COMMIT").await
+            }
+        };
+        // A failed COMMIT has ended the transaction too (PostgreSQL rolls back; SQLite is
+        // rolled back by the drop below only if it is still open).
+        self.finished = result.is_ok() || self.backend() == Backend::Postgres;
+        result
     }
 
     /// Claims `key` for `order_id`. A concurrent claim of the same key waits for this
@@ -240,30 +295,30 @@ impl WriteTx {
         order_id: &str,
         now_ms: i64,
     ) -> Result<KeyClaim> {
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at_ms)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(request_hash)
-        .bind(order_id)
-        .bind(now_ms)
-        .execute(&mut *self.tx)
-        .traced(self.backend, "INSERT idempotency_keys")
-        .await?
-        .rows_affected();
+        let conn = self.conn();
+        let inserted = conn
+            .execute(
+                "INSERT idempotency_keys",
+                "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at_ms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+                &params![key, request_hash, order_id, now_ms],
+            )
+            .await?;
         if inserted == 1 {
             return Ok(KeyClaim::Claimed);
         }
-        let row = sqlx::query("SELECT request_hash, order_id FROM idempotency_keys WHERE key = $1")
-            .bind(key)
-            .fetch_one(&mut *self.tx)
-            .traced(self.backend, "SELECT idempotency_keys")
-            .await?;
-        Ok(KeyClaim::Existing {
-            request_hash: row.try_get(0).map_err(db_error)?,
-            order_id: row.try_get(1).map_err(db_error)?,
-        })
+        conn.query_one(
+            "SELECT idempotency_keys",
+            "SELECT request_hash, order_id FROM idempotency_keys WHERE key = $1",
+            &params![key],
+            |row| {
+                Ok(KeyClaim::Existing {
+                    request_hash: row.get(0)?,
+                    order_id: row.get(1)?,
+                })
+            },
+        )
+        .await
     }
 
     /// Current prices of the products among `skus`.
@@ -272,30 +327,24 @@ impl WriteTx {
             "SELECT sku, price_minor, currency FROM products WHERE sku IN ({})",
             placeholders(1, skus.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for sku in skus {
-            query = query.bind(sku.as_str().to_owned());
-        }
-        let rows = query
-            .fetch_all(&mut *self.tx)
-            .traced(self.backend, "SELECT products")
+        let binds: Vec<Param<'_>> = skus.iter().map(|sku| Param::Text(sku.as_str())).collect();
+        let rows = self
+            .conn()
+            .query("SELECT products", &sql, &binds, |row| {
+                let sku = Sku::parse(&row.get::<String>(0)?).map_err(corrupt_row)?;
+                let currency = Currency::parse(&row.get::<String>(2)?);
+                let price = currency.and_then(|c| Money::new(row.get(1)?, c));
+                Ok((sku, price.map_err(corrupt_row)?))
+            })
             .await?;
-        let mut prices = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let sku: String = row.try_get(0).map_err(db_error)?;
-            let amount: i64 = row.try_get(1).map_err(db_error)?;
-            let currency: String = row.try_get(2).map_err(db_error)?;
-            let price = Currency::parse(&currency).and_then(|c| Money::new(amount, c));
-            prices.insert(Sku::parse(&sku)?, price.map_err(corrupt_row)?);
-        }
-        Ok(prices)
+        Ok(rows.into_iter().collect())
     }
 
     /// Reads the stock of `skus` in every warehouse and, on PostgreSQL, locks those rows in
     /// (sku, warehouse) order until commit. SQLite needs no row locks: its single writer
     /// already holds the database.
     pub async fn lock_stock(&mut self, skus: &[&Sku]) -> Result<HashMap<Sku, Vec<StockLevel>>> {
-        let lock = match self.backend {
+        let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE OF s",
             Backend::Sqlite => "",
         };
@@ -305,29 +354,23 @@ impl WriteTx {
              WHERE s.sku IN ({}) ORDER BY s.sku, s.warehouse{lock}",
             placeholders(1, skus.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for sku in skus {
-            query = query.bind(sku.as_str().to_owned());
-        }
-        let rows = query
-            .fetch_all(&mut *self.tx)
-            .traced(self.backend, "SELECT stock")
+        let binds: Vec<Param<'_>> = skus.iter().map(|sku| Param::Text(sku.as_str())).collect();
+        let rows = self
+            .conn()
+            .query("SELECT stock", &sql, &binds, |row| {
+                let sku = Sku::parse(&row.get::<String>(0)?).map_err(corrupt_row)?;
+                let level = StockLevel {
+                    warehouse: WarehouseId::parse(&row.get::<String>(1)?).map_err(corrupt_row)?,
+                    country: CountryCode::parse(&row.get::<String>(2)?).map_err(corrupt_row)?,
+                    on_hand: row.get(3)?,
+                    reserved: row.get(4)?,
+                };
+                Ok((sku, level))
+            })
             .await?;
         let mut stock: HashMap<Sku, Vec<StockLevel>> = HashMap::new();
-        for row in rows {
-            let sku: String = row.try_get(0).map_err(db_error)?;
-            let warehouse: String = row.try_get(1).map_err(db_error)?;
-            let country: String = row.try_get(2).map_err(db_error)?;
-            let level = StockLevel {
-                warehouse: WarehouseId::parse(&warehouse).map_err(corrupt_row)?,
-                country: CountryCode::parse(&country).map_err(corrupt_row)?,
-                on_hand: row.try_get(3).map_err(db_error)?,
-                reserved: row.try_get(4).map_err(db_error)?,
-            };
-            stock
-                .entry(Sku::parse(&sku).map_err(corrupt_row)?)
-                .or_default()
-                .push(level);
+        for (sku, level) in rows {
+            stock.entry(sku).or_default().push(level);
         }
         Ok(stock)
     }
@@ -341,35 +384,29 @@ impl WriteTx {
         allocations: &[Allocation],
         now_ms: i64,
     ) -> Result<()> {
+        let conn = self.conn();
         for allocation in allocations {
-            let updated = sqlx::query(
-                "UPDATE stock SET reserved = reserved + $1, updated_at_ms = $2
-                 WHERE sku = $3 AND warehouse = $4 AND reserved + $1 <= on_hand",
-            )
-            .bind(allocation.quantity)
-            .bind(now_ms)
-            .bind(allocation.sku.as_str().to_owned())
-            .bind(allocation.warehouse.as_str().to_owned())
-            .execute(&mut *self.tx)
-            .traced(self.backend, "UPDATE stock")
-            .await?
-            .rows_affected();
+            let (sku, warehouse) = (allocation.sku.as_str(), allocation.warehouse.as_str());
+            let updated = conn
+                .execute(
+                    "UPDATE stock",
+                    "UPDATE stock SET reserved = reserved + $1, updated_at_ms = $2
+                     WHERE sku = $3 AND warehouse = $4 AND reserved + $1 <= on_hand",
+                    &params![allocation.quantity, now_ms, sku, warehouse],
+                )
+                .await?;
             if updated != 1 {
                 return Err(Error::conflict(format!(
                     "stock of {} in {} changed during the reservation",
                     allocation.sku, allocation.warehouse
                 )));
             }
-            sqlx::query(
+            conn.execute(
+                "INSERT reservations",
                 "INSERT INTO reservations (order_id, sku, warehouse, quantity)
                  VALUES ($1, $2, $3, $4)",
+                &params![order_id, sku, warehouse, allocation.quantity],
             )
-            .bind(order_id)
-            .bind(allocation.sku.as_str().to_owned())
-            .bind(allocation.warehouse.as_str().to_owned())
-            .bind(allocation.quantity)
-            .execute(&mut *self.tx)
-            .traced(self.backend, "INSERT reservations")
             .await?;
         }
         Ok(())
@@ -378,74 +415,77 @@ impl WriteTx {
     /// Gives back every unreleased reservation of `order_id` and marks them released, so a
     /// second release finds nothing to give back.
     pub async fn release_reservations(&mut self, order_id: &str, now_ms: i64) -> Result<()> {
-        let rows = sqlx::query(
-            "SELECT sku, warehouse, quantity FROM reservations
-             WHERE order_id = $1 AND released_at_ms IS NULL ORDER BY sku, warehouse",
-        )
-        .bind(order_id)
-        .fetch_all(&mut *self.tx)
-        .traced(self.backend, "SELECT reservations")
-        .await?;
-        for row in rows {
-            let sku: String = row.try_get(0).map_err(db_error)?;
-            let warehouse: String = row.try_get(1).map_err(db_error)?;
-            let quantity: i64 = row.try_get(2).map_err(db_error)?;
-            sqlx::query(
+        let conn = self.conn();
+        let reservations = conn
+            .query(
+                "SELECT reservations",
+                "SELECT sku, warehouse, quantity FROM reservations
+                 WHERE order_id = $1 AND released_at_ms IS NULL ORDER BY sku, warehouse",
+                &params![order_id],
+                |row| {
+                    Ok((
+                        row.get::<String>(0)?,
+                        row.get::<String>(1)?,
+                        row.get::<i64>(2)?,
+                    ))
+                },
+            )
+            .await?;
+        for (sku, warehouse, quantity) in &reservations {
+            conn.execute(
+                "UPDATE stock",
                 "UPDATE stock SET reserved = reserved - $1, updated_at_ms = $2
                  WHERE sku = $3 AND warehouse = $4",
+                &params![*quantity, now_ms, sku, warehouse],
             )
-            .bind(quantity)
-            .bind(now_ms)
-            .bind(&sku)
-            .bind(&warehouse)
-            .execute(&mut *self.tx)
-            .traced(self.backend, "UPDATE stock")
             .await?;
         }
-        sqlx::query(
+        conn.execute(
+            "UPDATE reservations",
             "UPDATE reservations SET released_at_ms = $1
              WHERE order_id = $2 AND released_at_ms IS NULL",
+            &params![now_ms, order_id],
         )
-        .bind(now_ms)
-        .bind(order_id)
-        .execute(&mut *self.tx)
-        .traced(self.backend, "UPDATE reservations")
         .await?;
         Ok(())
     }
 
     pub async fn insert_order(&mut self, order: &OrderRecord) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(&order.id)
-            .bind(&order.customer_id)
-            .bind(&order.status)
-            .bind(&order.currency)
-            .bind(order.total_minor)
-            .bind(&order.shipping_address)
-            .bind(&order.contact)
-            .bind(order.created_at_ms)
-            .bind(order.updated_at_ms)
-            .bind(&order.trace_id)
-            .bind(&order.span_id)
-            .execute(&mut *self.tx)
-            .traced(self.backend, "INSERT orders")
-            .await?;
+        let conn = self.conn();
+        conn.execute(
+            "INSERT orders",
+            "INSERT INTO orders (id, customer_id, status, currency, total_minor,
+                 shipping_address, contact, created_at_ms, updated_at_ms, trace_id, span_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &params![
+                &order.id,
+                &order.customer_id,
+                &order.status,
+                &order.currency,
+                order.total_minor,
+                &order.shipping_address,
+                &order.contact,
+                order.created_at_ms,
+                order.updated_at_ms,
+                &order.trace_id,
+                &order.span_id,
+            ],
+        )
+        .await?;
         for (line_no, item) in order.items.iter().enumerate() {
-            sqlx::query(
+            conn.execute(
+                "INSERT order_items",
                 "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor,
                      line_total_minor) VALUES ($1, $2, $3, $4, $5, $6)",
+                &params![
+                    &order.id,
+                    line_no as i64,
+                    &item.sku,
+                    item.quantity,
+                    item.unit_price_minor,
+                    item.line_total_minor,
+                ],
             )
-            .bind(&order.id)
-            .bind(line_no as i64)
-            .bind(&item.sku)
-            .bind(item.quantity)
-            .bind(item.unit_price_minor)
-            .bind(item.line_total_minor)
-            .execute(&mut *self.tx)
-            .traced(self.backend, "INSERT order_items")
             .await?;
         }
         Ok(())
@@ -454,19 +494,20 @@ impl WriteTx {
     /// Reads order `id` inside this transaction; on PostgreSQL the row stays locked until
     /// commit, so a status decision taken on it cannot race another.
     pub async fn order_for_update(&mut self, id: &str) -> Result<Option<OrderRecord>> {
-        let lock = match self.backend {
+        let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1{lock}");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *self.tx)
-            .traced(self.backend, "SELECT orders")
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut orders = [order_from_row(&row).map_err(db_error)?];
-        attach_items(self.backend, &mut *self.tx, &mut orders).await?;
+        let conn = self.conn();
+        let Some(order) = conn
+            .query_opt("SELECT orders", &sql, &params![id], order_from_row)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut orders = [order];
+        attach_items(&conn, &mut orders).await?;
         let [order] = orders;
         Ok(Some(order))
     }
@@ -479,35 +520,67 @@ impl WriteTx {
         to: &str,
         now_ms: i64,
     ) -> Result<bool> {
-        let updated = sqlx::query(
-            "UPDATE orders SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4",
-        )
-        .bind(to)
-        .bind(now_ms)
-        .bind(id)
-        .bind(from)
-        .execute(&mut *self.tx)
-        .traced(self.backend, "UPDATE orders")
-        .await?
-        .rows_affected();
+        let updated = self
+            .conn()
+            .execute(
+                "UPDATE orders",
+                "UPDATE orders SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4",
+                &params![to, now_ms, id, from],
+            )
+            .await?;
         Ok(updated == 1)
     }
 
     pub async fn append_event(&mut self, event: &NewEvent<'_>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(event.order_id)
-        .bind(event.at_ms)
-        .bind(event.kind)
-        .bind(event.detail)
-        .bind(event.trace_id)
-        .bind(event.span_id)
-        .execute(&mut *self.tx)
-        .traced(self.backend, "INSERT order_events")
-        .await?;
+        self.conn()
+            .execute(
+                "INSERT order_events",
+                "INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &params![
+                    event.order_id,
+                    event.at_ms,
+                    event.kind,
+                    event.detail,
+                    event.trace_id,
+                    event.span_id,
+                ],
+            )
+            .await?;
         Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    /// Rolls back a transaction that was neither committed nor rolled back.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        match &mut self.state {
+            TxState::Postgres { begun: false, .. } => {}
+            TxState::Postgres { client, .. } => {
+                let Some(client) = client.take() else { return };
+                // The ROLLBACK must go out before the connection serves anyone else: the
+                // connection returns to the pool only after it.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(async move {
+                            if client.batch_execute("ROLLBACK").await.is_err() {
+                                // Unknown state: never hand this connection out again.
+                                drop(deadpool_postgres::Object::take(client));
+                            }
+                        });
+                    }
+                    // No runtime to roll back with: close the connection instead (the server
+                    // rolls back), so it never returns to the pool inside a transaction.
+                    Err(_) => drop(deadpool_postgres::Object::take(client)),
+                }
+            }
+            TxState::Sqlite { connection, .. } => {
+                let _ = crate::sql::lock(connection).execute_batch("ROLLBACK");
+            }
+        }
     }
 }
 

@@ -7,28 +7,28 @@
 //! to be claimed again when the lease ends: at-least-once, never lost.
 
 use crate::records::{NewOutboxEvent, OutboxBacklog, OutboxRow};
-use crate::traced::Traced;
+use crate::sql::{Param, params};
 use crate::{Backend, Database, WriteTx};
 use ordo_domain::Result;
-use sqlx::{AssertSqlSafe, Row};
 
 impl WriteTx {
     /// Writes `event` in this transaction: it leaves only if the transaction commits.
-    pub async fn append_outbox(&mut self, event: &NewOutboxEvent<'_>) -> Result<()> {
-        let backend = self.backend();
-        sqlx::query(
-            "INSERT INTO outbox (event_id, topic, aggregate_id, payload, trace_context,
-                 created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(event.event_id)
-        .bind(event.topic)
-        .bind(event.aggregate_id)
-        .bind(event.payload)
-        .bind(event.trace_context)
-        .bind(event.created_at_ms)
-        .execute(self.connection())
-        .traced(backend, "INSERT outbox")
-        .await?;
+    pub async fn append_outbox(&mut self, event: &NewOutboxEvent) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT outbox",
+                "INSERT INTO outbox (event_id, topic, aggregate_id, payload, trace_context,
+                     created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                &params![
+                    &event.event_id,
+                    &event.topic,
+                    &event.aggregate_id,
+                    &event.payload,
+                    &event.trace_context,
+                    event.created_at_ms,
+                ],
+            )
+            .await?;
         Ok(())
     }
 
@@ -40,18 +40,15 @@ impl WriteTx {
         event_id: &str,
         now_ms: i64,
     ) -> Result<bool> {
-        let backend = self.backend();
-        let inserted = sqlx::query(
-            "INSERT INTO processed_events (consumer, event_id, processed_at_ms)
-             VALUES ($1, $2, $3) ON CONFLICT (consumer, event_id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(event_id)
-        .bind(now_ms)
-        .execute(self.connection())
-        .traced(backend, "INSERT processed_events")
-        .await?
-        .rows_affected();
+        let inserted = self
+            .conn()
+            .execute(
+                "INSERT processed_events",
+                "INSERT INTO processed_events (consumer, event_id, processed_at_ms)
+                 VALUES ($1, $2, $3) ON CONFLICT (consumer, event_id) DO NOTHING",
+                &params![consumer, event_id, now_ms],
+            )
+            .await?;
         Ok(inserted == 1)
     }
 }
@@ -80,30 +77,28 @@ impl Database {
              RETURNING seq, event_id, topic, aggregate_id, payload, trace_context,
                  created_at_ms, attempts, last_attempt_context"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(now_ms + lease_ms)
-            .bind(claim_token)
-            .bind(now_ms)
-            .fetch_all(self.writer())
-            .traced(self.backend(), "UPDATE outbox")
+        let lease = self.write().await?;
+        let mut claimed = lease
+            .conn()
+            .query(
+                "UPDATE outbox",
+                &sql,
+                &params![now_ms + lease_ms, claim_token, now_ms],
+                |row| {
+                    Ok(OutboxRow {
+                        seq: row.get(0)?,
+                        event_id: row.get(1)?,
+                        topic: row.get(2)?,
+                        aggregate_id: row.get(3)?,
+                        payload: row.get(4)?,
+                        trace_context: row.get(5)?,
+                        created_at_ms: row.get(6)?,
+                        attempts: row.get(7)?,
+                        last_attempt_context: row.get(8)?,
+                    })
+                },
+            )
             .await?;
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                Ok(OutboxRow {
-                    seq: row.try_get(0)?,
-                    event_id: row.try_get(1)?,
-                    topic: row.try_get(2)?,
-                    aggregate_id: row.try_get(3)?,
-                    payload: row.try_get(4)?,
-                    trace_context: row.try_get(5)?,
-                    created_at_ms: row.try_get(6)?,
-                    attempts: row.try_get(7)?,
-                    last_attempt_context: row.try_get(8)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(crate::db_error)?;
         // RETURNING does not promise an order.
         claimed.sort_by_key(|row| row.seq);
         Ok(claimed)
@@ -132,18 +127,17 @@ impl Database {
         retry_at_ms: i64,
         attempt_context: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET claimed_until_ms = $1,
-                 last_attempt_context = COALESCE($2, last_attempt_context)
-             WHERE claim_token = $3 AND seq = $4",
-        )
-        .bind(retry_at_ms)
-        .bind(attempt_context)
-        .bind(claim_token)
-        .bind(seq)
-        .execute(self.writer())
-        .traced(self.backend(), "UPDATE outbox")
-        .await?;
+        let lease = self.write().await?;
+        lease
+            .conn()
+            .execute(
+                "UPDATE outbox",
+                "UPDATE outbox SET claimed_until_ms = $1,
+                     last_attempt_context = COALESCE($2, last_attempt_context)
+                 WHERE claim_token = $3 AND seq = $4",
+                &params![retry_at_ms, attempt_context, claim_token, seq],
+            )
+            .await?;
         Ok(())
     }
 
@@ -162,36 +156,35 @@ impl Database {
             "UPDATE outbox SET {column} = $1 WHERE claim_token = $2 AND seq IN ({})",
             crate::placeholders(3, seqs.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql))
-            .bind(value)
-            .bind(claim_token);
-        for seq in seqs {
-            query = query.bind(*seq);
-        }
-        query
-            .execute(self.writer())
-            .traced(self.backend(), "UPDATE outbox")
-            .await?;
+        let mut binds = vec![Param::Int(value), Param::Text(claim_token)];
+        binds.extend(seqs.iter().map(|seq| Param::Int(*seq)));
+        let lease = self.write().await?;
+        lease.conn().execute("UPDATE outbox", &sql, &binds).await?;
         Ok(())
     }
 
     /// How many events wait, how old the oldest is, and how many are dead.
     pub async fn outbox_backlog(&self) -> Result<OutboxBacklog> {
-        let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(MIN(created_at_ms), 0) FROM outbox
-             WHERE published_at_ms IS NULL AND dead_at_ms IS NULL",
-        )
-        .fetch_one(self.reader())
-        .traced(self.backend(), "SELECT outbox")
-        .await?;
-        let dead = sqlx::query("SELECT COUNT(*) FROM outbox WHERE dead_at_ms IS NOT NULL")
-            .fetch_one(self.reader())
-            .traced(self.backend(), "SELECT outbox")
-            .await?;
-        Ok(OutboxBacklog {
-            pending: row.try_get(0).map_err(crate::db_error)?,
-            oldest_created_at_ms: row.try_get(1).map_err(crate::db_error)?,
-            dead: dead.try_get(0).map_err(crate::db_error)?,
-        })
+        let lease = self.read().await?;
+        lease
+            .conn()
+            .query_one(
+                "SELECT outbox",
+                "SELECT
+                     (SELECT COUNT(*) FROM outbox
+                      WHERE published_at_ms IS NULL AND dead_at_ms IS NULL),
+                     (SELECT COALESCE(MIN(created_at_ms), 0) FROM outbox
+                      WHERE published_at_ms IS NULL AND dead_at_ms IS NULL),
+                     (SELECT COUNT(*) FROM outbox WHERE dead_at_ms IS NOT NULL)",
+                &[],
+                |row| {
+                    Ok(OutboxBacklog {
+                        pending: row.get(0)?,
+                        oldest_created_at_ms: row.get(1)?,
+                        dead: row.get(2)?,
+                    })
+                },
+            )
+            .await
     }
 }

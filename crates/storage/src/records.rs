@@ -112,17 +112,17 @@ pub struct UnpaidOrderRecord {
 }
 
 /// An event to append to the outbox.
-#[derive(Debug, Clone)]
-pub struct NewOutboxEvent<'a> {
-    pub event_id: &'a str,
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewOutboxEvent {
+    pub event_id: String,
     /// `order.created`, `payment.succeeded`...
-    pub topic: &'a str,
+    pub topic: String,
     /// The order the event is about: consumers and brokers key on it.
-    pub aggregate_id: &'a str,
+    pub aggregate_id: String,
     /// JSON.
-    pub payload: &'a str,
+    pub payload: String,
     /// JSON object of W3C trace-context fields of the step that wrote the event.
-    pub trace_context: &'a str,
+    pub trace_context: String,
     pub created_at_ms: i64,
 }
 

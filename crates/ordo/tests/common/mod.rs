@@ -70,7 +70,7 @@ impl Backend {
         let admin_url = postgres_admin_url();
         match connect_postgres(&admin_url).await {
             Ok(connection) => {
-                let _ = sqlx::Connection::close(connection).await;
+                connection.close().await;
                 Some(Backend::Postgres { admin_url })
             }
             Err(reason) if std::env::var_os("CI").is_some() => {
@@ -106,8 +106,8 @@ fn postgres_admin_url() -> String {
     std::env::var("ORDO_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
 }
 
-async fn connect_postgres(url: &str) -> Result<sqlx::PgConnection, String> {
-    let connect = <sqlx::PgConnection as sqlx::Connection>::connect(url);
+async fn connect_postgres(url: &str) -> Result<ordo_storage::Database, String> {
+    let connect = ordo_storage::Database::connect(url, 1);
     match tokio::time::timeout(Duration::from_secs(5), connect).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(error.to_string()),
@@ -117,13 +117,10 @@ async fn connect_postgres(url: &str) -> Result<sqlx::PgConnection, String> {
 
 /// Runs one statement on the PostgreSQL server at `admin_url`.
 async fn postgres_execute(admin_url: &str, statement: String) -> Result<(), String> {
-    let mut connection = connect_postgres(admin_url).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-        .execute(&mut connection)
-        .await
-        .map_err(|error| error.to_string())?;
-    let _ = sqlx::Connection::close(connection).await;
-    Ok(())
+    let connection = connect_postgres(admin_url).await?;
+    let result = connection.execute_unchecked(&statement).await;
+    connection.close().await;
+    result.map(|_| ()).map_err(|error| error.to_string())
 }
 
 /// `url` with its path (the database name) replaced by `database`, query string kept.
@@ -1025,22 +1022,42 @@ impl XorShift {
 /// (rows, published rows, largest number of claims of any row) of the server's outbox, read
 /// straight from its database.
 pub async fn outbox_state(server: &TestServer) -> (i64, i64, i64) {
-    use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(server.database_url())
-        .await
-        .expect("connect to the test database");
-    let row = sqlx::query(
+    let rows = sql_i64s(
+        server,
         "SELECT COUNT(*), COUNT(published_at_ms), COALESCE(MAX(attempts), 0) FROM outbox",
     )
-    .fetch_one(&mut connection)
-    .await
-    .expect("read the outbox");
-    let state = (
-        row.try_get(0).unwrap(),
-        row.try_get(1).unwrap(),
-        row.try_get(2).unwrap(),
-    );
-    let _ = sqlx::Connection::close(connection).await;
-    state
+    .await;
+    (rows[0][0], rows[0][1], rows[0][2])
+}
+
+/// Runs `statement` on the server's database, beside the server; returns the rows it changed.
+pub async fn sql_execute(server: &TestServer, statement: &str) -> u64 {
+    let db = ordo_storage::Database::connect(server.database_url(), 1)
+        .await
+        .expect("connect to the test database");
+    let changed = db
+        .execute_unchecked(statement)
+        .await
+        .expect("run the statement");
+    db.close().await;
+    changed
+}
+
+/// The rows of `query` on the server's database, every column an integer.
+pub async fn sql_i64s(server: &TestServer, query: &str) -> Vec<Vec<i64>> {
+    sql_rows(server, query).await
+}
+
+/// The rows of `query` on the server's database, every column text.
+pub async fn sql_texts(server: &TestServer, query: &str) -> Vec<Vec<String>> {
+    sql_rows(server, query).await
+}
+
+async fn sql_rows<T: ordo_storage::sql::Column>(server: &TestServer, query: &str) -> Vec<Vec<T>> {
+    let db = ordo_storage::Database::connect(server.database_url(), 1)
+        .await
+        .expect("connect to the test database");
+    let rows = db.query_unchecked(query).await.expect("run the query");
+    db.close().await;
+    rows
 }

@@ -1,0 +1,116 @@
+//! Opening connections: a deadpool of tokio-postgres clients, or SQLite's writer and readers.
+
+use crate::SqliteConnections;
+use crate::error::sqlite_error;
+use ordo_domain::{Error, Result};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a caller waits for a pooled connection (or for a new one to open) before the
+/// database counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(crate) fn postgres(url: &str, max_connections: u32) -> Result<deadpool_postgres::Pool> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|_| Error::invalid_field("database_url", "is not a valid PostgreSQL URL"))?;
+    let mut config = config;
+    config.connect_timeout(ACQUIRE_TIMEOUT);
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            // A connection that broke is noticed by its next statement (`unavailable`) and
+            // dropped by the pool; no round trip is spent checking each checkout.
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let timeouts = deadpool_postgres::Timeouts {
+        wait: Some(ACQUIRE_TIMEOUT),
+        create: Some(ACQUIRE_TIMEOUT),
+        recycle: Some(ACQUIRE_TIMEOUT),
+    };
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(max_connections.max(1) as usize)
+        .timeouts(timeouts)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::internal(format!("cannot build the PostgreSQL pool: {e}")))
+}
+
+pub(crate) fn sqlite(url: &str, max_connections: u32) -> Result<SqliteConnections> {
+    let path = sqlite_path_creating_folder(url)?;
+    let open = || -> Result<rusqlite::Connection> {
+        let connection = rusqlite::Connection::open(&path).map_err(|e| {
+            tracing::warn!(error = %e, "cannot open the SQLite database");
+            Error::unavailable(format!("cannot open the SQLite database {path}: {e}"))
+        })?;
+        // WAL lets readers run beside the writer; NORMAL sync keeps commits durable across a
+        // process crash (not power loss).
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(sqlite_error)?;
+        connection.set_prepared_statement_cache_capacity(128);
+        Ok(connection)
+    };
+    let writer = open()?;
+    // Readers are held for one statement and never across an `.await`, so one per thread
+    // that may run a statement at once is enough.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let reader_count = (max_connections as usize).clamp(1, threads * 2);
+    let readers = (0..reader_count)
+        .map(|_| open().map(Mutex::new))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SqliteConnections {
+        write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        writer: Arc::new(Mutex::new(writer)),
+        readers,
+        next_reader: AtomicUsize::new(0),
+    })
+}
+
+/// `sqlite://PATH[?query]` → `PATH`, after creating its folder. The query is ignored: ordo
+/// always opens the file read-write, creating it.
+fn sqlite_path_creating_folder(url: &str) -> Result<String> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    if path.is_empty() || path == ":memory:" {
+        return Err(Error::invalid_field(
+            "database_url",
+            "ordo needs a SQLite file, not an in-memory database",
+        ));
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::unavailable(format!(
+                "cannot create the folder of the SQLite database {}: {e}",
+                parent.display()
+            ))
+        })?;
+    }
+    Ok(path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_a_file_whose_folder_exists() {
+        let dir = std::env::temp_dir().join(format!("ordo-url-{}", std::process::id()));
+        let url = format!("sqlite://{}/a.db?mode=rwc", dir.display());
+        let path = sqlite_path_creating_folder(&url).unwrap();
+        assert!(path.ends_with("/a.db"));
+        assert!(dir.exists());
+        assert!(sqlite_path_creating_folder("sqlite::memory:").is_err());
+        assert!(sqlite_path_creating_folder("sqlite://").is_err());
+    }
+}

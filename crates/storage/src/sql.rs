@@ -1,0 +1,383 @@
+//! The one way a statement reaches a database: native drivers (tokio-postgres, rusqlite) behind
+//! a borrowed connection ([`Conn`]), typed parameters ([`Param`]) and rows read straight from the
+//! driver's own row ([`RowRef`]), with no generic value in between.
+//!
+//! Every round trip runs in one database CLIENT span (OpenTelemetry database conventions:
+//! `db.system.name`, `db.operation.name`, `db.query.summary`; never values) and is timed into
+//! `db_client_operation_duration_seconds`, so no statement goes unobserved.
+//!
+//! SQL is written once, in PostgreSQL's `$n` style. SQLite reads `$1` as a parameter *named*
+//! "$1" and numbers parameters in order of first appearance, so every statement must name its
+//! parameters in ascending order of first use (`$1` before `$2`...); debug builds check it.
+
+use crate::Backend;
+use crate::error::{pg_error, sqlite_error};
+use ordo_domain::{Error, Result};
+use std::time::{Duration, Instant};
+use tracing::{Instrument, field};
+
+/// How long one round trip may take before the caller gets `unavailable`: a database that stops
+/// answering must not hold requests to their own time-out.
+pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A statement parameter: the few types ordo stores (BIGINT and TEXT, each maybe NULL).
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    Int(i64),
+    Text(&'a str),
+    OptInt(Option<i64>),
+    OptText(Option<&'a str>),
+}
+
+impl From<i64> for Param<'_> {
+    fn from(value: i64) -> Self {
+        Param::Int(value)
+    }
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(value: &'a str) -> Self {
+        Param::Text(value)
+    }
+}
+
+impl<'a> From<&'a String> for Param<'a> {
+    fn from(value: &'a String) -> Self {
+        Param::Text(value)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Param<'a> {
+    fn from(value: Option<&'a str>) -> Self {
+        Param::OptText(value)
+    }
+}
+
+impl From<Option<i64>> for Param<'_> {
+    fn from(value: Option<i64>) -> Self {
+        Param::OptInt(value)
+    }
+}
+
+/// `params![a, b, c]`: a `[Param; n]` from values convertible into [`Param`].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! params {
+    ($($value:expr),* $(,)?) => { [$($crate::sql::Param::from($value)),*] };
+}
+pub(crate) use params;
+
+impl tokio_postgres::types::ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        match self {
+            Param::Int(value) => value.to_sql(ty, out),
+            Param::Text(value) => value.to_sql(ty, out),
+            Param::OptInt(value) => value.to_sql(ty, out),
+            Param::OptText(value) => value.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <i64 as tokio_postgres::types::ToSql>::accepts(ty)
+            || <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    // Checked per variant: an integer bound to a TEXT parameter is an error, not garbage.
+    fn to_sql_checked(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        match self {
+            Param::Int(value) => value.to_sql_checked(ty, out),
+            Param::Text(value) => value.to_sql_checked(ty, out),
+            Param::OptInt(value) => value.to_sql_checked(ty, out),
+            Param::OptText(value) => value.to_sql_checked(ty, out),
+        }
+    }
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match self {
+            Param::Int(value) => ToSqlOutput::Owned(Value::Integer(*value)),
+            Param::Text(value) => ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes())),
+            Param::OptInt(Some(value)) => ToSqlOutput::Owned(Value::Integer(*value)),
+            Param::OptText(Some(value)) => ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes())),
+            Param::OptInt(None) | Param::OptText(None) => ToSqlOutput::Owned(Value::Null),
+        })
+    }
+}
+
+/// A value a column can be read as, from either driver.
+pub trait Column: for<'a> tokio_postgres::types::FromSql<'a> + rusqlite::types::FromSql {}
+impl<T: for<'a> tokio_postgres::types::FromSql<'a> + rusqlite::types::FromSql> Column for T {}
+
+/// One row as the driver returned it.
+pub enum RowRef<'r> {
+    Pg(&'r tokio_postgres::Row),
+    Sqlite(&'r rusqlite::Row<'r>),
+}
+
+impl RowRef<'_> {
+    /// How many columns the row has.
+    pub fn len(&self) -> usize {
+        match self {
+            RowRef::Pg(row) => row.len(),
+            RowRef::Sqlite(row) => row.as_ref().column_count(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Column `index` as `T`; a type mismatch is a fault of the schema, not of the caller.
+    pub fn get<T: Column>(&self, index: usize) -> Result<T> {
+        match self {
+            RowRef::Pg(row) => row.try_get(index).map_err(pg_error),
+            RowRef::Sqlite(row) => row.get(index).map_err(sqlite_error),
+        }
+    }
+}
+
+/// A borrowed connection, inside or outside a transaction.
+pub enum Conn<'c> {
+    Pg {
+        client: &'c deadpool_postgres::ClientWrapper,
+        /// A transaction that has not sent its `BEGIN` yet sends it together with this
+        /// statement (pipelined: one round trip for both).
+        begin_first: bool,
+    },
+    /// Behind a mutex only to be `Sync` (futures holding it cross threads): whoever holds a
+    /// `Conn` owns the connection already, so the lock is never contended for long; it is
+    /// held for one statement and never across an `.await`.
+    Sqlite(&'c std::sync::Mutex<rusqlite::Connection>),
+}
+
+impl Conn<'_> {
+    fn backend(&self) -> Backend {
+        match self {
+            Conn::Pg { .. } => Backend::Postgres,
+            Conn::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Runs a statement that returns rows, mapping each with `map`.
+    pub async fn query<T>(
+        &self,
+        summary: &'static str,
+        sql: &str,
+        params: &[Param<'_>],
+        map: impl Fn(&RowRef<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        observed(self.backend(), summary, async {
+            match self {
+                Conn::Pg {
+                    client,
+                    begin_first,
+                } => {
+                    let rows = pg_round_trip(client, *begin_first, async {
+                        let statement = client.prepare_cached(sql).await?;
+                        client.query(&statement, &pg_params(params)).await
+                    })
+                    .await?;
+                    rows.iter().map(|row| map(&RowRef::Pg(row))).collect()
+                }
+                Conn::Sqlite(connection) => {
+                    let connection = lock(connection);
+                    let mut statement = sqlite_prepare(&connection, sql, params.len())?;
+                    let mut rows = statement
+                        .query(rusqlite::params_from_iter(params))
+                        .map_err(sqlite_error)?;
+                    let mut out = Vec::new();
+                    while let Some(row) = rows.next().map_err(sqlite_error)? {
+                        out.push(map(&RowRef::Sqlite(row))?);
+                    }
+                    Ok(out)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs a statement that returns at most one row.
+    pub async fn query_opt<T>(
+        &self,
+        summary: &'static str,
+        sql: &str,
+        params: &[Param<'_>],
+        map: impl Fn(&RowRef<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let mut rows = self.query(summary, sql, params, map).await?;
+        if rows.len() > 1 {
+            return Err(Error::internal(format!("{summary} returned several rows")));
+        }
+        Ok(rows.pop())
+    }
+
+    /// Runs a statement that returns exactly one row.
+    pub async fn query_one<T>(
+        &self,
+        summary: &'static str,
+        sql: &str,
+        params: &[Param<'_>],
+        map: impl Fn(&RowRef<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.query_opt(summary, sql, params, map)
+            .await?
+            .ok_or_else(|| Error::internal(format!("{summary} returned no row")))
+    }
+
+    /// Runs a statement without rows; returns how many rows it changed.
+    pub async fn execute(
+        &self,
+        summary: &'static str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<u64> {
+        observed(self.backend(), summary, async {
+            match self {
+                Conn::Pg {
+                    client,
+                    begin_first,
+                } => {
+                    pg_round_trip(client, *begin_first, async {
+                        let statement = client.prepare_cached(sql).await?;
+                        client.execute(&statement, &pg_params(params)).await
+                    })
+                    .await
+                }
+                Conn::Sqlite(connection) => {
+                    let connection = lock(connection);
+                    let mut statement = sqlite_prepare(&connection, sql, params.len())?;
+                    statement
+                        .execute(rusqlite::params_from_iter(params))
+                        .map(|changed| changed as u64)
+                        .map_err(sqlite_error)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs SQL text of one or more statements without parameters (transaction control,
+    /// migrations).
+    pub async fn batch(&self, summary: &'static str, sql: &str) -> Result<()> {
+        observed(self.backend(), summary, async {
+            match self {
+                Conn::Pg {
+                    client,
+                    begin_first,
+                } => pg_round_trip(client, *begin_first, client.batch_execute(sql)).await,
+                Conn::Sqlite(connection) => {
+                    lock(connection).execute_batch(sql).map_err(sqlite_error)
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Locks a SQLite connection; a poisoned lock (a panic mid-statement) still hands it out:
+/// SQLite itself keeps the database consistent.
+pub(crate) fn lock(
+    connection: &std::sync::Mutex<rusqlite::Connection>,
+) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+    connection
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn pg_params<'p>(params: &'p [Param<'_>]) -> Vec<&'p (dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|param| param as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// Awaits `work` on `client`, sending a pending `BEGIN` in the same flight when asked.
+async fn pg_round_trip<T>(
+    client: &tokio_postgres::Client,
+    begin_first: bool,
+    work: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> Result<T> {
+    if begin_first {
+        // Both requests are written before either answer is awaited: tokio-postgres
+        // pipelines the requests of concurrently polled futures on one connection.
+        let (begun, result) = futures::join!(client.batch_execute("BEGIN"), work);
+        begun.map_err(pg_error)?;
+        result.map_err(pg_error)
+    } else {
+        work.await.map_err(pg_error)
+    }
+}
+
+/// A cached prepared statement; in debug builds, checks the `$n` order rule of this module.
+fn sqlite_prepare<'c>(
+    connection: &'c rusqlite::Connection,
+    sql: &str,
+    param_count: usize,
+) -> Result<rusqlite::CachedStatement<'c>> {
+    let statement = connection.prepare_cached(sql).map_err(sqlite_error)?;
+    if cfg!(debug_assertions) {
+        assert_eq!(
+            statement.parameter_count(),
+            param_count,
+            "parameter count of {sql}"
+        );
+        for index in 1..=param_count {
+            let expected = format!("${index}");
+            assert_eq!(
+                statement.parameter_name(index),
+                Some(expected.as_str()),
+                "parameters of {sql} must first appear in order $1, $2, ..."
+            );
+        }
+    }
+    Ok(statement)
+}
+
+/// Runs `work` in a CLIENT span named `summary`, timed into the database histogram, bounded by
+/// [`STATEMENT_TIMEOUT`].
+pub(crate) async fn observed<T>(
+    backend: Backend,
+    summary: &'static str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let operation = summary.split(' ').next().unwrap_or(summary);
+    let span = tracing::info_span!(
+        "db",
+        otel.name = summary,
+        otel.kind = "client",
+        otel.status_code = field::Empty,
+        db.system.name = backend.system_name(),
+        db.operation.name = operation,
+        db.query.summary = summary,
+    );
+    let started = Instant::now();
+    let result = tokio::time::timeout(STATEMENT_TIMEOUT, work.instrument(span.clone()))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(summary, "database statement timed out");
+            Err(Error::unavailable("the database did not answer in time"))
+        });
+    ordo_telemetry::metrics::observe_db(
+        backend.system_name(),
+        summary,
+        started.elapsed().as_secs_f64(),
+    );
+    if let Err(error) = &result
+        && error.kind.is_server_fault()
+    {
+        span.record("otel.status_code", "error");
+    }
+    result
+}
