@@ -45,7 +45,8 @@ async fn server_span_continues_the_callers_trace_with_database_spans_below(backe
 
     let spans = receiver
         .trace(CALLER_TRACE, |spans| {
-            spans.iter().any(|s| s.kind == KIND_SERVER) && spans.iter().any(|s| s.name == "COMMIT")
+            spans.iter().any(|s| s.kind == KIND_SERVER)
+                && spans.iter().any(|s| s.name == "BATCH orders")
         })
         .await;
     let root = assert_one_tree(&spans, CALLER_SPAN);
@@ -63,11 +64,32 @@ async fn server_span_continues_the_callers_trace_with_database_spans_below(backe
         Backend::Sqlite => "sqlite",
         Backend::Postgres { .. } => "postgresql",
     };
+    // One span per round trip: the read of prices and stock, the wait for the batch that
+    // writes the order, and that batch (this order was its first, so it is in this trace).
     let db_spans: Vec<_> = spans.iter().filter(|s| s.kind == KIND_CLIENT).collect();
-    assert!(
-        db_spans.len() >= 5,
-        "a create runs several statements: {:#?}",
+    let names: Vec<_> = db_spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "a create is three database spans: {:#?}",
         describe(&spans)
+    );
+    for name in ["SELECT products", "INSERT orders", "BATCH orders"] {
+        assert!(names.contains(&name), "no {name} span: {names:?}");
+    }
+    let wait = db_spans.iter().find(|s| s.name == "INSERT orders").unwrap();
+    let batch = db_spans.iter().find(|s| s.name == "BATCH orders").unwrap();
+    assert_eq!(batch.parent_span_id, wait.span_id);
+    assert_eq!(wait.attributes["db.operation.batch.size"], "1");
+    assert_eq!(batch.attributes["db.operation.batch.size"], "1");
+    assert!(
+        batch
+            .links
+            .contains(&(wait.trace_id.clone(), wait.span_id.clone()))
+    );
+    assert!(
+        wait.links
+            .contains(&(batch.trace_id.clone(), batch.span_id.clone()))
     );
     for span in &db_spans {
         assert_eq!(span.attributes["db.system.name"], system);
@@ -278,7 +300,9 @@ async fn personal_values_never_reach_logs_spans_or_metrics() {
     server.cancel_order(&id).await.expect_status(200);
     let (trace_id, _) = reply.traceparent();
     receiver
-        .trace(&trace_id, |spans| spans.iter().any(|s| s.name == "COMMIT"))
+        .trace(&trace_id, |spans| {
+            spans.iter().any(|s| s.name == "BATCH orders")
+        })
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -8,16 +8,19 @@ use crate::api::{
 use crate::{Service, rfc3339, step_ids, topics};
 use ordo_domain::ids::{CustomerId, OrderId, Sku};
 use ordo_domain::money::Currency;
+use ordo_domain::money::Money;
 use ordo_domain::order::{
     Contact, NewOrder, OrderEvent, OrderStatus, ShippingAddress, price_lines,
 };
-use ordo_domain::stock::{Quantity, allocate};
+use ordo_domain::stock::{Allocation, Quantity, StockLevel, allocate};
 use ordo_domain::{Error, Result};
 use ordo_storage::now_ms;
-use ordo_storage::orders::{KeyClaim, NewEvent};
+use ordo_storage::orders::NewEvent;
+use ordo_storage::placement::{OrderPlacement, Placement};
 use ordo_storage::records::{OrderFilter, OrderItemRecord, OrderRecord};
 use ordo_telemetry::metrics;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use tracing::field;
 
 /// The outcome of a create: the order, and whether it is an earlier request's result replayed
@@ -137,9 +140,8 @@ impl Service {
     ) -> Result<Created> {
         let new_order = input.parse()?;
         let key = idempotency_key.map(parse_idempotency_key).transpose()?;
+        let digest = key.map(|_| input.digest());
         let order_id = new_order_id();
-        let now = now_ms();
-        let ids = step_ids();
         let mut skus: Vec<&Sku> = new_order.lines.iter().map(|(sku, _)| sku).collect();
         skus.sort();
         skus.dedup();
@@ -147,110 +149,88 @@ impl Service {
             Some(catalog) => Some(remote_prices(catalog.as_ref(), &skus).await?),
             None => None,
         };
+        let idempotency = key.zip(digest.as_deref());
 
-        let mut tx = self.db.begin().await?;
-        if let Some(key) = key {
-            let digest = input.digest();
-            match tx
-                .claim_idempotency_key(key, &digest, order_id.as_str(), now)
-                .await?
-            {
-                KeyClaim::Claimed => {}
-                KeyClaim::Existing {
+        // Optimistic: decide from a read, write only if the stock still fits (the write checks
+        // it atomically); a concurrent reservation in between means reading again.
+        for _ in 0..PLACEMENT_ATTEMPTS {
+            let inputs = self.db.order_inputs(&skus).await?;
+            let prices = remote_prices.as_ref().unwrap_or(&inputs.prices);
+            let placement = match decide(&new_order, &order_id, prices, &inputs.stock) {
+                Ok(decision) => decision,
+                // A refused order may still be a replay of an accepted one: the key decides.
+                Err(error) => {
+                    if let Some((key, digest)) = idempotency
+                        && let Some((request_hash, earlier)) = self.db.idempotency_key(key).await?
+                    {
+                        return self.replay(digest, &request_hash, &earlier).await;
+                    }
+                    return Err(error);
+                }
+            };
+            let (record, allocations, total, timeline_detail) = placement;
+            let event = serde_json::json!({
+                "order_id": record.id,
+                "customer_id": record.customer_id,
+                "total": {"amount_minor": total.amount_minor(), "currency": record.currency},
+                "reservations": allocations.iter().map(|a| serde_json::json!({
+                    "sku": a.sku.as_str(), "warehouse": a.warehouse.as_str(),
+                    "quantity": a.quantity,
+                })).collect::<Vec<_>>(),
+            });
+            let event = ordo_outbox::outbox_event(
+                topics::ORDER_CREATED,
+                &record.id,
+                &event,
+                record.created_at_ms,
+            )?;
+            let placement = OrderPlacement {
+                order: record,
+                idempotency: idempotency.map(|(k, d)| (k.to_owned(), d.to_owned())),
+                allocations,
+                timeline_detail,
+                event,
+            };
+            match self.db.place_order(placement.clone()).await? {
+                Placement::Placed => {
+                    let record = placement.order;
+                    tracing::Span::current().record("order.id", record.id.as_str());
+                    self.wakeup.wake();
+                    metrics::count_order_created();
+                    tracing::info!(order.id = %record.id, "order created");
+                    return Ok(Created {
+                        order: view(record)?,
+                        replayed: false,
+                    });
+                }
+                Placement::KeyTaken {
                     request_hash,
                     order_id,
                 } => {
-                    drop(tx);
-                    if request_hash != digest {
-                        return Err(Error::conflict(
-                            "the Idempotency-Key was already used with a different request",
-                        ));
-                    }
-                    tracing::Span::current().record("order.id", order_id.as_str());
-                    let order = self.order(&order_id).await?;
-                    return Ok(Created {
-                        order,
-                        replayed: true,
-                    });
+                    let digest = digest.as_deref().unwrap_or_default();
+                    return self.replay(digest, &request_hash, &order_id).await;
                 }
+                Placement::StockChanged => continue,
             }
         }
-        tracing::Span::current().record("order.id", order_id.as_str());
+        Err(Error::unavailable(
+            "the stock of this order kept changing while it was placed; retry",
+        ))
+    }
 
-        let prices = match remote_prices {
-            Some(prices) => prices,
-            None => tx.prices(&skus).await?,
-        };
-        let (priced, total) = price_lines(new_order.currency, &new_order.lines, |sku| {
-            prices.get(sku).copied()
-        })?;
-        let stock = tx.lock_stock(&skus).await?;
-        let allocations = allocate(
-            &new_order.lines,
-            &stock,
-            &new_order.shipping_address.country(),
-        )?;
-
-        let record = OrderRecord {
-            id: order_id.as_str().to_owned(),
-            customer_id: new_order.customer_id.into_string(),
-            status: OrderStatus::PendingPayment.as_str().to_owned(),
-            currency: new_order.currency.to_string(),
-            total_minor: total.amount_minor(),
-            shipping_address: to_json(&new_order.shipping_address)?,
-            contact: to_json(&new_order.contact)?,
-            created_at_ms: now,
-            updated_at_ms: now,
-            trace_id: ids.trace_id.clone(),
-            span_id: ids.span_id.clone(),
-            items: priced
-                .iter()
-                .map(|line| OrderItemRecord {
-                    sku: line.sku.as_str().to_owned(),
-                    quantity: i64::from(line.quantity.get()),
-                    unit_price_minor: line.unit_price.amount_minor(),
-                    line_total_minor: line.line_total.amount_minor(),
-                })
-                .collect(),
-        };
-        tx.insert_order(&record).await?;
-        tx.reserve(order_id.as_str(), &allocations, now).await?;
-        let detail = format!(
-            "order created: {} line(s), {} reserved in {} warehouse(s), total {total}",
-            priced.len(),
-            allocations.iter().map(|a| a.quantity).sum::<i64>(),
-            {
-                let mut warehouses: Vec<_> = allocations.iter().map(|a| &a.warehouse).collect();
-                warehouses.sort();
-                warehouses.dedup();
-                warehouses.len()
-            }
-        );
-        tx.append_event(&NewEvent {
-            order_id: &record.id,
-            at_ms: now,
-            kind: "order_created",
-            detail: &detail,
-            trace_id: &ids.trace_id,
-            span_id: &ids.span_id,
-        })
-        .await?;
-        let event = serde_json::json!({
-            "order_id": record.id,
-            "customer_id": record.customer_id,
-            "total": {"amount_minor": record.total_minor, "currency": record.currency},
-            "reservations": allocations.iter().map(|a| serde_json::json!({
-                "sku": a.sku.as_str(), "warehouse": a.warehouse.as_str(), "quantity": a.quantity,
-            })).collect::<Vec<_>>(),
-        });
-        ordo_outbox::new_event(&mut tx, topics::ORDER_CREATED, &record.id, &event, now).await?;
-        tx.commit().await?;
-        self.wakeup.wake();
-        metrics::count_order_created();
-        tracing::info!(order.id = %record.id, "order created");
+    /// The answer to a request whose idempotency key an earlier request holds: that request's
+    /// order if the two are the same request, `conflict` otherwise.
+    async fn replay(&self, digest: &str, request_hash: &str, order_id: &str) -> Result<Created> {
+        if request_hash != digest {
+            return Err(Error::conflict(
+                "the Idempotency-Key was already used with a different request",
+            ));
+        }
+        tracing::Span::current().record("order.id", order_id);
+        let order = self.order(order_id).await?;
         Ok(Created {
-            order: view(record)?,
-            replayed: false,
+            order,
+            replayed: true,
         })
     }
 
@@ -404,6 +384,61 @@ impl Service {
                 .collect(),
         })
     }
+}
+
+/// How often a creation reads and decides again when the stock changed under it.
+const PLACEMENT_ATTEMPTS: usize = 8;
+
+/// Prices and allocates `new_order` from a read: the order's row, its allocations, its total
+/// and the detail of its `order_created` timeline entry.
+fn decide(
+    new_order: &NewOrder,
+    order_id: &OrderId,
+    prices: &HashMap<Sku, Money>,
+    stock: &HashMap<Sku, Vec<StockLevel>>,
+) -> Result<(OrderRecord, Vec<Allocation>, Money, String)> {
+    let (priced, total) = price_lines(new_order.currency, &new_order.lines, |sku| {
+        prices.get(sku).copied()
+    })?;
+    let allocations = allocate(
+        &new_order.lines,
+        stock,
+        &new_order.shipping_address.country(),
+    )?;
+    let now = now_ms();
+    let ids = step_ids();
+    let record = OrderRecord {
+        id: order_id.as_str().to_owned(),
+        customer_id: new_order.customer_id.as_str().to_owned(),
+        status: OrderStatus::PendingPayment.as_str().to_owned(),
+        currency: new_order.currency.to_string(),
+        total_minor: total.amount_minor(),
+        shipping_address: to_json(&new_order.shipping_address)?,
+        contact: to_json(&new_order.contact)?,
+        created_at_ms: now,
+        updated_at_ms: now,
+        trace_id: ids.trace_id,
+        span_id: ids.span_id,
+        items: priced
+            .iter()
+            .map(|line| OrderItemRecord {
+                sku: line.sku.as_str().to_owned(),
+                quantity: i64::from(line.quantity.get()),
+                unit_price_minor: line.unit_price.amount_minor(),
+                line_total_minor: line.line_total.amount_minor(),
+            })
+            .collect(),
+    };
+    let mut warehouses: Vec<_> = allocations.iter().map(|a| &a.warehouse).collect();
+    warehouses.sort();
+    warehouses.dedup();
+    let detail = format!(
+        "order created: {} line(s), {} reserved in {} warehouse(s), total {total}",
+        priced.len(),
+        allocations.iter().map(|a| a.quantity).sum::<i64>(),
+        warehouses.len()
+    );
+    Ok((record, allocations, total, detail))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {

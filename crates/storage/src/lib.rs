@@ -28,6 +28,7 @@ mod migrate;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod placement;
 pub mod records;
 pub mod sql;
 
@@ -73,6 +74,8 @@ impl Backend {
 #[derive(Clone)]
 pub struct Database {
     inner: Arc<Connections>,
+    /// Where order placements queue for their batch (none in the task that writes them).
+    placements: Option<placement::Queue>,
 }
 
 pub(crate) enum Connections {
@@ -125,11 +128,16 @@ impl Database {
             Backend::Sqlite => Connections::Sqlite(connect::sqlite(url, max_connections)?),
             Backend::Postgres => Connections::Postgres(connect::postgres(url, max_connections)?),
         };
-        let database = Database {
-            inner: Arc::new(connections),
+        let inner = Arc::new(connections);
+        let writer = Database {
+            inner: Arc::clone(&inner),
+            placements: None,
         };
-        database.ping().await?;
-        Ok(database)
+        writer.ping().await?;
+        Ok(Database {
+            inner,
+            placements: Some(placement::start(writer)),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -34,6 +34,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_outbox"),
     migration!(4, "0004_fulfillment"),
     migration!(5, "0005_outbox_attempts"),
+    migration!(6, "0006_place_orders"),
 ];
 
 /// An arbitrary constant naming ordo's migration lock among PostgreSQL advisory locks.

@@ -384,6 +384,23 @@ impl WriteTx {
         allocations: &[Allocation],
         now_ms: i64,
     ) -> Result<()> {
+        if self.try_reserve(order_id, allocations, now_ms).await? {
+            Ok(())
+        } else {
+            Err(Error::conflict(format!(
+                "the stock of order {order_id} changed during the reservation"
+            )))
+        }
+    }
+
+    /// [`WriteTx::reserve`], answering `false` when an allocation no longer fits; the
+    /// allocations before it are then reserved already: the caller rolls back.
+    pub(crate) async fn try_reserve(
+        &mut self,
+        order_id: &str,
+        allocations: &[Allocation],
+        now_ms: i64,
+    ) -> Result<bool> {
         let conn = self.conn();
         for allocation in allocations {
             let (sku, warehouse) = (allocation.sku.as_str(), allocation.warehouse.as_str());
@@ -396,10 +413,7 @@ impl WriteTx {
                 )
                 .await?;
             if updated != 1 {
-                return Err(Error::conflict(format!(
-                    "stock of {} in {} changed during the reservation",
-                    allocation.sku, allocation.warehouse
-                )));
+                return Ok(false);
             }
             conn.execute(
                 "INSERT reservations",
@@ -409,7 +423,7 @@ impl WriteTx {
             )
             .await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Gives back every unreleased reservation of `order_id` and marks them released, so a
@@ -585,7 +599,7 @@ impl Drop for WriteTx {
 }
 
 /// A stored value that no longer parses: storage was written by something other than ordo.
-fn corrupt_row(error: Error) -> Error {
+pub(crate) fn corrupt_row(error: Error) -> Error {
     tracing::error!(error = %error, "a stored row failed validation");
     Error::internal("a stored row is not valid")
 }

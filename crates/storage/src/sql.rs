@@ -345,15 +345,22 @@ fn sqlite_prepare<'c>(
     Ok(statement)
 }
 
-/// Runs `work` in a CLIENT span named `summary`, timed into the database histogram, bounded by
-/// [`STATEMENT_TIMEOUT`].
-pub(crate) async fn observed<T>(
-    backend: Backend,
-    summary: &'static str,
-    work: impl Future<Output = Result<T>>,
-) -> Result<T> {
+tokio::task_local! {
+    /// Set while a batch runs its statements: the batch is one span, not one per statement.
+    static IN_BATCH: ();
+}
+
+/// Runs `work` with its statements unspanned (still timed): the steps of one batch, which has a
+/// span of its own ([`db_span`]).
+pub(crate) async fn unspanned<T>(work: impl Future<Output = T>) -> T {
+    IN_BATCH.scope((), work).await
+}
+
+/// A database CLIENT span named `summary`, child of the current span (OpenTelemetry database
+/// conventions; `summary` is static text, never values: it is also a metric label).
+pub(crate) fn db_span(backend: Backend, summary: &'static str) -> tracing::Span {
     let operation = summary.split(' ').next().unwrap_or(summary);
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "db",
         otel.name = summary,
         otel.kind = "client",
@@ -361,7 +368,30 @@ pub(crate) async fn observed<T>(
         db.system.name = backend.system_name(),
         db.operation.name = operation,
         db.query.summary = summary,
-    );
+        db.operation.batch.size = field::Empty,
+    )
+}
+
+/// Runs `work` in a CLIENT span named `summary` (none inside a batch), timed into the database
+/// histogram, bounded by [`STATEMENT_TIMEOUT`].
+pub(crate) async fn observed<T>(
+    backend: Backend,
+    summary: &'static str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    if IN_BATCH.try_with(|_| ()).is_ok() {
+        return observed_in(tracing::Span::none(), backend, summary, work).await;
+    }
+    observed_in(db_span(backend, summary), backend, summary, work).await
+}
+
+/// [`observed`] in a span of the caller's making.
+pub(crate) async fn observed_in<T>(
+    span: tracing::Span,
+    backend: Backend,
+    summary: &'static str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
     let started = Instant::now();
     let result = tokio::time::timeout(STATEMENT_TIMEOUT, work.instrument(span.clone()))
         .await

@@ -193,6 +193,11 @@ pub fn continue_stored_trace(span: &tracing::Span, trace_id_hex: &str, span_id_h
     }
 }
 
+/// Makes `span` a child of `parent` (a span of another task: the batch that serves it).
+pub fn adopt_parent_span(span: &tracing::Span, parent: &tracing::Span) {
+    let _ = span.set_parent(parent.context());
+}
+
 /// Adds to `span` a link to `linked` (a job run's span, from each piece of work it did in
 /// another trace). Nothing happens when either has no valid context.
 pub fn link_to(span: &tracing::Span, linked: &tracing::Span) {
