@@ -79,10 +79,22 @@ pub struct Database {
 }
 
 pub(crate) enum Connections {
-    /// A pool of tokio-postgres connections; each caches its prepared statements.
-    Postgres(deadpool_postgres::Pool),
+    Postgres(PostgresConnections),
     Sqlite(SqliteConnections),
 }
+
+/// A pool of tokio-postgres connections, each caching its prepared statements. Transactions
+/// and writes take a connection of their own; reads share a few connections held aside, where
+/// tokio-postgres pipelines the statements of concurrent requests (one server process answers
+/// many reads in a row, instead of many processes taking turns on the cores).
+pub(crate) struct PostgresConnections {
+    pub(crate) pool: deadpool_postgres::Pool,
+    readers: Vec<StdMutex<Option<Arc<deadpool_postgres::Object>>>>,
+    next_reader: AtomicUsize,
+}
+
+/// How many pooled connections the reads share.
+const SHARED_READERS: usize = 4;
 
 /// SQLite allows one writer at a time: writes queue on `write_lock` (in-process, never
 /// `SQLITE_BUSY`); reads run on connections of their own beside the writer (WAL). Statements
@@ -99,6 +111,7 @@ pub(crate) struct SqliteConnections {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Lease<'d> {
     Postgres(deadpool_postgres::Object),
+    PostgresShared(Arc<deadpool_postgres::Object>),
     SqliteRead(&'d StdMutex<rusqlite::Connection>),
     SqliteWrite {
         _turn: tokio::sync::OwnedMutexGuard<()>,
@@ -110,6 +123,10 @@ impl Lease<'_> {
     pub(crate) fn conn(&self) -> Conn<'_> {
         match self {
             Lease::Postgres(client) => Conn::Pg {
+                client,
+                begin_first: false,
+            },
+            Lease::PostgresShared(client) => Conn::Pg {
                 client,
                 begin_first: false,
             },
@@ -126,7 +143,16 @@ impl Database {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Database> {
         let connections = match Backend::from_url(url)? {
             Backend::Sqlite => Connections::Sqlite(connect::sqlite(url, max_connections)?),
-            Backend::Postgres => Connections::Postgres(connect::postgres(url, max_connections)?),
+            Backend::Postgres => {
+                let pool = connect::postgres(url, max_connections)?;
+                // Leave most of the pool to transactions.
+                let shared = SHARED_READERS.min(max_connections as usize / 2);
+                Connections::Postgres(PostgresConnections {
+                    pool,
+                    readers: (0..shared).map(|_| StdMutex::new(None)).collect(),
+                    next_reader: AtomicUsize::new(0),
+                })
+            }
         };
         let inner = Arc::new(connections);
         let writer = Database {
@@ -170,7 +196,12 @@ impl Database {
     /// Closes the connections; statements in flight finish first.
     pub async fn close(&self) {
         match &*self.inner {
-            Connections::Postgres(pool) => pool.close(),
+            Connections::Postgres(postgres) => {
+                for reader in &postgres.readers {
+                    crate::sql::lock_any(reader).take();
+                }
+                postgres.pool.close()
+            }
             Connections::Sqlite(sqlite) => {
                 // Waits for the write in progress; SQLite connections close when dropped.
                 let _turn = sqlite.write_lock.lock().await;
@@ -178,14 +209,25 @@ impl Database {
         }
     }
 
-    /// A connection for a read: pooled on PostgreSQL, one of the reader connections on SQLite.
+    /// A connection for a read: one shared by concurrent reads on PostgreSQL (or one of its
+    /// own when the pool is too small to share), one of the reader connections on SQLite.
     pub(crate) async fn read(&self) -> Result<Lease<'_>> {
         match &*self.inner {
-            Connections::Postgres(pool) => pool
-                .get()
-                .await
-                .map(Lease::Postgres)
-                .map_err(error::pool_error),
+            Connections::Postgres(postgres) if postgres.readers.is_empty() => self.write().await,
+            Connections::Postgres(postgres) => {
+                let index = postgres.next_reader.fetch_add(1, Ordering::Relaxed);
+                let slot = &postgres.readers[index % postgres.readers.len()];
+                let shared = crate::sql::lock_any(slot).clone();
+                if let Some(client) = shared
+                    && !client.is_closed()
+                {
+                    return Ok(Lease::PostgresShared(client));
+                }
+                // First use, or the connection broke: a fresh one from the pool.
+                let fresh = Arc::new(postgres.pool.get().await.map_err(error::pool_error)?);
+                *crate::sql::lock_any(slot) = Some(Arc::clone(&fresh));
+                Ok(Lease::PostgresShared(fresh))
+            }
             Connections::Sqlite(sqlite) => {
                 let index = sqlite.next_reader.fetch_add(1, Ordering::Relaxed);
                 Ok(Lease::SqliteRead(
@@ -195,11 +237,17 @@ impl Database {
         }
     }
 
-    /// A connection for a write of one statement outside a [`WriteTx`]; on SQLite it waits for
-    /// the writer's turn.
+    /// A connection of the caller's own for a write outside a [`WriteTx`]: from the pool on
+    /// PostgreSQL (never a shared one: a long statement must not hold up the reads behind
+    /// it), the writer's turn on SQLite.
     pub(crate) async fn write(&self) -> Result<Lease<'_>> {
         match &*self.inner {
-            Connections::Postgres(_) => self.read().await,
+            Connections::Postgres(postgres) => postgres
+                .pool
+                .get()
+                .await
+                .map(Lease::Postgres)
+                .map_err(error::pool_error),
             Connections::Sqlite(sqlite) => Ok(Lease::SqliteWrite {
                 _turn: sqlite.write_lock.clone().lock_owned().await,
                 connection: &sqlite.writer,

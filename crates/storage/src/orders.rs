@@ -168,7 +168,7 @@ impl Database {
     pub async fn begin(&self) -> Result<WriteTx> {
         let state = match self.connections() {
             Connections::Postgres(_) => {
-                let crate::Lease::Postgres(client) = self.read().await? else {
+                let crate::Lease::Postgres(client) = self.write().await? else {
                     unreachable!("a PostgreSQL database leases PostgreSQL connections")
                 };
                 TxState::Postgres {
@@ -592,7 +592,7 @@ impl Drop for WriteTx {
                 }
             }
             TxState::Sqlite { connection, .. } => {
-                let _ = crate::sql::lock(connection).execute_batch("ROLLBACK");
+                let _ = crate::sql::lock_any(connection).execute_batch("ROLLBACK");
             }
         }
     }

@@ -85,12 +85,49 @@ pub(crate) type Queue = mpsc::Sender<Job>;
 pub(crate) fn start(db: Database) -> Queue {
     let (sender, mut receiver) = mpsc::channel::<Job>(QUEUE_CAPACITY);
     tokio::spawn(async move {
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        while receiver.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-            write_batch(&db, std::mem::take(&mut jobs)).await;
+        let mut waiting: Vec<Job> = Vec::with_capacity(QUEUE_CAPACITY);
+        loop {
+            // Whatever arrived while the previous batch was written; wait only when idle.
+            if waiting.is_empty() {
+                if receiver.recv_many(&mut waiting, QUEUE_CAPACITY).await == 0 {
+                    return;
+                }
+            } else {
+                while waiting.len() < QUEUE_CAPACITY {
+                    match receiver.try_recv() {
+                        Ok(job) => waiting.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let batch = next_batch(&mut waiting);
+            write_batch(&db, batch).await;
         }
     });
     sender
+}
+
+/// Takes up to [`MAX_BATCH`] jobs, oldest first, no two with the same idempotency key (the
+/// later one waits for the next batch, where it finds the key taken or free again).
+fn next_batch(waiting: &mut Vec<Job>) -> Vec<Job> {
+    let mut keys = std::collections::HashSet::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH.min(waiting.len()));
+    let mut rest = Vec::new();
+    for job in waiting.drain(..) {
+        let key = job
+            .placement
+            .idempotency
+            .as_ref()
+            .map(|(key, _)| key.clone());
+        let fits = batch.len() < MAX_BATCH && key.is_none_or(|key| keys.insert(key));
+        if fits {
+            batch.push(job);
+        } else {
+            rest.push(job);
+        }
+    }
+    *waiting = rest;
+    batch
 }
 
 impl Database {
@@ -238,13 +275,13 @@ async fn write_postgres(db: &Database, placements: &[&OrderPlacement]) -> Result
     let batch: Vec<serde_json::Value> = placements.iter().map(|p| placement_json(p)).collect();
     let batch = serde_json::to_string(&batch)
         .map_err(|e| Error::internal(format!("cannot encode a placement: {e}")))?;
-    let lease = db.read().await?;
+    let lease = db.write().await?;
     let outcomes = lease
         .conn()
         .query(
             "SELECT ordo_place_orders",
             "SELECT outcome, existing_request_hash, existing_order_id
-             FROM ordo_place_orders($1::text::jsonb)",
+             FROM ordo_place_orders($1::text::jsonb) ORDER BY pos",
             &params![batch.as_str()],
             |row| match row.get::<String>(0)?.as_str() {
                 "placed" => Ok(Placement::Placed),

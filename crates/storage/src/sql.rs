@@ -192,7 +192,7 @@ impl Conn<'_> {
                     rows.iter().map(|row| map(&RowRef::Pg(row))).collect()
                 }
                 Conn::Sqlite(connection) => {
-                    let connection = lock(connection);
+                    let connection = lock_any(connection);
                     let mut statement = sqlite_prepare(&connection, sql, params.len())?;
                     let mut rows = statement
                         .query(rusqlite::params_from_iter(params))
@@ -256,7 +256,7 @@ impl Conn<'_> {
                     .await
                 }
                 Conn::Sqlite(connection) => {
-                    let connection = lock(connection);
+                    let connection = lock_any(connection);
                     let mut statement = sqlite_prepare(&connection, sql, params.len())?;
                     statement
                         .execute(rusqlite::params_from_iter(params))
@@ -286,12 +286,10 @@ impl Conn<'_> {
     }
 }
 
-/// Locks a SQLite connection; a poisoned lock (a panic mid-statement) still hands it out:
-/// SQLite itself keeps the database consistent.
-pub(crate) fn lock(
-    connection: &std::sync::Mutex<rusqlite::Connection>,
-) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
-    connection
+/// Locks a mutex whose data stays valid through a panic of its holder (a SQLite connection:
+/// SQLite itself keeps the database consistent; a slot of shared connections).
+pub(crate) fn lock_any<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
