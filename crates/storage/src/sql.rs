@@ -277,9 +277,9 @@ impl Conn<'_> {
                     client,
                     begin_first,
                 } => pg_round_trip(client, *begin_first, client.batch_execute(sql)).await,
-                Conn::Sqlite(connection) => {
-                    lock(connection).execute_batch(sql).map_err(sqlite_error)
-                }
+                Conn::Sqlite(connection) => lock_any(connection)
+                    .execute_batch(sql)
+                    .map_err(sqlite_error),
             }
         })
         .await
