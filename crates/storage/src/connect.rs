@@ -47,11 +47,14 @@ pub(crate) fn sqlite(url: &str, max_connections: u32) -> Result<SqliteConnection
             Error::unavailable(format!("cannot open the SQLite database {path}: {e}"))
         })?;
         // WAL lets readers run beside the writer; NORMAL sync keeps commits durable across a
-        // process crash (not power loss).
+        // process crash (not power loss). No connection checkpoints by itself: a checkpoint
+        // copies the WAL into the database file and syncs it, milliseconds that must not be
+        // spent inside a commit while every other write waits; the checkpointer thread does it.
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                 PRAGMA wal_autocheckpoint = 0;",
             )
             .map_err(sqlite_error)?;
         connection.set_prepared_statement_cache_capacity(128);
@@ -66,11 +69,52 @@ pub(crate) fn sqlite(url: &str, max_connections: u32) -> Result<SqliteConnection
         .map(|_| open().map(Mutex::new))
         .collect::<Result<Vec<_>>>()?;
     Ok(SqliteConnections {
-        write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        group: Arc::new(crate::group_commit::GroupCommit::new()),
         writer: Arc::new(Mutex::new(writer)),
         readers,
         next_reader: AtomicUsize::new(0),
+        _checkpointer: Checkpointer::start(open()?),
     })
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// A thread of its own that checkpoints the WAL (`PASSIVE`: never waits for the writer or the
+/// readers, never makes them wait), so commits stay appends to the WAL and the WAL stays
+/// small. Stops when dropped (with the connections).
+pub(crate) struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(connection: rusqlite::Connection) -> Checkpointer {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("ordo-sqlite-checkpoint".to_owned())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::park_timeout(CHECKPOINT_EVERY);
+                    if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::warn!(%error, "SQLite checkpoint failed");
+                    }
+                }
+            })
+            .ok();
+        Checkpointer { stop, thread }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
 }
 
 /// `sqlite://PATH[?query]` → `PATH`, after creating its folder. The query is ignored: ordo

@@ -24,6 +24,7 @@ pub mod catalog;
 mod connect;
 mod error;
 pub mod fulfillment;
+mod group_commit;
 mod migrate;
 pub mod orders;
 pub mod outbox;
@@ -96,14 +97,16 @@ pub(crate) struct PostgresConnections {
 /// How many pooled connections the reads share.
 const SHARED_READERS: usize = 4;
 
-/// SQLite allows one writer at a time: writes queue on `write_lock` (in-process, never
+/// SQLite allows one writer at a time: writes queue for the writer's turn (in-process, never
 /// `SQLITE_BUSY`); reads run on connections of their own beside the writer (WAL). Statements
 /// run inline on the calling task: microseconds each, never held across an `.await`.
 pub(crate) struct SqliteConnections {
-    pub(crate) write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The writer's turn, and the group commit of the transactions queued for it.
+    pub(crate) group: Arc<group_commit::GroupCommit>,
     pub(crate) writer: Arc<StdMutex<rusqlite::Connection>>,
     pub(crate) readers: Vec<StdMutex<rusqlite::Connection>>,
     pub(crate) next_reader: AtomicUsize,
+    pub(crate) _checkpointer: connect::Checkpointer,
 }
 
 /// A connection for a read, or for a write outside a [`WriteTx`].
@@ -204,7 +207,8 @@ impl Database {
             }
             Connections::Sqlite(sqlite) => {
                 // Waits for the write in progress; SQLite connections close when dropped.
-                let _turn = sqlite.write_lock.lock().await;
+                let _turn = sqlite.group.turn().await;
+                let _ = sqlite.group.commit(&sql::lock_any(&sqlite.writer));
             }
         }
     }
@@ -248,10 +252,15 @@ impl Database {
                 .await
                 .map(Lease::Postgres)
                 .map_err(error::pool_error),
-            Connections::Sqlite(sqlite) => Ok(Lease::SqliteWrite {
-                _turn: sqlite.write_lock.clone().lock_owned().await,
-                connection: &sqlite.writer,
-            }),
+            Connections::Sqlite(sqlite) => {
+                let turn = sqlite.group.turn().await;
+                // A statement of its own runs outside any group: the open one commits first.
+                sqlite.group.commit(&sql::lock_any(&sqlite.writer))?;
+                Ok(Lease::SqliteWrite {
+                    _turn: turn,
+                    connection: &sqlite.writer,
+                })
+            }
         }
     }
 

@@ -35,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_fulfillment"),
     migration!(5, "0005_outbox_attempts"),
     migration!(6, "0006_place_orders"),
+    migration!(7, "0007_scan_free_housekeeping"),
 ];
 
 /// An arbitrary constant naming ordo's migration lock among PostgreSQL advisory locks.

@@ -164,7 +164,8 @@ impl Database {
     /// Starts a write transaction. Dropping it without [`WriteTx::commit`] rolls back.
     ///
     /// PostgreSQL: a pooled connection, whose `BEGIN` travels with the first statement.
-    /// SQLite: the writer's turn, then `BEGIN IMMEDIATE`.
+    /// SQLite: the writer's turn, then a savepoint in the group transaction of the writes
+    /// queued together (`group_commit`).
     pub async fn begin(&self) -> Result<WriteTx> {
         let state = match self.connections() {
             Connections::Postgres(_) => {
@@ -177,14 +178,18 @@ impl Database {
                 }
             }
             Connections::Sqlite(sqlite) => {
-                let turn = sqlite.write_lock.clone().lock_owned().await;
+                let turn = sqlite.group.turn().await;
+                let group = Arc::clone(&sqlite.group);
                 let connection = Arc::clone(&sqlite.writer);
-                Conn::Sqlite(&connection)
-                    .batch("BEGIN", "BEGIN IMMEDIATE")
-                    .await?;
+                let epoch = crate::sql::observed(Backend::Sqlite, "BEGIN", async {
+                    group.join(&crate::sql::lock_any(&connection))
+                })
+                .await?;
                 TxState::Sqlite {
-                    _turn: turn,
+                    turn: Some(turn),
                     connection,
+                    group,
+                    epoch,
                 }
             }
         };
@@ -212,8 +217,12 @@ enum TxState {
         begun: bool,
     },
     Sqlite {
-        _turn: tokio::sync::OwnedMutexGuard<()>,
+        /// Handed on before waiting for the group's commit.
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
         connection: Arc<StdMutex<rusqlite::Connection>>,
+        group: Arc<crate::group_commit::GroupCommit>,
+        /// The group this transaction's savepoint belongs to.
+        epoch: u64,
     },
 }
 
@@ -276,14 +285,43 @@ impl WriteTx {
                 .batch("COMMIT", "COMMIT")
                 .await
             }
-            TxState::Sqlite { connection, .. } => {
-                Conn::Sqlite(connection).batch("COMMIT", "COMMIT").await
-            }
+            TxState::Sqlite { .. } => return self.commit_in_group().await,
         };
-        // A failed COMMIT has ended the transaction too (PostgreSQL rolls back; SQLite is
-        // rolled back by the drop below only if it is still open).
-        self.finished = result.is_ok() || self.backend() == Backend::Postgres;
+        // A failed COMMIT has ended the transaction too.
+        self.finished = true;
         result
+    }
+
+    /// SQLite: releases this step's savepoint into its group, then commits the group (nobody
+    /// else waits for the writer) or waits until the step behind it does.
+    async fn commit_in_group(&mut self) -> Result<()> {
+        let TxState::Sqlite {
+            turn,
+            connection,
+            group,
+            epoch,
+        } = &mut self.state
+        else {
+            return Ok(());
+        };
+        let (connection, group, epoch) = (Arc::clone(connection), Arc::clone(group), *epoch);
+        let released = group.release(&crate::sql::lock_any(&connection));
+        if let Err(error) = released {
+            // The drop rolls the step back and leaves the group to the others.
+            return Err(error);
+        }
+        self.finished = true;
+        let turn = turn.take();
+        crate::sql::observed(Backend::Sqlite, "COMMIT", async move {
+            if group.should_commit() {
+                let committed = group.commit(&crate::sql::lock_any(&connection));
+                drop(turn);
+                return committed;
+            }
+            drop(turn);
+            group.committed(epoch, &connection).await
+        })
+        .await
     }
 
     /// Claims `key` for `order_id`. A concurrent claim of the same key waits for this
@@ -591,8 +629,15 @@ impl Drop for WriteTx {
                     Err(_) => drop(deadpool_postgres::Object::take(client)),
                 }
             }
-            TxState::Sqlite { connection, .. } => {
-                let _ = crate::sql::lock_any(connection).execute_batch("ROLLBACK");
+            TxState::Sqlite {
+                connection, group, ..
+            } => {
+                let connection = crate::sql::lock_any(connection);
+                group.roll_back(&connection);
+                if group.should_commit() {
+                    // The steps before this one in the group wait for a commit.
+                    let _ = group.commit(&connection);
+                }
             }
         }
     }

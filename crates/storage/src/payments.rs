@@ -114,7 +114,8 @@ impl Database {
     }
 
     /// Up to `limit` orders still in `pending_payment` that were created before
-    /// `created_before_ms`, oldest first (ids are time-ordered).
+    /// `created_before_ms`, oldest first (index `orders_unpaid_by_age`: no scan of the orders
+    /// that are not due).
     pub async fn unpaid_orders_created_before(
         &self,
         created_before_ms: i64,
@@ -122,7 +123,8 @@ impl Database {
     ) -> Result<Vec<UnpaidOrderRecord>> {
         let sql = format!(
             "SELECT id, created_at_ms, trace_id, span_id FROM orders
-             WHERE status = 'pending_payment' AND created_at_ms < $1 ORDER BY id LIMIT {limit}"
+             WHERE status = 'pending_payment' AND created_at_ms < $1
+             ORDER BY created_at_ms, id LIMIT {limit}"
         );
         let lease = self.read().await?;
         lease

@@ -54,14 +54,14 @@ async fn assert_migrated_forward(url: &str) {
         .query_unchecked("SELECT version FROM ordo_migrations ORDER BY version")
         .await
         .unwrap();
-    assert_eq!(versions.concat(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions.concat(), [1, 2, 3, 4, 5, 6, 7]);
     // Again: nothing to do, nothing changes.
     db.migrate().await.unwrap();
     let count: Vec<Vec<i64>> = db
         .query_unchecked("SELECT COUNT(*) FROM ordo_migrations")
         .await
         .unwrap();
-    assert_eq!(count, [[6]]);
+    assert_eq!(count, [[7]]);
     db.close().await;
 }
 
