@@ -305,11 +305,8 @@ impl WriteTx {
             return Ok(());
         };
         let (connection, group, epoch) = (Arc::clone(connection), Arc::clone(group), *epoch);
-        let released = group.release(&crate::sql::lock_any(&connection));
-        if let Err(error) = released {
-            // The drop rolls the step back and leaves the group to the others.
-            return Err(error);
-        }
+        // On failure the drop rolls the step back and leaves the group to the others.
+        group.release(&crate::sql::lock_any(&connection))?;
         self.finished = true;
         let turn = turn.take();
         crate::sql::observed(Backend::Sqlite, "COMMIT", async move {
