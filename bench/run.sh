@@ -69,7 +69,9 @@ kill "$SINK"; tail -n 1 "$WORK/sink.log"
 DB=ordo_bench_$$
 psql "$PG/postgres" -qc "CREATE DATABASE $DB" >/dev/null
 bench_ordo postgres "$PG/$DB"
-echo "### pgbench: ordo's create-order statements, $CONNECTIONS clients"
-pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "${DURATION%s}" -f bench/pg_create_order.sql "$PG/$DB" \
-  | grep -E "^tps|latency average|number of failed"
+for batch in 1 32; do
+  echo "### pgbench: ordo's create statements, batches of $batch order(s), $CONNECTIONS clients (orders/s = tps x $batch)"
+  pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "${DURATION%s}" -D batch=$batch \
+    -f bench/pg_place_orders.sql "$PG/$DB" | grep -E "^tps|latency average|number of failed"
+done
 psql "$PG/postgres" -qc "DROP DATABASE $DB" >/dev/null
