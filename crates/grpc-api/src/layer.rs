@@ -129,6 +129,8 @@ where
             rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = field::Empty,
+            // Filled in by a read that needs no span of its own (`Service::order`).
+            order.id = field::Empty,
         );
         propagation::adopt_http_parent(&span, request.headers());
         let call = CallEnd {

@@ -51,6 +51,8 @@ pub(crate) async fn serve_request(
         http.route = field::Empty,
         url.path = %request.uri().path(),
         http.response.status_code = field::Empty,
+        // Filled in by a read that needs no span of its own (`Service::order`).
+        order.id = field::Empty,
     );
     if let Some(route) = &route {
         span.record("http.route", route.as_str());

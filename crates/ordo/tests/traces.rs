@@ -125,6 +125,41 @@ async fn server_span_continues_the_callers_trace_with_database_spans_below(backe
     }
 }
 
+/// The hottest read costs two spans: its SERVER span (which names the order) and the one
+/// database round trip below it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_read_is_its_server_span_and_one_database_span() {
+    let receiver = OtlpReceiver::grpc().await;
+    let server = start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
+    seed_single_sku(&server, "READ-1", 10).await;
+    let created = server
+        .post_order(&order_body("reader", &[("READ-1", 1)]))
+        .await
+        .expect_status(201);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let read = server
+        .get(&format!("/v1/orders/{id}"))
+        .await
+        .expect_status(200);
+    let (trace_id, server_span_id) = read.traceparent();
+    receiver
+        .trace(&trace_id, |spans| {
+            spans.iter().any(|s| s.kind == KIND_SERVER)
+                && spans.iter().any(|s| s.kind == KIND_CLIENT)
+        })
+        .await;
+    // Anything else of that trace would have arrived in the same export.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spans = receiver.trace(&trace_id, |_| true).await;
+    assert_eq!(spans.len(), 2, "{:#?}", describe(&spans));
+    let root = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    assert_eq!(root.span_id, server_span_id);
+    assert_eq!(root.attributes["order.id"], id.as_str());
+    let db = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
+    assert_eq!(db.name, "SELECT orders");
+    assert_eq!(db.parent_span_id, root.span_id);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_is_one_tree_with_no_orphan_spans_over_otlp_http() {
     let receiver = OtlpReceiver::http().await;
