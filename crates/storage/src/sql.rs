@@ -67,42 +67,6 @@ macro_rules! params {
 }
 pub(crate) use params;
 
-impl tokio_postgres::types::ToSql for Param<'_> {
-    fn to_sql(
-        &self,
-        ty: &tokio_postgres::types::Type,
-        out: &mut bytes::BytesMut,
-    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
-    {
-        match self {
-            Param::Int(value) => value.to_sql(ty, out),
-            Param::Text(value) => value.to_sql(ty, out),
-            Param::OptInt(value) => value.to_sql(ty, out),
-            Param::OptText(value) => value.to_sql(ty, out),
-        }
-    }
-
-    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-        <i64 as tokio_postgres::types::ToSql>::accepts(ty)
-            || <&str as tokio_postgres::types::ToSql>::accepts(ty)
-    }
-
-    // Checked per variant: an integer bound to a TEXT parameter is an error, not garbage.
-    fn to_sql_checked(
-        &self,
-        ty: &tokio_postgres::types::Type,
-        out: &mut bytes::BytesMut,
-    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
-    {
-        match self {
-            Param::Int(value) => value.to_sql_checked(ty, out),
-            Param::Text(value) => value.to_sql_checked(ty, out),
-            Param::OptInt(value) => value.to_sql_checked(ty, out),
-            Param::OptText(value) => value.to_sql_checked(ty, out),
-        }
-    }
-}
-
 impl rusqlite::ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -294,10 +258,19 @@ pub(crate) fn lock_any<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The parameters as tokio-postgres binds them: each value with its own type, so an integer
+/// bound to a TEXT parameter is refused, never sent as garbage.
 fn pg_params<'p>(params: &'p [Param<'_>]) -> Vec<&'p (dyn tokio_postgres::types::ToSql + Sync)> {
     params
         .iter()
-        .map(|param| param as &(dyn tokio_postgres::types::ToSql + Sync))
+        .map(|param| -> &(dyn tokio_postgres::types::ToSql + Sync) {
+            match param {
+                Param::Int(value) => value,
+                Param::Text(value) => value,
+                Param::OptInt(value) => value,
+                Param::OptText(value) => value,
+            }
+        })
         .collect()
 }
 
