@@ -12,14 +12,13 @@
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use ordo_domain::order::OrderStatus;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Statuses an order never leaves.
-const TERMINAL_STATUSES: [&str; 4] = ["shipped", "cancelled", "rejected", "fulfillment_failed"];
 /// Timeline event types that end an order (see `ordo_service`'s fulfillment and orders).
 const TERMINAL_EVENTS: [&str; 4] = [
     "shipped",
@@ -382,7 +381,8 @@ impl Shared {
                 && answer.status == 200
             {
                 let status = answer.body["status"].as_str().unwrap_or("").to_owned();
-                if TERMINAL_STATUSES.contains(&status.as_str()) {
+                // Statuses an order never leaves: the domain's own list, not a copy.
+                if OrderStatus::parse(&status).is_ok_and(OrderStatus::is_terminal) {
                     break status;
                 }
             }
