@@ -13,8 +13,8 @@
 //! - [`sql`]: the one way a statement reaches a driver (parameters, rows, spans, time-out).
 //!
 //! Invariants a reader must not break:
-//! - Stock changes are conditional updates (`... WHERE reserved + n <= on_hand`); the row locks
-//!   taken by [`WriteTx::lock_stock`] are always taken in (sku, warehouse) order. Nothing reads a
+//! - Stock changes are conditional updates (`... WHERE reserved + n <= on_hand`, or checks
+//!   against rows `ordo_place_orders` locked in (sku, warehouse) order). Nothing reads a
 //!   level, decides in Rust, and writes it back unguarded.
 //! - A state change and everything that must happen with it commit in one [`WriteTx`].
 //! - SQLite has one writer connection: writes queue in-process instead of failing with

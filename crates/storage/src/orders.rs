@@ -3,10 +3,8 @@
 use crate::records::{EventRecord, OrderFilter, OrderItemRecord, OrderRecord};
 use crate::sql::{Conn, Param, RowRef, params};
 use crate::{Backend, Connections, Database, placeholders};
-use ordo_domain::ids::{CountryCode, Sku, WarehouseId};
-use ordo_domain::money::{Currency, Money};
-use ordo_domain::stock::{Allocation, StockLevel};
-use ordo_domain::{Error, Result};
+use ordo_domain::Result;
+use ordo_domain::stock::Allocation;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
@@ -226,6 +224,10 @@ enum TxState {
     },
 }
 
+/// The request digest and order of an idempotency key.
+pub(crate) const IDEMPOTENCY_KEY: &str =
+    "SELECT request_hash, order_id FROM idempotency_keys WHERE key = $1";
+
 /// What [`WriteTx::claim_idempotency_key`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyClaim {
@@ -344,7 +346,7 @@ impl WriteTx {
         }
         conn.query_one(
             "SELECT idempotency_keys",
-            "SELECT request_hash, order_id FROM idempotency_keys WHERE key = $1",
+            IDEMPOTENCY_KEY,
             &params![key],
             |row| {
                 Ok(KeyClaim::Existing {
@@ -356,80 +358,10 @@ impl WriteTx {
         .await
     }
 
-    /// Current prices of the products among `skus`.
-    pub async fn prices(&mut self, skus: &[&Sku]) -> Result<HashMap<Sku, Money>> {
-        let sql = format!(
-            "SELECT sku, price_minor, currency FROM products WHERE sku IN ({})",
-            placeholders(1, skus.len())
-        );
-        let binds: Vec<Param<'_>> = skus.iter().map(|sku| Param::Text(sku.as_str())).collect();
-        let rows = self
-            .conn()
-            .query("SELECT products", &sql, &binds, |row| {
-                let sku = Sku::parse(&row.get::<String>(0)?).map_err(corrupt_row)?;
-                let currency = Currency::parse(&row.get::<String>(2)?);
-                let price = currency.and_then(|c| Money::new(row.get(1)?, c));
-                Ok((sku, price.map_err(corrupt_row)?))
-            })
-            .await?;
-        Ok(rows.into_iter().collect())
-    }
-
-    /// Reads the stock of `skus` in every warehouse and, on PostgreSQL, locks those rows in
-    /// (sku, warehouse) order until commit. SQLite needs no row locks: its single writer
-    /// already holds the database.
-    pub async fn lock_stock(&mut self, skus: &[&Sku]) -> Result<HashMap<Sku, Vec<StockLevel>>> {
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE OF s",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "SELECT s.sku, s.warehouse, w.country, s.on_hand, s.reserved
-             FROM stock s JOIN warehouses w ON w.id = s.warehouse
-             WHERE s.sku IN ({}) ORDER BY s.sku, s.warehouse{lock}",
-            placeholders(1, skus.len())
-        );
-        let binds: Vec<Param<'_>> = skus.iter().map(|sku| Param::Text(sku.as_str())).collect();
-        let rows = self
-            .conn()
-            .query("SELECT stock", &sql, &binds, |row| {
-                let sku = Sku::parse(&row.get::<String>(0)?).map_err(corrupt_row)?;
-                let level = StockLevel {
-                    warehouse: WarehouseId::parse(&row.get::<String>(1)?).map_err(corrupt_row)?,
-                    country: CountryCode::parse(&row.get::<String>(2)?).map_err(corrupt_row)?,
-                    on_hand: row.get(3)?,
-                    reserved: row.get(4)?,
-                };
-                Ok((sku, level))
-            })
-            .await?;
-        let mut stock: HashMap<Sku, Vec<StockLevel>> = HashMap::new();
-        for (sku, level) in rows {
-            stock.entry(sku).or_default().push(level);
-        }
-        Ok(stock)
-    }
-
     /// Reserves `allocations` for `order_id`. Each update is conditional on the units being
-    /// available *now*, so a stale decision cannot oversell: it fails with `conflict` and the
-    /// whole transaction is rolled back.
-    pub async fn reserve(
-        &mut self,
-        order_id: &str,
-        allocations: &[Allocation],
-        now_ms: i64,
-    ) -> Result<()> {
-        if self.try_reserve(order_id, allocations, now_ms).await? {
-            Ok(())
-        } else {
-            Err(Error::conflict(format!(
-                "the stock of order {order_id} changed during the reservation"
-            )))
-        }
-    }
-
-    /// [`WriteTx::reserve`], answering `false` when an allocation no longer fits; the
-    /// allocations before it are then reserved already: the caller rolls back.
+    /// available *now*, so a decision taken on a stale read cannot oversell: `false` when an
+    /// allocation no longer fits; the allocations before it are then reserved already, so the
+    /// caller rolls back.
     pub(crate) async fn try_reserve(
         &mut self,
         order_id: &str,
@@ -638,10 +570,4 @@ impl Drop for WriteTx {
             }
         }
     }
-}
-
-/// A stored value that no longer parses: storage was written by something other than ordo.
-pub(crate) fn corrupt_row(error: Error) -> Error {
-    tracing::error!(error = %error, "a stored row failed validation");
-    Error::internal("a stored row is not valid")
 }

@@ -22,7 +22,6 @@
 //! first caller's span; it and every caller's span link to each other.
 
 use crate::orders::KeyClaim;
-use crate::orders::corrupt_row;
 use crate::records::{NewOutboxEvent, OrderRecord};
 use crate::sql::{self, Param, observed_in, params};
 use crate::{Connections, Database, WriteTx, placeholders};
@@ -205,7 +204,7 @@ impl Database {
             .conn()
             .query_opt(
                 "SELECT idempotency_keys",
-                "SELECT request_hash, order_id FROM idempotency_keys WHERE key = $1",
+                crate::orders::IDEMPOTENCY_KEY,
                 &params![key],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
@@ -412,4 +411,10 @@ impl WriteTx {
             .batch("ROLLBACK", "ROLLBACK TO placement; RELEASE placement")
             .await
     }
+}
+
+/// A stored value that no longer parses: storage was written by something other than ordo.
+fn corrupt_row(error: Error) -> Error {
+    tracing::error!(error = %error, "a stored row failed validation");
+    Error::internal("a stored row is not valid")
 }
