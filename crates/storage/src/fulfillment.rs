@@ -4,7 +4,7 @@
 
 use crate::payments::{PAYMENT_COLUMNS, payment_from_row};
 use crate::records::{PaymentRecord, ShipmentItemRecord, ShipmentRecord};
-use crate::sql::{RowRef, params};
+use crate::sql::{Conn, RowRef, params};
 use crate::{Database, WriteTx};
 use ordo_domain::Result;
 
@@ -26,6 +26,17 @@ fn shipment_from_row(row: &RowRef<'_>) -> Result<ShipmentRecord> {
     })
 }
 
+/// The shipments of `order_id`, by warehouse, as `conn` sees them.
+async fn shipments_of_order(conn: &Conn<'_>, order_id: &str) -> Result<Vec<ShipmentRecord>> {
+    conn.query(
+        "SELECT shipments",
+        SHIPMENTS_OF_ORDER,
+        &params![order_id],
+        shipment_from_row,
+    )
+    .await
+}
+
 fn item_from_row(row: &RowRef<'_>) -> Result<ShipmentItemRecord> {
     Ok(ShipmentItemRecord {
         warehouse: row.get(0)?,
@@ -37,16 +48,7 @@ fn item_from_row(row: &RowRef<'_>) -> Result<ShipmentItemRecord> {
 impl Database {
     /// The shipments of order `order_id`, by warehouse.
     pub async fn shipments_of_order(&self, order_id: &str) -> Result<Vec<ShipmentRecord>> {
-        let lease = self.read().await?;
-        lease
-            .conn()
-            .query(
-                "SELECT shipments",
-                SHIPMENTS_OF_ORDER,
-                &params![order_id],
-                shipment_from_row,
-            )
-            .await
+        shipments_of_order(&self.read().await?.conn(), order_id).await
     }
 
     /// The items of shipment `shipment_id`, by SKU.
@@ -129,14 +131,7 @@ impl WriteTx {
 
     /// The shipments of `order_id` as this transaction sees them.
     pub async fn shipments_of_order(&mut self, order_id: &str) -> Result<Vec<ShipmentRecord>> {
-        self.conn()
-            .query(
-                "SELECT shipments",
-                SHIPMENTS_OF_ORDER,
-                &params![order_id],
-                shipment_from_row,
-            )
-            .await
+        shipments_of_order(&self.conn(), order_id).await
     }
 
     /// Gives a `pending` shipment its carrier and pickup slot; `false` if it was not pending.

@@ -60,8 +60,6 @@ impl From<Option<i64>> for Param<'_> {
 }
 
 /// `params![a, b, c]`: a `[Param; n]` from values convertible into [`Param`].
-#[macro_export]
-#[doc(hidden)]
 macro_rules! params {
     ($($value:expr),* $(,)?) => { [$($crate::sql::Param::from($value)),*] };
 }
