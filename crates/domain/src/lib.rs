@@ -8,6 +8,8 @@
 //! - [`stock`]: quantities, stock levels and the allocation of an order's items to warehouses.
 //! - [`order`]: order lines, pricing, the shipping address and contact, the status state machine.
 //! - [`personal`]: the marking of personal data, which formatting never prints.
+//! - [`shipment`]: shipment statuses; [`timeline`]: the kinds of an order's timeline entries.
+//! - [`named`]: enums whose variants have stable names (stored, shown, used as labels).
 //! - [`payment`]: payment statuses, providers, routing rules and what a provider's callback does.
 //! - [`signature`]: the `Ordo-Signature` HMAC scheme of callbacks and webhooks.
 //!
@@ -17,12 +19,15 @@
 pub mod error;
 pub mod ids;
 pub mod money;
+pub mod named;
 pub mod order;
 pub mod payment;
 pub mod personal;
 pub mod risk;
+pub mod shipment;
 pub mod signature;
 pub mod stock;
 pub mod text;
+pub mod timeline;
 
 pub use error::{Error, ErrorKind, Result};

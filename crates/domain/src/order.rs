@@ -13,22 +13,26 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{CountryCode, CustomerId, Sku};
 use crate::money::{Currency, Money};
+use crate::named::named_enum;
 use crate::personal::Personal;
 use crate::stock::Quantity;
 use crate::text::parse_text;
-use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OrderStatus {
-    PendingPayment,
-    Paid,
-    RiskApproved,
-    Split,
-    Scheduled,
-    Shipped,
-    Cancelled,
-    Rejected,
-    FulfillmentFailed,
+named_enum! {
+    /// Where an order stands; [`OrderStatus::apply`] is the only way to change it.
+    pub enum OrderStatus;
+    unknown = Error::invalid_field("status", "is not a known order status");
+    {
+        PendingPayment = "pending_payment",
+        Paid = "paid",
+        RiskApproved = "risk_approved",
+        Split = "split",
+        Scheduled = "scheduled",
+        Shipped = "shipped",
+        Cancelled = "cancelled",
+        Rejected = "rejected",
+        FulfillmentFailed = "fulfillment_failed",
+    }
 }
 
 /// What happens to an order; each may move it to a new status.
@@ -46,39 +50,6 @@ pub enum OrderEvent {
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 9] = [
-        OrderStatus::PendingPayment,
-        OrderStatus::Paid,
-        OrderStatus::RiskApproved,
-        OrderStatus::Split,
-        OrderStatus::Scheduled,
-        OrderStatus::Shipped,
-        OrderStatus::Cancelled,
-        OrderStatus::Rejected,
-        OrderStatus::FulfillmentFailed,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::PendingPayment => "pending_payment",
-            OrderStatus::Paid => "paid",
-            OrderStatus::RiskApproved => "risk_approved",
-            OrderStatus::Split => "split",
-            OrderStatus::Scheduled => "scheduled",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Rejected => "rejected",
-            OrderStatus::FulfillmentFailed => "fulfillment_failed",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self> {
-        OrderStatus::ALL
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-            .ok_or_else(|| Error::invalid_field("status", "is not a known order status"))
-    }
-
     pub const fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -86,6 +57,18 @@ impl OrderStatus {
                 | OrderStatus::Cancelled
                 | OrderStatus::Rejected
                 | OrderStatus::FulfillmentFailed
+        )
+    }
+
+    /// Whether the order may have shipments: they are created by the split stage, so an
+    /// order that never got that far has none to look up.
+    pub const fn may_have_shipments(self) -> bool {
+        !matches!(
+            self,
+            OrderStatus::PendingPayment
+                | OrderStatus::Paid
+                | OrderStatus::RiskApproved
+                | OrderStatus::Cancelled
         )
     }
 
@@ -114,12 +97,6 @@ impl OrderStatus {
             }
         };
         Ok(next)
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -12,51 +12,23 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::CountryCode;
 use crate::money::{Currency, Money};
+use crate::named::named_enum;
 use crate::order::{OrderEvent, OrderStatus};
 use std::collections::BTreeSet;
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PaymentStatus {
-    Pending,
-    Succeeded,
-    Failed,
-    /// A compensation asked the provider to give the money back (webhook provider).
-    RefundRequested,
-    /// A compensation gave the money back (the sandbox refunds at once).
-    Refunded,
-}
-
-impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 5] = [
-        PaymentStatus::Pending,
-        PaymentStatus::Succeeded,
-        PaymentStatus::Failed,
-        PaymentStatus::RefundRequested,
-        PaymentStatus::Refunded,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Pending => "pending",
-            PaymentStatus::Succeeded => "succeeded",
-            PaymentStatus::Failed => "failed",
-            PaymentStatus::RefundRequested => "refund_requested",
-            PaymentStatus::Refunded => "refunded",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self> {
-        PaymentStatus::ALL
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-            .ok_or_else(|| Error::invalid_field("status", "is not a known payment status"))
-    }
-}
-
-impl fmt::Display for PaymentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// Where a payment intent stands.
+    pub enum PaymentStatus;
+    unknown = Error::invalid_field("status", "is not a known payment status");
+    {
+        Pending = "pending",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// A compensation asked the provider to give the money back (webhook provider).
+        RefundRequested = "refund_requested",
+        /// A compensation gave the money back (the sandbox refunds at once).
+        Refunded = "refunded",
     }
 }
 
@@ -234,60 +206,33 @@ pub fn route(
     })
 }
 
-/// What a provider reports in a callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportedStatus {
-    Succeeded,
-    Failed,
-}
-
-/// What a callback did, recorded with the event and answered to every delivery of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallbackOutcome {
-    /// The payment succeeded and the order is paid.
-    Succeeded,
-    /// The payment failed; the order still awaits payment.
-    Failed,
-    /// The reported amount or currency is not the payment's: nothing changed.
-    AmountMismatch,
-    /// The money was taken but the order can no longer be paid (cancelled, e.g. by the payment
-    /// timeout): the payment is recorded as succeeded and must be refunded.
-    OrderNotPayable,
-    /// The payment had already succeeded or failed (a late or duplicate report under another
-    /// event id): nothing changed.
-    PaymentNotPending,
-}
-
-impl CallbackOutcome {
-    pub const ALL: [CallbackOutcome; 5] = [
-        CallbackOutcome::Succeeded,
-        CallbackOutcome::Failed,
-        CallbackOutcome::AmountMismatch,
-        CallbackOutcome::OrderNotPayable,
-        CallbackOutcome::PaymentNotPending,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CallbackOutcome::Succeeded => "succeeded",
-            CallbackOutcome::Failed => "failed",
-            CallbackOutcome::AmountMismatch => "amount_mismatch",
-            CallbackOutcome::OrderNotPayable => "order_not_payable",
-            CallbackOutcome::PaymentNotPending => "payment_not_pending",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self> {
-        CallbackOutcome::ALL
-            .into_iter()
-            .find(|o| o.as_str() == raw)
-            .ok_or_else(|| Error::new(ErrorKind::Internal, "unknown stored callback outcome"))
+named_enum! {
+    /// What a provider reports in a callback.
+    pub enum ReportedStatus;
+    unknown = Error::invalid_field("status", "must be succeeded or failed");
+    {
+        Succeeded = "succeeded",
+        Failed = "failed",
     }
 }
 
-impl fmt::Display for CallbackOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// What a callback did, recorded with the event and answered to every delivery of it.
+    pub enum CallbackOutcome;
+    unknown = Error::new(ErrorKind::Internal, "unknown stored callback outcome");
+    {
+        /// The payment succeeded and the order is paid.
+        Succeeded = "succeeded",
+        /// The payment failed; the order still awaits payment.
+        Failed = "failed",
+        /// The reported amount or currency is not the payment's: nothing changed.
+        AmountMismatch = "amount_mismatch",
+        /// The money was taken but the order can no longer be paid (cancelled, e.g. by the
+        /// payment timeout): the payment is recorded as succeeded and must be refunded.
+        OrderNotPayable = "order_not_payable",
+        /// The payment had already succeeded or failed (a late or duplicate report under another
+        /// event id): nothing changed.
+        PaymentNotPending = "payment_not_pending",
     }
 }
 

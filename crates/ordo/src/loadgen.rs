@@ -13,21 +13,13 @@
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ordo_domain::order::OrderStatus;
+use ordo_domain::timeline::TimelineKind;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Timeline event types that end an order (see `ordo_service`'s fulfillment and orders).
-const TERMINAL_EVENTS: [&str; 4] = [
-    "shipped",
-    "order_rejected",
-    "fulfillment_failed",
-    "order_cancelled",
-];
-/// The timeline event of a successful payment.
-const PAID_EVENT: &str = "payment_succeeded";
 /// The warehouse `--seed` creates (and orders draw from).
 const WAREHOUSE: &str = "LOADGEN-WH";
 /// Stock per SKU set by `--seed`: enough for any run.
@@ -159,14 +151,15 @@ pub fn paid_to_terminal(timeline: &Value) -> Option<(Duration, String)> {
         )
         .ok()
     };
+    let kind = |event: &Value| TimelineKind::parse(event["type"].as_str()?).ok();
     let paid = events
         .iter()
-        .find(|e| e["type"] == PAID_EVENT)
+        .find(|e| kind(e) == Some(TimelineKind::PaymentSucceeded))
         .and_then(at)?;
     let terminal = events
         .iter()
         .rev()
-        .find(|e| TERMINAL_EVENTS.iter().any(|t| e["type"] == *t))?;
+        .find(|e| kind(e).is_some_and(TimelineKind::ends_order))?;
     let elapsed = at(terminal)? - paid;
     let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
     Some((elapsed, terminal["type"].as_str().unwrap_or("").to_owned()))
@@ -626,7 +619,11 @@ fn summary(args: &LoadgenArgs, base: &str, stats: &mut Stats, elapsed: Duration)
     let created = stats.create.len() as f64;
     let _ = writeln!(out, "throughput: {:.1} orders/s created", created / seconds);
     if args.follow {
-        let shipped = stats.finals.get("shipped").copied().unwrap_or(0) as f64;
+        let shipped = stats
+            .finals
+            .get(OrderStatus::Shipped.as_str())
+            .copied()
+            .unwrap_or(0) as f64;
         let _ = writeln!(
             out,
             "            {:.1} orders/s shipped (paid and followed to shipped, whole run)",

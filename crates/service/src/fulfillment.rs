@@ -36,13 +36,15 @@ use crate::{Service, step_ids, topics};
 use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::payment::{PaymentStatus, Provider};
 use ordo_domain::risk::{self, PushOutcome, RiskDecision, RiskFacts, RiskRules};
+use ordo_domain::shipment::ShipmentStatus;
+use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, Result, signature};
 use ordo_outbox::consumer::{Consumer, ConsumerRunner, GiveUpFuture, HandleFuture};
 use ordo_outbox::{Envelope, new_event};
 use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
-use ordo_storage::orders::NewEvent;
 use ordo_storage::records::{OrderRecord, ShipmentRecord};
+use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::propagation;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -261,17 +263,6 @@ impl Consumer for PushStage {
     }
 }
 
-fn corrupt(what: &'static str) -> impl FnOnce(Error) -> Error {
-    move |error| {
-        tracing::error!(error = %error, "a stored {what} failed validation");
-        Error::internal(format!("a stored {what} is not valid"))
-    }
-}
-
-fn status_of(order: &OrderRecord) -> Result<OrderStatus> {
-    OrderStatus::parse(&order.status).map_err(corrupt("order status"))
-}
-
 fn json_field(raw: &str, field: &str) -> Result<String> {
     serde_json::from_str::<serde_json::Value>(raw)
         .ok()
@@ -288,9 +279,14 @@ fn unix_seconds() -> i64 {
 }
 
 /// A timeline entry stamped with the current step's ids.
-async fn timeline(tx: &mut WriteTx, order_id: &str, kind: &str, detail: &str) -> Result<()> {
+async fn timeline(
+    tx: &mut WriteTx,
+    order_id: &str,
+    kind: TimelineKind,
+    detail: &str,
+) -> Result<()> {
     let ids = step_ids();
-    tx.append_event(&NewEvent {
+    tx.append_timeline(&NewTimelineEntry {
         order_id,
         at_ms: now_ms(),
         kind,
@@ -309,17 +305,15 @@ pub(crate) async fn refund_succeeded_payments(tx: &mut WriteTx, order_id: &str) 
         let now = now_ms();
         for payment in tx.succeeded_payments_of_order(order_id).await? {
             let (to, kind) = if payment.provider == Provider::Sandbox.as_str() {
-                (PaymentStatus::Refunded, "payment_refunded")
+                (PaymentStatus::Refunded, TimelineKind::PaymentRefunded)
             } else {
-                (PaymentStatus::RefundRequested, "refund_requested")
+                (
+                    PaymentStatus::RefundRequested,
+                    TimelineKind::RefundRequested,
+                )
             };
             if tx
-                .set_payment_status(
-                    &payment.id,
-                    PaymentStatus::Succeeded.as_str(),
-                    to.as_str(),
-                    now,
-                )
+                .set_payment_status(&payment.id, PaymentStatus::Succeeded, to, now)
                 .await?
             {
                 let detail = format!(
@@ -351,10 +345,7 @@ async fn advance(
     event: OrderEvent,
 ) -> Result<OrderStatus> {
     let to = from.apply(event)?;
-    if !tx
-        .set_status(&order.id, from.as_str(), to.as_str(), now_ms())
-        .await?
-    {
+    if !tx.set_status(&order.id, from, to, now_ms()).await? {
         return Err(Error::conflict(format!(
             "order {} changed concurrently",
             order.id
@@ -366,7 +357,7 @@ async fn advance(
 /// What a terminal failure of the saga is.
 struct Failure {
     event: OrderEvent,
-    kind: &'static str,
+    kind: TimelineKind,
     topic: &'static str,
     reason: &'static str,
     detail: String,
@@ -377,7 +368,7 @@ impl Failure {
     fn fulfillment(reason: &'static str, detail: String) -> Failure {
         Failure {
             event: OrderEvent::FulfillmentFailed,
-            kind: "fulfillment_failed",
+            kind: TimelineKind::FulfillmentFailed,
             topic: topics::ORDER_FULFILLMENT_FAILED,
             reason,
             detail,
@@ -423,7 +414,7 @@ impl Service {
         let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
-        let status = status_of(&order)?;
+        let status = order.status;
         if status != OrderStatus::Paid {
             tracing::info!(order.id = %order.id, %status, "risk: not paid; nothing to do");
             return Ok(());
@@ -448,7 +439,13 @@ impl Service {
         match decision {
             RiskDecision::Approved => {
                 advance(tx, &order, status, OrderEvent::RiskApproved).await?;
-                timeline(tx, &order.id, "risk_approved", "the risk check passed").await?;
+                timeline(
+                    tx,
+                    &order.id,
+                    TimelineKind::RiskApproved,
+                    "the risk check passed",
+                )
+                .await?;
                 let payload = serde_json::json!({ "order_id": order.id });
                 new_event(
                     tx,
@@ -468,7 +465,7 @@ impl Service {
                     status,
                     Failure {
                         event: OrderEvent::RiskRejected,
-                        kind: "order_rejected",
+                        kind: TimelineKind::OrderRejected,
                         topic: topics::ORDER_REJECTED,
                         reason,
                         detail: format!("rejected by the risk check ({reason}): {detail}"),
@@ -496,7 +493,7 @@ impl Service {
             timeline(
                 tx,
                 order_id,
-                "stock_released",
+                TimelineKind::StockReleased,
                 "the order's reserved stock was released",
             )
             .await
@@ -538,7 +535,7 @@ impl Service {
         let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
             return Ok(false);
         };
-        let status = status_of(&order)?;
+        let status = order.status;
         if status != waiting {
             return Ok(true);
         }
@@ -549,7 +546,7 @@ impl Service {
                     "shipment {} from {} dead-lettered: {error}",
                     shipment.id, shipment.warehouse
                 );
-                timeline(tx, &order.id, "shipment_failed", &detail).await?;
+                timeline(tx, &order.id, TimelineKind::ShipmentFailed, &detail).await?;
                 ordo_telemetry::metrics::count_shipment_dead_lettered();
             }
         }
@@ -572,7 +569,7 @@ impl Service {
         let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
-        let status = status_of(&order)?;
+        let status = order.status;
         if status != OrderStatus::RiskApproved {
             tracing::info!(order.id = %order.id, %status, "split: nothing to do");
             return Ok(());
@@ -601,7 +598,7 @@ impl Service {
             by_warehouse.len(),
             by_warehouse.keys().cloned().collect::<Vec<_>>().join(", ")
         );
-        timeline(tx, &order.id, "split", &detail).await?;
+        timeline(tx, &order.id, TimelineKind::Split, &detail).await?;
         let payload = serde_json::json!({ "order_id": order.id, "shipments": shipments });
         new_event(tx, topics::ORDER_SPLIT, &order.id, &payload, now).await?;
         Ok(())
@@ -611,7 +608,7 @@ impl Service {
         let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
-        let status = status_of(&order)?;
+        let status = order.status;
         if status != OrderStatus::Split {
             tracing::info!(order.id = %order.id, %status, "schedule: nothing to do");
             return Ok(());
@@ -623,7 +620,7 @@ impl Service {
         let mut details = Vec::new();
         for shipment in tx.shipments_of_order(&order.id).await? {
             let carrier = risk::carrier_for_country(&shipment.country);
-            if shipment.status == "pending" {
+            if shipment.status == ShipmentStatus::Pending {
                 tx.schedule_shipment(&shipment.id, carrier, slot, now)
                     .await?;
             }
@@ -640,7 +637,7 @@ impl Service {
         }
         advance(tx, &order, status, OrderEvent::ShipmentsScheduled).await?;
         let detail = format!("pickup at {}: {}", crate::rfc3339(slot), details.join("; "));
-        timeline(tx, &order.id, "scheduled", &detail).await?;
+        timeline(tx, &order.id, TimelineKind::Scheduled, &detail).await?;
         let payload = serde_json::json!({ "order_id": order.id, "shipments": scheduled });
         new_event(tx, topics::ORDER_SCHEDULED, &order.id, &payload, now).await?;
         Ok(())
@@ -652,14 +649,13 @@ impl Service {
         let Some(order) = self.db.order(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
-        if status_of(&order)? != OrderStatus::Scheduled {
+        if order.status != OrderStatus::Scheduled {
             return Ok(());
         }
         for shipment in self.db.shipments_of_order(&order.id).await? {
-            let pushable = matches!(shipment.status.as_str(), "scheduled" | "pushing");
             // A shipment refused for good fails the order: the others need not go.
-            if shipment.status == "failed"
-                || (pushable && !self.push_shipment(&order, &shipment).await?)
+            if shipment.status == ShipmentStatus::Failed
+                || (shipment.status.is_pushable() && !self.push_shipment(&order, &shipment).await?)
             {
                 break;
             }
@@ -734,11 +730,15 @@ impl Service {
         };
         let mut tx = self.db.begin().await?;
         let accepted = outcome.is_ok();
-        let to = if accepted { "accepted" } else { "failed" };
+        let to = if accepted {
+            ShipmentStatus::Accepted
+        } else {
+            ShipmentStatus::Failed
+        };
         if tx.finish_shipment_push(&shipment.id, to, now_ms()).await? {
             let (kind, detail) = match &outcome {
                 Ok(status) => (
-                    "shipment_accepted",
+                    TimelineKind::ShipmentAccepted,
                     format!(
                         "shipment {} from {} accepted by {carrier} (attempt {attempt}{})",
                         shipment.id,
@@ -747,7 +747,7 @@ impl Service {
                     ),
                 ),
                 Err(reason) => (
-                    "shipment_failed",
+                    TimelineKind::ShipmentFailed,
                     format!(
                         "shipment {} from {} dead-lettered at {carrier}: {reason}",
                         shipment.id, shipment.warehouse
@@ -848,12 +848,15 @@ impl Service {
         let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
-        let status = status_of(&order)?;
+        let status = order.status;
         if status != OrderStatus::Scheduled {
             return Ok(());
         }
         let shipments = tx.shipments_of_order(&order.id).await?;
-        if let Some(failed) = shipments.iter().find(|s| s.status == "failed") {
+        if let Some(failed) = shipments
+            .iter()
+            .find(|s| s.status == ShipmentStatus::Failed)
+        {
             return self
                 .compensate(
                     tx,
@@ -866,7 +869,11 @@ impl Service {
                 )
                 .await;
         }
-        if shipments.is_empty() || shipments.iter().any(|s| s.status != "accepted") {
+        if shipments.is_empty()
+            || shipments
+                .iter()
+                .any(|s| s.status != ShipmentStatus::Accepted)
+        {
             return Err(Error::unavailable(format!(
                 "the shipments of order {} are not all accepted yet",
                 order.id
@@ -877,7 +884,7 @@ impl Service {
             "all {} shipment(s) accepted by their carriers",
             shipments.len()
         );
-        timeline(tx, &order.id, "shipped", &detail).await?;
+        timeline(tx, &order.id, TimelineKind::Shipped, &detail).await?;
         let payload = serde_json::json!({
             "order_id": order.id,
             "shipments": shipments.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),

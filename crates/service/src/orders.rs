@@ -13,11 +13,12 @@ use ordo_domain::order::{
     Contact, NewOrder, OrderEvent, OrderStatus, ShippingAddress, price_lines,
 };
 use ordo_domain::stock::{Allocation, Quantity, StockLevel, allocate};
+use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, Result};
 use ordo_storage::now_ms;
-use ordo_storage::orders::NewEvent;
 use ordo_storage::placement::{OrderPlacement, Placement};
 use ordo_storage::records::{OrderFilter, OrderItemRecord, OrderRecord};
+use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::metrics;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -239,15 +240,12 @@ impl Service {
     pub async fn order(&self, id: &str) -> Result<OrderView> {
         let id = OrderId::parse(id)?;
         tracing::Span::current().record("order.id", id.as_str());
-        let record = self.db.order(id.as_str()).await?;
-        let mut order = record
-            .map(view)
-            .unwrap_or_else(|| Err(Error::not_found(format!("order {id}"))))?;
-        // Shipments exist from the split stage on.
-        if !matches!(
-            order.status.as_str(),
-            "pending_payment" | "paid" | "risk_approved" | "cancelled"
-        ) {
+        let Some(record) = self.db.order(id.as_str()).await? else {
+            return Err(Error::not_found(format!("order {id}")));
+        };
+        let may_have_shipments = record.status.may_have_shipments();
+        let mut order = view(record)?;
+        if may_have_shipments {
             order.shipments = self
                 .db
                 .shipments_of_order(id.as_str())
@@ -256,7 +254,7 @@ impl Service {
                 .map(|s| ShipmentView {
                     id: s.id,
                     warehouse: s.warehouse,
-                    status: s.status,
+                    status: s.status.as_str().to_owned(),
                     carrier: s.carrier,
                     pickup_slot: s.pickup_slot_ms.map(rfc3339),
                 })
@@ -285,8 +283,7 @@ impl Service {
                 .status
                 .as_deref()
                 .map(OrderStatus::parse)
-                .transpose()?
-                .map(|s| s.as_str().to_owned()),
+                .transpose()?,
             before_id: query
                 .cursor
                 .as_deref()
@@ -331,25 +328,21 @@ impl Service {
         let Some(mut record) = tx.order_for_update(id.as_str()).await? else {
             return Err(Error::not_found(format!("order {id}")));
         };
-        let status = OrderStatus::parse(&record.status)
-            .map_err(|_| Error::internal(format!("order {id} has an unknown stored status")))?;
+        let status = record.status;
         if status == OrderStatus::Cancelled {
             return Ok((record, false));
         }
         let next = status.apply(OrderEvent::Cancel)?;
         let now = now_ms();
         let ids = step_ids();
-        if !tx
-            .set_status(id.as_str(), status.as_str(), next.as_str(), now)
-            .await?
-        {
+        if !tx.set_status(id.as_str(), status, next, now).await? {
             return Err(Error::conflict(format!("order {id} changed concurrently")));
         }
         tx.release_reservations(id.as_str(), now).await?;
-        tx.append_event(&NewEvent {
+        tx.append_timeline(&NewTimelineEntry {
             order_id: id.as_str(),
             at_ms: now,
-            kind: "order_cancelled",
+            kind: TimelineKind::OrderCancelled,
             detail: cause.detail(),
             trace_id: &ids.trace_id,
             span_id: &ids.span_id,
@@ -361,7 +354,7 @@ impl Service {
         self.wakeup.wake();
         metrics::count_order_cancelled();
         tracing::info!(order.id = %id, cause = cause.reason(), "order cancelled");
-        record.status = next.as_str().to_owned();
+        record.status = next;
         record.updated_at_ms = now;
         Ok((record, true))
     }
@@ -378,7 +371,7 @@ impl Service {
                 .into_iter()
                 .map(|e| TimelineEventView {
                     at: rfc3339(e.at_ms),
-                    kind: e.kind,
+                    kind: e.kind.as_str().to_owned(),
                     detail: e.detail,
                     trace_id: e.trace_id,
                     span_id: e.span_id,
@@ -412,7 +405,7 @@ fn decide(
     let record = OrderRecord {
         id: order_id.as_str().to_owned(),
         customer_id: new_order.customer_id.as_str().to_owned(),
-        status: OrderStatus::PendingPayment.as_str().to_owned(),
+        status: OrderStatus::PendingPayment,
         currency: new_order.currency.to_string(),
         total_minor: total.amount_minor(),
         shipping_address: to_json(&new_order.shipping_address)?,
@@ -467,7 +460,7 @@ fn view(record: OrderRecord) -> Result<OrderView> {
         total: MoneyDto::from_parts(record.total_minor, &currency),
         id: record.id,
         customer_id: record.customer_id,
-        status: record.status,
+        status: record.status.as_str().to_owned(),
         currency,
         shipping_address,
         contact,

@@ -24,10 +24,11 @@ use ordo_domain::payment::{
     CallbackOutcome, PaymentId, PaymentStatus, Provider, ProviderRule, ReportedStatus, decide,
     default_rules, parse_event_id, route,
 };
+use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, ErrorKind, Result, signature};
 use ordo_storage::now_ms;
-use ordo_storage::orders::NewEvent;
 use ordo_storage::records::{OrderRecord, PaymentEventRecord, PaymentRecord};
+use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::propagation;
 use std::fmt;
 use std::time::Duration;
@@ -186,7 +187,7 @@ fn view(record: &PaymentRecord) -> PaymentView {
         id: record.id.clone(),
         order_id: record.order_id.clone(),
         provider: record.provider.clone(),
-        status: record.status.clone(),
+        status: record.status.as_str().to_owned(),
         amount: MoneyDto::from_parts(record.amount_minor, &record.currency),
     }
 }
@@ -194,7 +195,7 @@ fn view(record: &PaymentRecord) -> PaymentView {
 fn ack(event: PaymentEventRecord) -> PaymentCallbackAck {
     PaymentCallbackAck {
         event_id: event.event_id,
-        outcome: event.outcome,
+        outcome: event.outcome.as_str().to_owned(),
     }
 }
 
@@ -230,7 +231,7 @@ impl Service {
             let Some(order) = tx.order_for_update(order_id.as_str()).await? else {
                 return Err(Error::not_found(format!("order {order_id}")));
             };
-            let status = OrderStatus::parse(&order.status).map_err(corrupt("order status"))?;
+            let status = order.status;
             if status != OrderStatus::PendingPayment {
                 return Err(Error::conflict(format!(
                     "order {order_id} is {status}: only an order in pending_payment takes a payment"
@@ -272,7 +273,7 @@ impl Service {
                 id: new_payment_id().as_str().to_owned(),
                 order_id: order.id.clone(),
                 provider: provider.as_str().to_owned(),
-                status: PaymentStatus::Pending.as_str().to_owned(),
+                status: PaymentStatus::Pending,
                 amount_minor: total.amount_minor(),
                 currency: total.currency().to_string(),
                 created_at_ms: now,
@@ -284,10 +285,10 @@ impl Service {
             span.record("payment.provider", provider.as_str());
             tx.insert_payment(&record).await?;
             let detail = format!("payment {} of {total} requested from {provider}", record.id);
-            tx.append_event(&NewEvent {
+            tx.append_timeline(&NewTimelineEntry {
                 order_id: &order.id,
                 at_ms: now,
-                kind: "payment_requested",
+                kind: TimelineKind::PaymentRequested,
                 detail: &detail,
                 trace_id: &ids.trace_id,
                 span_id: &ids.span_id,
@@ -397,10 +398,9 @@ impl Service {
                 .order_for_update(&payment.order_id)
                 .await?
                 .ok_or_else(|| Error::internal("a payment's order is missing"))?;
-            let payment_status =
-                PaymentStatus::parse(&payment.status).map_err(corrupt("payment status"))?;
+            let payment_status = payment.status;
             let payment_amount = stored_money(payment.amount_minor, &payment.currency, "payment")?;
-            let order_status = OrderStatus::parse(&order.status).map_err(corrupt("order status"))?;
+            let order_status = order.status;
             let outcome = decide(
                 payment_status,
                 payment_amount,
@@ -415,14 +415,10 @@ impl Service {
                 provider: provider.as_str().to_owned(),
                 event_id: event_id.to_owned(),
                 payment_id: payment.id.clone(),
-                status: match reported {
-                    ReportedStatus::Succeeded => "succeeded",
-                    ReportedStatus::Failed => "failed",
-                }
-                .to_owned(),
+                status: reported,
                 amount_minor: reported_amount.amount_minor(),
                 currency: reported_amount.currency().to_string(),
-                outcome: outcome.as_str().to_owned(),
+                outcome,
                 received_at_ms: now,
             };
             if let Some(first) = tx.record_payment_event(&event).await? {
@@ -439,7 +435,7 @@ impl Service {
                         .await?;
                     let paid = order_status.apply(OrderEvent::PaymentSucceeded)?;
                     if !tx
-                        .set_status(&order.id, order_status.as_str(), paid.as_str(), now)
+                        .set_status(&order.id, order_status, paid, now)
                         .await?
                     {
                         return Err(Error::conflict(format!(
@@ -460,7 +456,7 @@ impl Service {
                     ordo_outbox::new_event(&mut tx, topics::ORDER_PAID, &order.id, &paid_event, now)
                         .await?;
                     Some((
-                        "payment_succeeded",
+                        TimelineKind::PaymentSucceeded,
                         format!(
                             "payment {id} of {payment_amount} succeeded at {provider} (event {event_id})"
                         ),
@@ -470,14 +466,14 @@ impl Service {
                     self.set_payment_status(&mut tx, id, PaymentStatus::Failed, now)
                         .await?;
                     Some((
-                        "payment_failed",
+                        TimelineKind::PaymentFailed,
                         format!(
                             "payment {id} failed at {provider} (event {event_id}); the order still awaits payment"
                         ),
                     ))
                 }
                 CallbackOutcome::AmountMismatch => Some((
-                    "payment_mismatch",
+                    TimelineKind::PaymentMismatch,
                     format!(
                         "{provider} reported {reported_amount} for payment {id} of {payment_amount} \
                          (event {event_id}); the order is unchanged"
@@ -490,7 +486,7 @@ impl Service {
                     self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
                         .await?;
                     Some((
-                        "payment_not_applied",
+                        TimelineKind::PaymentNotApplied,
                         format!(
                             "payment {id} of {payment_amount} succeeded at {provider} (event {event_id}) \
                              but the order is {order_status}; it is refunded"
@@ -500,10 +496,10 @@ impl Service {
                 CallbackOutcome::PaymentNotPending => None,
             };
             if let Some((kind, detail)) = &timeline {
-                tx.append_event(&NewEvent {
+                tx.append_timeline(&NewTimelineEntry {
                     order_id: &order.id,
                     at_ms: now,
-                    kind,
+                    kind: *kind,
                     detail,
                     trace_id: &ids.trace_id,
                     span_id: &ids.span_id,
@@ -532,7 +528,7 @@ impl Service {
         now: i64,
     ) -> Result<()> {
         if tx
-            .set_payment_status(id, PaymentStatus::Pending.as_str(), to.as_str(), now)
+            .set_payment_status(id, PaymentStatus::Pending, to, now)
             .await?
         {
             Ok(())

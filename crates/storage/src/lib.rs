@@ -4,12 +4,16 @@
 //!
 //! Layout:
 //! - [`Database`]: connecting, migrating, health; the read pool and the write path.
-//! - [`catalog`]: products, warehouses and stock levels.
-//! - [`orders`]: reading orders and their timeline; [`WriteTx`] for the steps of a write.
-//! - [`outbox`]: appending events in a write, and the relay's claims; processed-event ids.
-//! - [`fulfillment`]: shipments and their items, risk facts, refunds.
+//! - [`transaction`]: [`WriteTx`], the steps of a write that commit together; the steps live
+//!   with their tables, one module per aggregate:
+//! - [`catalog`]: products, warehouses and stock levels; [`stock`]: reservations.
+//! - [`orders`]: orders and their items; [`timeline`]: an order's timeline entries;
+//!   [`idempotency`]: the keys of order creations.
+//! - [`placement`]: order creation, batched (one statement per batch on PostgreSQL).
 //! - [`payments`]: payment intents, provider callback events, the unpaid orders to time out.
-//! - [`records`]: the row shapes handed to the service layer.
+//! - [`shipments`]: shipments and their items.
+//! - [`outbox`]: appending events in a write, and the relay's claims; processed-event ids.
+//! - [`records`]: the row shapes handed to the service layer, statuses as domain enums.
 //! - [`sql`]: the one way a statement reaches a driver (parameters, rows, spans, time-out).
 //!
 //! Invariants a reader must not break:
@@ -23,17 +27,21 @@
 pub mod catalog;
 mod connect;
 mod error;
-pub mod fulfillment;
 mod group_commit;
+pub mod idempotency;
 mod migrate;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod placement;
 pub mod records;
+pub mod shipments;
 pub mod sql;
+pub mod stock;
+pub mod timeline;
+pub mod transaction;
 
-pub use orders::WriteTx;
+pub use transaction::WriteTx;
 
 use ordo_domain::{Error, Result};
 use sql::Conn;

@@ -9,6 +9,8 @@ use crate::records::{PaymentEventRecord, PaymentRecord, UnpaidOrderRecord};
 use crate::sql::{RowRef, params};
 use crate::{Backend, Database, WriteTx};
 use ordo_domain::Result;
+use ordo_domain::order::OrderStatus;
+use ordo_domain::payment::PaymentStatus;
 
 pub(crate) const PAYMENT_COLUMNS: &str = "id, order_id, provider, status, amount_minor, currency, \
      created_at_ms, updated_at_ms, trace_id, span_id";
@@ -21,7 +23,7 @@ pub(crate) fn payment_from_row(row: &RowRef<'_>) -> Result<PaymentRecord> {
         id: row.get(0)?,
         order_id: row.get(1)?,
         provider: row.get(2)?,
-        status: row.get(3)?,
+        status: row.named(3)?,
         amount_minor: row.get(4)?,
         currency: row.get(5)?,
         created_at_ms: row.get(6)?,
@@ -36,10 +38,10 @@ fn event_from_row(row: &RowRef<'_>) -> Result<PaymentEventRecord> {
         provider: row.get(0)?,
         event_id: row.get(1)?,
         payment_id: row.get(2)?,
-        status: row.get(3)?,
+        status: row.named(3)?,
         amount_minor: row.get(4)?,
         currency: row.get(5)?,
-        outcome: row.get(6)?,
+        outcome: row.named(6)?,
         received_at_ms: row.get(7)?,
     })
 }
@@ -76,8 +78,9 @@ impl Database {
         provider: &str,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>> {
+        let pending = PaymentStatus::Pending;
         let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND status = 'pending'
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND status = '{pending}'
              ORDER BY id LIMIT {limit}"
         );
         let lease = self.read().await?;
@@ -115,15 +118,17 @@ impl Database {
 
     /// Up to `limit` orders still in `pending_payment` that were created before
     /// `created_before_ms`, oldest first (index `orders_unpaid_by_age`: no scan of the orders
-    /// that are not due).
+    /// that are not due). The status is written into the text, not bound: PostgreSQL matches a
+    /// partial index only against a literal.
     pub async fn unpaid_orders_created_before(
         &self,
         created_before_ms: i64,
         limit: u32,
     ) -> Result<Vec<UnpaidOrderRecord>> {
+        let unpaid = OrderStatus::PendingPayment;
         let sql = format!(
             "SELECT id, created_at_ms, trace_id, span_id FROM orders
-             WHERE status = 'pending_payment' AND created_at_ms < $1
+             WHERE status = '{unpaid}' AND created_at_ms < $1
              ORDER BY created_at_ms, id LIMIT {limit}"
         );
         let lease = self.read().await?;
@@ -154,7 +159,7 @@ impl WriteTx {
                     &payment.id,
                     &payment.order_id,
                     &payment.provider,
-                    &payment.status,
+                    payment.status.as_str(),
                     payment.amount_minor,
                     &payment.currency,
                     payment.created_at_ms,
@@ -173,7 +178,8 @@ impl WriteTx {
         order_id: &str,
     ) -> Result<Option<PaymentRecord>> {
         let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'pending'"
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = '{}'",
+            PaymentStatus::Pending
         );
         self.conn()
             .query_opt(
@@ -201,8 +207,8 @@ impl WriteTx {
     pub async fn set_payment_status(
         &mut self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: PaymentStatus,
+        to: PaymentStatus,
         now_ms: i64,
     ) -> Result<bool> {
         let updated = self
@@ -211,7 +217,7 @@ impl WriteTx {
                 "UPDATE payments",
                 "UPDATE payments SET status = $1, updated_at_ms = $2
                  WHERE id = $3 AND status = $4",
-                &params![to, now_ms, id, from],
+                &params![to.as_str(), now_ms, id, from.as_str()],
             )
             .await?;
         Ok(updated == 1)
@@ -237,10 +243,10 @@ impl WriteTx {
                     &event.provider,
                     &event.event_id,
                     &event.payment_id,
-                    &event.status,
+                    event.status.as_str(),
                     event.amount_minor,
                     &event.currency,
-                    &event.outcome,
+                    event.outcome.as_str(),
                     event.received_at_ms,
                 ],
             )
@@ -259,5 +265,52 @@ impl WriteTx {
         )
         .await
         .map(Some)
+    }
+}
+
+impl WriteTx {
+    /// The succeeded payments of `order_id`: what a refund gives back.
+    pub async fn succeeded_payments_of_order(
+        &mut self,
+        order_id: &str,
+    ) -> Result<Vec<PaymentRecord>> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments
+             WHERE order_id = $1 AND status = '{}' ORDER BY id",
+            PaymentStatus::Succeeded
+        );
+        self.conn()
+            .query(
+                "SELECT payments",
+                &sql,
+                &params![order_id],
+                payment_from_row,
+            )
+            .await
+    }
+
+    /// How many payments of `customer_id` succeeded since `since_ms` (refunded ones count:
+    /// they were attempts all the same).
+    pub async fn recent_payments_of_customer(
+        &mut self,
+        customer_id: &str,
+        since_ms: i64,
+    ) -> Result<i64> {
+        self.conn()
+            .query_one(
+                "SELECT payments",
+                "SELECT COUNT(*) FROM payments p JOIN orders o ON o.id = p.order_id
+                 WHERE o.customer_id = $1 AND p.updated_at_ms >= $2
+                   AND p.status IN ($3, $4, $5)",
+                &params![
+                    customer_id,
+                    since_ms,
+                    PaymentStatus::Succeeded.as_str(),
+                    PaymentStatus::RefundRequested.as_str(),
+                    PaymentStatus::Refunded.as_str(),
+                ],
+                |row| row.get(0),
+            )
+            .await
     }
 }

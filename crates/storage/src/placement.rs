@@ -21,13 +21,14 @@
 //! `db.operation.batch.size`); the batch is one CLIENT span (`BATCH orders`), a child of the
 //! first caller's span; it and every caller's span link to each other.
 
-use crate::orders::KeyClaim;
+use crate::idempotency::KeyClaim;
 use crate::records::{NewOutboxEvent, OrderRecord};
-use crate::sql::{self, Param, observed_in, params};
+use crate::sql::{self, Param, corrupt_row, observed_in, params};
 use crate::{Connections, Database, WriteTx, placeholders};
 use ordo_domain::ids::{CountryCode, Sku, WarehouseId};
 use ordo_domain::money::{Currency, Money};
 use ordo_domain::stock::{Allocation, StockLevel};
+use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -195,21 +196,6 @@ impl Database {
         })
         .await
     }
-
-    /// The idempotency key `key`, if an earlier request claimed it: its request digest and
-    /// order id.
-    pub async fn idempotency_key(&self, key: &str) -> Result<Option<(String, String)>> {
-        let lease = self.read().await?;
-        lease
-            .conn()
-            .query_opt(
-                "SELECT idempotency_keys",
-                crate::orders::IDEMPOTENCY_KEY,
-                &params![key],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .await
-    }
 }
 
 /// Writes one batch and answers each of its callers.
@@ -314,7 +300,7 @@ fn placement_json(placement: &OrderPlacement) -> serde_json::Value {
         "key": key,
         "request_hash": request_hash,
         "order": {
-            "id": order.id, "customer_id": order.customer_id, "status": order.status,
+            "id": order.id, "customer_id": order.customer_id, "status": order.status.as_str(),
             "currency": order.currency, "total_minor": order.total_minor,
             "shipping_address": order.shipping_address, "contact": order.contact,
             "created_at_ms": order.created_at_ms, "updated_at_ms": order.updated_at_ms,
@@ -329,16 +315,13 @@ fn placement_json(placement: &OrderPlacement) -> serde_json::Value {
             "sku": a.sku.as_str(), "warehouse": a.warehouse.as_str(), "quantity": a.quantity,
         })).collect::<Vec<_>>(),
         "timeline": {
-            "order_id": order.id, "at_ms": order.created_at_ms, "type": ORDER_CREATED,
+            "order_id": order.id, "at_ms": order.created_at_ms, "type": TimelineKind::OrderCreated.as_str(),
             "detail": placement.timeline_detail, "trace_id": order.trace_id,
             "span_id": order.span_id,
         },
         "event": placement.event,
     })
 }
-
-/// The kind of an order's first timeline entry.
-const ORDER_CREATED: &str = "order_created";
 
 async fn write_sqlite(db: &Database, placements: &[&OrderPlacement]) -> Result<Vec<Placement>> {
     let mut tx = db.begin().await?;
@@ -382,10 +365,10 @@ async fn place_one(tx: &mut WriteTx, placement: &OrderPlacement) -> Result<Place
     {
         return Ok(Placement::StockChanged);
     }
-    tx.append_event(&crate::orders::NewEvent {
+    tx.append_timeline(&crate::timeline::NewTimelineEntry {
         order_id: &order.id,
         at_ms: order.created_at_ms,
-        kind: ORDER_CREATED,
+        kind: TimelineKind::OrderCreated,
         detail: &placement.timeline_detail,
         trace_id: &order.trace_id,
         span_id: &order.span_id,
@@ -411,10 +394,4 @@ impl WriteTx {
             .batch("ROLLBACK", "ROLLBACK TO placement; RELEASE placement")
             .await
     }
-}
-
-/// A stored value that no longer parses: storage was written by something other than ordo.
-fn corrupt_row(error: Error) -> Error {
-    tracing::error!(error = %error, "a stored row failed validation");
-    Error::internal("a stored row is not valid")
 }

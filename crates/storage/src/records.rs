@@ -1,5 +1,11 @@
 //! Row shapes exchanged with the service layer. Plain data: the service turns them into API
-//! views; storage checked them on the way in.
+//! views; storage checked them on the way in. Statuses and kinds are the domain's enums,
+//! parsed from their stored names as rows are read.
+
+use ordo_domain::order::OrderStatus;
+use ordo_domain::payment::{CallbackOutcome, PaymentStatus, ReportedStatus};
+use ordo_domain::shipment::ShipmentStatus;
+use ordo_domain::timeline::TimelineKind;
 
 /// A product of the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +43,7 @@ pub struct OrderItemRecord {
 pub struct OrderRecord {
     pub id: String,
     pub customer_id: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub currency: String,
     pub total_minor: i64,
     /// JSON of the shipping address (personal data).
@@ -53,9 +59,9 @@ pub struct OrderRecord {
 
 /// One entry of an order's timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRecord {
+pub struct TimelineRecord {
     pub at_ms: i64,
-    pub kind: String,
+    pub kind: TimelineKind,
     pub detail: String,
     pub trace_id: String,
     pub span_id: String,
@@ -65,7 +71,7 @@ pub struct EventRecord {
 #[derive(Debug, Clone, Default)]
 pub struct OrderFilter {
     pub customer_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<OrderStatus>,
     /// Only orders older than this id (the previous page's last id).
     pub before_id: Option<String>,
     pub limit: u32,
@@ -77,7 +83,7 @@ pub struct PaymentRecord {
     pub id: String,
     pub order_id: String,
     pub provider: String,
-    pub status: String,
+    pub status: PaymentStatus,
     pub amount_minor: i64,
     pub currency: String,
     pub created_at_ms: i64,
@@ -93,11 +99,11 @@ pub struct PaymentEventRecord {
     pub provider: String,
     pub event_id: String,
     pub payment_id: String,
-    /// What the provider reported: `succeeded` or `failed`.
-    pub status: String,
+    /// What the provider reported.
+    pub status: ReportedStatus,
     pub amount_minor: i64,
     pub currency: String,
-    pub outcome: String,
+    pub outcome: CallbackOutcome,
     pub received_at_ms: i64,
 }
 
@@ -158,7 +164,7 @@ pub struct ShipmentRecord {
     pub warehouse: String,
     /// The warehouse's country.
     pub country: String,
-    pub status: String,
+    pub status: ShipmentStatus,
     pub carrier: Option<String>,
     pub pickup_slot_ms: Option<i64>,
     pub attempts: i64,

@@ -12,6 +12,7 @@
 
 use crate::Backend;
 use crate::error::{pg_error, sqlite_error};
+use ordo_domain::named::Named;
 use ordo_domain::{Error, Result};
 use std::time::{Duration, Instant};
 use tracing::{Instrument, field};
@@ -108,6 +109,18 @@ impl RowRef<'_> {
             RowRef::Sqlite(row) => row.get(index).map_err(sqlite_error),
         }
     }
+
+    /// Column `index` parsed into the domain's named value (a status, a timeline kind): rows
+    /// become domain types here, at the seam, and nowhere else.
+    pub fn named<T: Named>(&self, index: usize) -> Result<T> {
+        T::parse(&self.get::<String>(index)?).map_err(corrupt_row)
+    }
+}
+
+/// A stored value that no longer parses: storage was written by something other than ordo.
+pub(crate) fn corrupt_row(error: Error) -> Error {
+    tracing::error!(error = %error, "a stored row failed validation");
+    Error::internal("a stored row is not valid")
 }
 
 /// A borrowed connection, inside or outside a transaction.

@@ -1,0 +1,192 @@
+//! [`WriteTx`]: the steps of one write, which commit together or not at all. The steps
+//! themselves live with their tables (orders, stock, idempotency, payments, shipments,
+//! timeline, outbox); this module owns beginning, committing and rolling back.
+//!
+//! PostgreSQL: a pooled connection of the transaction's own; `BEGIN` travels with the first
+//! statement. SQLite: the writer's turn, and a savepoint in the group transaction of the
+//! writes queued together ([`crate::group_commit`]).
+
+use crate::sql::Conn;
+use crate::{Backend, Connections, Database};
+use ordo_domain::Result;
+use std::sync::Arc;
+use std::sync::Mutex as StdMutex;
+
+impl Database {
+    /// Starts a write transaction. Dropping it without [`WriteTx::commit`] rolls back.
+    ///
+    /// PostgreSQL: a pooled connection, whose `BEGIN` travels with the first statement.
+    /// SQLite: the writer's turn, then a savepoint in the group transaction of the writes
+    /// queued together (`group_commit`).
+    pub async fn begin(&self) -> Result<WriteTx> {
+        let state = match self.connections() {
+            Connections::Postgres(_) => {
+                let crate::Lease::Postgres(client) = self.write().await? else {
+                    unreachable!("a PostgreSQL database leases PostgreSQL connections")
+                };
+                TxState::Postgres {
+                    client: Some(client),
+                    begun: false,
+                }
+            }
+            Connections::Sqlite(sqlite) => {
+                let turn = sqlite.group.turn().await;
+                let group = Arc::clone(&sqlite.group);
+                let connection = Arc::clone(&sqlite.writer);
+                let epoch = crate::sql::observed(Backend::Sqlite, "BEGIN", async {
+                    group.join(&crate::sql::lock_any(&connection))
+                })
+                .await?;
+                TxState::Sqlite {
+                    turn: Some(turn),
+                    connection,
+                    group,
+                    epoch,
+                }
+            }
+        };
+        Ok(WriteTx {
+            state,
+            finished: false,
+        })
+    }
+}
+
+/// A write in progress: every step here commits together or not at all.
+pub struct WriteTx {
+    state: TxState,
+    /// Committed or rolled back: nothing left to undo on drop.
+    finished: bool,
+}
+
+// A pooled client is large; a transaction lives on one task's stack, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
+enum TxState {
+    Postgres {
+        /// Taken only by the drop of an unfinished transaction, to roll it back.
+        client: Option<deadpool_postgres::Object>,
+        /// Whether `BEGIN` went out (with the first statement).
+        begun: bool,
+    },
+    Sqlite {
+        /// Handed on before waiting for the group's commit.
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+        connection: Arc<StdMutex<rusqlite::Connection>>,
+        group: Arc<crate::group_commit::GroupCommit>,
+        /// The group this transaction's savepoint belongs to.
+        epoch: u64,
+    },
+}
+
+impl WriteTx {
+    /// The transaction's connection, for steps defined in other modules. On PostgreSQL the
+    /// first statement carries the `BEGIN`.
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match &mut self.state {
+            TxState::Postgres { client, begun } => {
+                let begin_first = !*begun;
+                *begun = true;
+                Conn::Pg {
+                    client: client.as_ref().expect("taken only on drop"),
+                    begin_first,
+                }
+            }
+            TxState::Sqlite { connection, .. } => Conn::Sqlite(connection),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self.state {
+            TxState::Postgres { .. } => Backend::Postgres,
+            TxState::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        let result = match &self.state {
+            // Nothing was sent: there is nothing to commit.
+            TxState::Postgres { begun: false, .. } => Ok(()),
+            TxState::Postgres { client, .. } => {
+                Conn::Pg {
+                    client: client.as_ref().expect("taken only on drop"),
+                    begin_first: false,
+                }
+                .batch("COMMIT", "COMMIT")
+                .await
+            }
+            TxState::Sqlite { .. } => return self.commit_in_group().await,
+        };
+        // A failed COMMIT has ended the transaction too.
+        self.finished = true;
+        result
+    }
+
+    /// SQLite: releases this step's savepoint into its group, then commits the group (nobody
+    /// else waits for the writer) or waits until the step behind it does.
+    async fn commit_in_group(&mut self) -> Result<()> {
+        let TxState::Sqlite {
+            turn,
+            connection,
+            group,
+            epoch,
+        } = &mut self.state
+        else {
+            return Ok(());
+        };
+        let (connection, group, epoch) = (Arc::clone(connection), Arc::clone(group), *epoch);
+        // On failure the drop rolls the step back and leaves the group to the others.
+        group.release(&crate::sql::lock_any(&connection))?;
+        self.finished = true;
+        let turn = turn.take();
+        crate::sql::observed(Backend::Sqlite, "COMMIT", async move {
+            if group.should_commit() {
+                let committed = group.commit(&crate::sql::lock_any(&connection));
+                drop(turn);
+                return committed;
+            }
+            drop(turn);
+            group.committed(epoch, &connection).await
+        })
+        .await
+    }
+}
+
+impl Drop for WriteTx {
+    /// Rolls back a transaction that was neither committed nor rolled back.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        match &mut self.state {
+            TxState::Postgres { begun: false, .. } => {}
+            TxState::Postgres { client, .. } => {
+                let Some(client) = client.take() else { return };
+                // The ROLLBACK must go out before the connection serves anyone else: the
+                // connection returns to the pool only after it.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(async move {
+                            if client.batch_execute("ROLLBACK").await.is_err() {
+                                // Unknown state: never hand this connection out again.
+                                drop(deadpool_postgres::Object::take(client));
+                            }
+                        });
+                    }
+                    // No runtime to roll back with: close the connection instead (the server
+                    // rolls back), so it never returns to the pool inside a transaction.
+                    Err(_) => drop(deadpool_postgres::Object::take(client)),
+                }
+            }
+            TxState::Sqlite {
+                connection, group, ..
+            } => {
+                let connection = crate::sql::lock_any(connection);
+                group.roll_back(&connection);
+                if group.should_commit() {
+                    // The steps before this one in the group wait for a commit.
+                    let _ = group.commit(&connection);
+                }
+            }
+        }
+    }
+}
