@@ -156,16 +156,22 @@ impl RoleChannel {
                 }
             };
             // tonic's channel enforces the `grpc-timeout` it sends, answering CANCELLED
-            // ("Timeout expired") when it runs out: that is this call's deadline.
+            // ("Timeout expired") when it runs out: that is this call's deadline. A CANCELLED
+            // before the deadline is the connection dying under the call (the peer was
+            // killed): the peer is unavailable, and an idempotent call goes to another one.
             let outcome = outcome.map_err(|status| {
                 let expired = tokio::time::Instant::now() >= deadline;
-                if status.code() == tonic::Code::Cancelled && expired {
-                    tonic::Status::deadline_exceeded(format!(
+                match status.code() {
+                    tonic::Code::Cancelled if expired => tonic::Status::deadline_exceeded(format!(
                         "no answer from the {} role within the deadline",
                         self.role
-                    ))
-                } else {
-                    status
+                    )),
+                    tonic::Code::Cancelled => tonic::Status::unavailable(format!(
+                        "the connection to an instance of the {} role closed during the call: {}",
+                        self.role,
+                        status.message()
+                    )),
+                    _ => status,
                 }
             });
             let code = outcome

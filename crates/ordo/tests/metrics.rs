@@ -264,10 +264,20 @@ async fn cpu_profiles_need_the_token_and_return_flame_graph_data() {
         bad.text
     );
 
-    // Keep the process busy while it is sampled, so the profile has stacks to show.
-    let busy = keep_busy(&server, Duration::from_millis(1300));
-    let (collapsed, ()) = tokio::join!(profile("seconds=1&format=collapsed", Some(TOKEN)), busy);
-    let collapsed = collapsed.expect_status(200);
+    // Keep the process busy while it is sampled, so the profile has stacks to show. On a
+    // machine busy with the rest of the suite a one-second profile may catch no sample of this
+    // process: an empty profile is taken again (a few times), a malformed one fails at once.
+    let mut collapsed = None;
+    for _ in 0..5 {
+        let busy = keep_busy(&server, Duration::from_millis(1300));
+        let (answer, ()) = tokio::join!(profile("seconds=1&format=collapsed", Some(TOKEN)), busy);
+        let answer = answer.expect_status(200);
+        if !answer.text.trim().is_empty() {
+            collapsed = Some(answer);
+            break;
+        }
+    }
+    let collapsed = collapsed.expect("five one-second profiles of a busy process were all empty");
     let line = collapsed.text.lines().next().unwrap_or_default();
     let count = line.rsplit(' ').next().unwrap_or_default();
     assert!(

@@ -411,7 +411,7 @@ impl Service {
     }
 
     async fn risk_check(&self, event: &Envelope, tx: &mut WriteTx) -> Result<()> {
-        let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
+        let Some(order) = tx.lock_order_without_items(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
         let status = order.status;
@@ -532,7 +532,7 @@ impl Service {
         waiting: OrderStatus,
         stage: &'static str,
     ) -> Result<bool> {
-        let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
+        let Some(order) = tx.lock_order_without_items(&event.aggregate_id).await? else {
             return Ok(false);
         };
         let status = order.status;
@@ -566,7 +566,7 @@ impl Service {
     }
 
     async fn split(&self, event: &Envelope, tx: &mut WriteTx) -> Result<()> {
-        let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
+        let Some(order) = tx.lock_order_without_items(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
         let status = order.status;
@@ -605,7 +605,7 @@ impl Service {
     }
 
     async fn schedule(&self, event: &Envelope, tx: &mut WriteTx) -> Result<()> {
-        let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
+        let Some(order) = tx.lock_order_without_items(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
         let status = order.status;
@@ -845,7 +845,7 @@ impl Service {
     /// compensations and `fulfillment_failed`; otherwise the pushes are not done (an error: the
     /// event is redelivered).
     async fn finish_push(&self, event: &Envelope, tx: &mut WriteTx) -> Result<()> {
-        let Some(order) = tx.order_for_update(&event.aggregate_id).await? else {
+        let Some(order) = tx.lock_order_without_items(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
         let status = order.status;

@@ -228,7 +228,7 @@ impl Service {
         async {
             let span = tracing::Span::current();
             let mut tx = self.db.begin().await?;
-            let Some(order) = tx.order_for_update(order_id.as_str()).await? else {
+            let Some(order) = tx.lock_order_without_items(order_id.as_str()).await? else {
                 return Err(Error::not_found(format!("order {order_id}")));
             };
             let status = order.status;
@@ -395,7 +395,7 @@ impl Service {
                 .ok_or_else(|| Error::not_found(format!("payment {payment_id}")))?;
             span.record("order.id", payment.order_id.as_str());
             let order = tx
-                .order_for_update(&payment.order_id)
+                .lock_order_without_items(&payment.order_id)
                 .await?
                 .ok_or_else(|| Error::internal("a payment's order is missing"))?;
             let payment_status = payment.status;

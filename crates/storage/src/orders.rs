@@ -178,25 +178,29 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Reads order `id` inside this transaction; on PostgreSQL the row stays locked until
-    /// commit, so a status decision taken on it cannot race another.
+    /// Reads order `id` with its items inside this transaction; on PostgreSQL the row stays
+    /// locked until commit, so a status decision taken on it cannot race another.
     pub async fn order_for_update(&mut self, id: &str) -> Result<Option<OrderRecord>> {
+        let Some(order) = self.lock_order_without_items(id).await? else {
+            return Ok(None);
+        };
+        let mut orders = [order];
+        attach_items(&self.conn(), &mut orders).await?;
+        let [order] = orders;
+        Ok(Some(order))
+    }
+
+    /// As [`WriteTx::order_for_update`], without reading the items (`items` stays empty): one
+    /// statement, for the steps that decide on the order's status, total and address only.
+    pub async fn lock_order_without_items(&mut self, id: &str) -> Result<Option<OrderRecord>> {
         let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1{lock}");
-        let conn = self.conn();
-        let Some(order) = conn
+        self.conn()
             .query_opt("SELECT orders", &sql, &params![id], order_from_row)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let mut orders = [order];
-        attach_items(&conn, &mut orders).await?;
-        let [order] = orders;
-        Ok(Some(order))
+            .await
     }
 
     /// Moves order `id` from status `from` to `to`; `false` if it was no longer in `from`.

@@ -12,24 +12,23 @@ use crate::{Backend, Database, WriteTx};
 use ordo_domain::Result;
 
 impl WriteTx {
-    /// Writes `event` in this transaction: it leaves only if the transaction commits.
+    /// Writes `event` in this transaction: it leaves only if the transaction commits (on
+    /// PostgreSQL it travels with the `COMMIT`).
     pub async fn append_outbox(&mut self, event: &NewOutboxEvent) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT outbox",
-                "INSERT INTO outbox (event_id, topic, aggregate_id, payload, trace_context,
+        self.execute_at_commit(
+            "INSERT outbox",
+            "INSERT INTO outbox (event_id, topic, aggregate_id, payload, trace_context,
                      created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-                &params![
-                    &event.event_id,
-                    &event.topic,
-                    &event.aggregate_id,
-                    &event.payload,
-                    &event.trace_context,
-                    event.created_at_ms,
-                ],
-            )
-            .await?;
-        Ok(())
+            &params![
+                &event.event_id,
+                &event.topic,
+                &event.aggregate_id,
+                &event.payload,
+                &event.trace_context,
+                event.created_at_ms,
+            ],
+        )
+        .await
     }
 
     /// Records that `consumer` handled `event_id`. `false` means it already had: the caller

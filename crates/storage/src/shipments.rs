@@ -70,7 +70,8 @@ impl Database {
 
 impl WriteTx {
     /// Inserts a `pending` shipment of `order_id` from `warehouse`, unless that order already
-    /// has one there; returns the id of the shipment that exists afterwards.
+    /// has one there; returns the id of the shipment that exists afterwards (one statement: a
+    /// redelivered split finds the first one's shipment).
     pub async fn insert_shipment(
         &mut self,
         id: &str,
@@ -78,45 +79,40 @@ impl WriteTx {
         warehouse: &str,
         now_ms: i64,
     ) -> Result<String> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT shipments",
-            "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms,
-                 updated_at_ms) VALUES ($1, $2, $3, $4, 0, $5, $5)
-             ON CONFLICT (order_id, warehouse) DO NOTHING",
-            &params![
-                id,
-                order_id,
-                warehouse,
-                ShipmentStatus::Pending.as_str(),
-                now_ms
-            ],
-        )
-        .await?;
-        conn.query_one(
-            "SELECT shipments",
-            "SELECT id FROM shipments WHERE order_id = $1 AND warehouse = $2",
-            &params![order_id, warehouse],
-            |row| row.get(0),
-        )
-        .await
+        self.conn()
+            .query_one(
+                "INSERT shipments",
+                "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms,
+                     updated_at_ms) VALUES ($1, $2, $3, $4, 0, $5, $5)
+                 ON CONFLICT (order_id, warehouse) DO UPDATE SET order_id = excluded.order_id
+                 RETURNING id",
+                &params![
+                    id,
+                    order_id,
+                    warehouse,
+                    ShipmentStatus::Pending.as_str(),
+                    now_ms
+                ],
+                |row| row.get(0),
+            )
+            .await
     }
 
+    /// Adds `quantity` of `sku` to shipment `shipment_id` unless it has that SKU already (on
+    /// PostgreSQL it travels with the `COMMIT`).
     pub async fn insert_shipment_item(
         &mut self,
         shipment_id: &str,
         sku: &str,
         quantity: i64,
     ) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT shipment_items",
-                "INSERT INTO shipment_items (shipment_id, sku, quantity) VALUES ($1, $2, $3)
-                 ON CONFLICT (shipment_id, sku) DO NOTHING",
-                &params![shipment_id, sku, quantity],
-            )
-            .await?;
-        Ok(())
+        self.execute_at_commit(
+            "INSERT shipment_items",
+            "INSERT INTO shipment_items (shipment_id, sku, quantity) VALUES ($1, $2, $3)
+             ON CONFLICT (shipment_id, sku) DO NOTHING",
+            &params![shipment_id, sku, quantity],
+        )
+        .await
     }
 
     /// The shipments of `order_id` as this transaction sees them.

@@ -261,6 +261,98 @@ impl Conn<'_> {
     }
 }
 
+/// A parameter owned by a statement that waits for its transaction's commit.
+#[derive(Debug, Clone)]
+pub(crate) enum OwnedParam {
+    Int(i64),
+    Text(String),
+    OptInt(Option<i64>),
+    OptText(Option<String>),
+}
+
+impl From<&Param<'_>> for OwnedParam {
+    fn from(param: &Param<'_>) -> Self {
+        match param {
+            Param::Int(value) => OwnedParam::Int(*value),
+            Param::Text(value) => OwnedParam::Text((*value).to_owned()),
+            Param::OptInt(value) => OwnedParam::OptInt(*value),
+            Param::OptText(value) => OwnedParam::OptText(value.map(str::to_owned)),
+        }
+    }
+}
+
+impl OwnedParam {
+    fn borrowed(&self) -> Param<'_> {
+        match self {
+            OwnedParam::Int(value) => Param::Int(*value),
+            OwnedParam::Text(value) => Param::Text(value),
+            OwnedParam::OptInt(value) => Param::OptInt(*value),
+            OwnedParam::OptText(value) => Param::OptText(value.as_deref()),
+        }
+    }
+}
+
+/// A write held back until its transaction commits, to travel with the `COMMIT`: a row
+/// nothing in the transaction reads back (a timeline entry, an outbox event).
+#[derive(Debug, Clone)]
+pub(crate) struct Deferred {
+    pub(crate) sql: &'static str,
+    pub(crate) params: Vec<OwnedParam>,
+}
+
+/// Commits a PostgreSQL transaction in one round trip: the pending `BEGIN` (if nothing else
+/// was sent), the deferred writes and `COMMIT` are written before any answer is awaited. One
+/// CLIENT span `COMMIT`, with `db.operation.batch.size` when writes rode along. A failed write
+/// fails the commit (the server then ends the transaction with a rollback).
+pub(crate) async fn pg_commit(
+    client: &deadpool_postgres::ClientWrapper,
+    begin_first: bool,
+    deferred: &[Deferred],
+) -> Result<()> {
+    let span = if IN_BATCH.try_with(|_| ()).is_ok() {
+        tracing::Span::none()
+    } else {
+        db_span(Backend::Postgres, "COMMIT")
+    };
+    if !deferred.is_empty() {
+        span.record("db.operation.batch.size", deferred.len() as i64 + 1);
+    }
+    observed_in(span, Backend::Postgres, "COMMIT", async {
+        // Prepared first (cached after a connection's first use), so that nothing comes
+        // between the requests below: they must reach the server in this order.
+        let mut statements = Vec::with_capacity(deferred.len());
+        for write in deferred {
+            statements.push(client.prepare_cached(write.sql).await.map_err(pg_error)?);
+        }
+        let params: Vec<Vec<Param<'_>>> = deferred
+            .iter()
+            .map(|write| write.params.iter().map(OwnedParam::borrowed).collect())
+            .collect();
+        let bound: Vec<_> = params.iter().map(|p| pg_params(p)).collect();
+        let begin = async {
+            if begin_first {
+                client.batch_execute("BEGIN").await
+            } else {
+                Ok(())
+            }
+        };
+        let writes = futures::future::join_all(
+            statements
+                .iter()
+                .zip(&bound)
+                .map(|(statement, params)| client.execute(statement, params)),
+        );
+        let (begun, written, committed) =
+            futures::join!(begin, writes, client.batch_execute("COMMIT"));
+        begun.map_err(pg_error)?;
+        for result in written {
+            result.map_err(pg_error)?;
+        }
+        committed.map_err(pg_error)
+    })
+    .await
+}
+
 /// Locks a mutex whose data stays valid through a panic of its holder (a SQLite connection:
 /// SQLite itself keeps the database consistent; a slot of shared connections).
 pub(crate) fn lock_any<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -44,22 +44,21 @@ pub struct NewTimelineEntry<'a> {
 }
 
 impl WriteTx {
+    /// Appends `entry` (on PostgreSQL it travels with the `COMMIT`).
     pub async fn append_timeline(&mut self, entry: &NewTimelineEntry<'_>) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT order_events",
-                "INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
+        self.execute_at_commit(
+            "INSERT order_events",
+            "INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
                  VALUES ($1, $2, $3, $4, $5, $6)",
-                &params![
-                    entry.order_id,
-                    entry.at_ms,
-                    entry.kind.as_str(),
-                    entry.detail,
-                    entry.trace_id,
-                    entry.span_id,
-                ],
-            )
-            .await?;
-        Ok(())
+            &params![
+                entry.order_id,
+                entry.at_ms,
+                entry.kind.as_str(),
+                entry.detail,
+                entry.trace_id,
+                entry.span_id,
+            ],
+        )
+        .await
     }
 }

@@ -27,6 +27,7 @@ impl Database {
                 TxState::Postgres {
                     client: Some(client),
                     begun: false,
+                    deferred: Vec::new(),
                 }
             }
             Connections::Sqlite(sqlite) => {
@@ -67,6 +68,8 @@ enum TxState {
         client: Option<deadpool_postgres::Object>,
         /// Whether `BEGIN` went out (with the first statement).
         begun: bool,
+        /// Writes that go out with the `COMMIT` ([`WriteTx::execute_at_commit`]).
+        deferred: Vec<crate::sql::Deferred>,
     },
     Sqlite {
         /// Handed on before waiting for the group's commit.
@@ -83,7 +86,7 @@ impl WriteTx {
     /// first statement carries the `BEGIN`.
     pub(crate) fn conn(&mut self) -> Conn<'_> {
         match &mut self.state {
-            TxState::Postgres { client, begun } => {
+            TxState::Postgres { client, begun, .. } => {
                 let begin_first = !*begun;
                 *begun = true;
                 Conn::Pg {
@@ -102,17 +105,43 @@ impl WriteTx {
         }
     }
 
+    /// Runs a write whose outcome nothing in this transaction waits for and nothing in it
+    /// reads back (an append-only row: a timeline entry, an outbox event). On PostgreSQL it is
+    /// held back and sent with the `COMMIT`, in the same round trip; its failure fails the
+    /// commit. On SQLite (no round trips) it runs now.
+    pub(crate) async fn execute_at_commit(
+        &mut self,
+        summary: &'static str,
+        sql: &'static str,
+        params: &[crate::sql::Param<'_>],
+    ) -> Result<()> {
+        match &mut self.state {
+            TxState::Postgres { deferred, .. } => {
+                deferred.push(crate::sql::Deferred {
+                    sql,
+                    params: params.iter().map(Into::into).collect(),
+                });
+                Ok(())
+            }
+            TxState::Sqlite { .. } => self.conn().execute(summary, sql, params).await.map(drop),
+        }
+    }
+
     pub async fn commit(mut self) -> Result<()> {
         let result = match &self.state {
             // Nothing was sent: there is nothing to commit.
-            TxState::Postgres { begun: false, .. } => Ok(()),
-            TxState::Postgres { client, .. } => {
-                Conn::Pg {
-                    client: client.as_ref().expect("taken only on drop"),
-                    begin_first: false,
-                }
-                .batch("COMMIT", "COMMIT")
-                .await
+            TxState::Postgres {
+                begun: false,
+                deferred,
+                ..
+            } if deferred.is_empty() => Ok(()),
+            TxState::Postgres {
+                client,
+                begun,
+                deferred,
+            } => {
+                let client = client.as_ref().expect("taken only on drop");
+                crate::sql::pg_commit(client, !*begun, deferred).await
             }
             TxState::Sqlite { .. } => return self.commit_in_group().await,
         };

@@ -142,6 +142,9 @@ pub fn init(
         .with_tracer(provider.tracer("ordo"))
         .with_tracked_inactivity(false)
         .with_threads(false)
+        // No `code.*` attributes: three allocated strings on every span, while every ordo span
+        // is named for what it does and carries its own semantic attributes.
+        .with_location(false)
         // `Targets`, not `EnvFilter`: the same syntax for targets and levels, without the
         // per-span field matching an `EnvFilter` evaluates on every span it sees.
         .with_filter(
