@@ -14,6 +14,7 @@ use crate::Backend;
 use crate::error::{pg_error, sqlite_error};
 use ordo_domain::named::Named;
 use ordo_domain::{Error, Result};
+use ordo_telemetry::client_span::{ClientSpan, KeyValue};
 use std::time::{Duration, Instant};
 use tracing::{Instrument, field};
 
@@ -309,15 +310,8 @@ pub(crate) async fn pg_commit(
     begin_first: bool,
     deferred: &[Deferred],
 ) -> Result<()> {
-    let span = if IN_BATCH.try_with(|_| ()).is_ok() {
-        tracing::Span::none()
-    } else {
-        db_span(Backend::Postgres, "COMMIT")
-    };
-    if !deferred.is_empty() {
-        span.record("db.operation.batch.size", deferred.len() as i64 + 1);
-    }
-    observed_in(span, Backend::Postgres, "COMMIT", async {
+    let batch_size = (!deferred.is_empty()).then_some(deferred.len() + 1);
+    observed_with(Backend::Postgres, "COMMIT", batch_size, async {
         // Prepared first (cached after a connection's first use), so that nothing comes
         // between the requests below: they must reach the server in this order.
         let mut statements = Vec::with_capacity(deferred.len());
@@ -447,27 +441,78 @@ pub(crate) fn db_span(backend: Backend, summary: &'static str) -> tracing::Span 
 }
 
 /// Runs `work` in a CLIENT span named `summary` (none inside a batch), timed into the database
-/// histogram, bounded by [`STATEMENT_TIMEOUT`].
+/// histogram, bounded by [`STATEMENT_TIMEOUT`]. The span is made straight through
+/// OpenTelemetry ([`ClientSpan`]): a statement is a leaf, and the hottest span ordo makes.
 pub(crate) async fn observed<T>(
     backend: Backend,
     summary: &'static str,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    if IN_BATCH.try_with(|_| ()).is_ok() {
-        return observed_in(tracing::Span::none(), backend, summary, work).await;
-    }
-    observed_in(db_span(backend, summary), backend, summary, work).await
+    observed_with(backend, summary, None, work).await
 }
 
-/// [`observed`] in a span of the caller's making.
+/// [`observed`], recording `db.operation.batch.size` when the round trip carried several
+/// statements.
+async fn observed_with<T>(
+    backend: Backend,
+    summary: &'static str,
+    batch_size: Option<usize>,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let mut span = if IN_BATCH.try_with(|_| ()).is_ok() {
+        None
+    } else {
+        Some(client_span(backend, summary, batch_size))
+    };
+    let result = timed(backend, summary, work).await;
+    if let (Some(span), Err(error)) = (&mut span, &result)
+        && error.kind.is_server_fault()
+    {
+        span.set_error();
+    }
+    result
+}
+
+/// The CLIENT span of one round trip (OpenTelemetry database conventions; `summary` is static
+/// text, never values: it is also a metric label).
+fn client_span(backend: Backend, summary: &'static str, batch_size: Option<usize>) -> ClientSpan {
+    let operation = summary.split(' ').next().unwrap_or(summary);
+    let mut attributes = vec![
+        KeyValue::new("db.system.name", backend.system_name()),
+        KeyValue::new("db.operation.name", operation),
+        KeyValue::new("db.query.summary", summary),
+    ];
+    if let Some(size) = batch_size {
+        attributes.push(KeyValue::new("db.operation.batch.size", size as i64));
+    }
+    ClientSpan::start(summary, attributes)
+}
+
+/// [`observed`] in a `tracing` span of the caller's making (a batch whose span other spans
+/// link to).
 pub(crate) async fn observed_in<T>(
     span: tracing::Span,
     backend: Backend,
     summary: &'static str,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    let result = timed(backend, summary, work.instrument(span.clone())).await;
+    if let Err(error) = &result
+        && error.kind.is_server_fault()
+    {
+        span.record("otel.status_code", "error");
+    }
+    result
+}
+
+/// Runs `work` bounded by [`STATEMENT_TIMEOUT`] and times it into the database histogram.
+async fn timed<T>(
+    backend: Backend,
+    summary: &'static str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
     let started = Instant::now();
-    let result = tokio::time::timeout(STATEMENT_TIMEOUT, work.instrument(span.clone()))
+    let result = tokio::time::timeout(STATEMENT_TIMEOUT, work)
         .await
         .unwrap_or_else(|_| {
             tracing::warn!(summary, "database statement timed out");
@@ -478,10 +523,5 @@ pub(crate) async fn observed_in<T>(
         summary,
         started.elapsed().as_secs_f64(),
     );
-    if let Err(error) = &result
-        && error.kind.is_server_fault()
-    {
-        span.record("otel.status_code", "error");
-    }
     result
 }

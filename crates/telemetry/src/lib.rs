@@ -11,6 +11,7 @@
 //! Invariant: code elsewhere never touches `traceparent` headers or OpenTelemetry propagators
 //! directly; it calls [`propagation`], so no call site can forget a step.
 
+pub mod client_span;
 mod export;
 mod json_log;
 pub mod metrics;
@@ -138,6 +139,7 @@ pub fn init(
     };
     let provider = provider.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    client_span::install(provider.tracer("ordo"));
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("ordo"))
         .with_tracked_inactivity(false)
