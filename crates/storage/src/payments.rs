@@ -291,6 +291,12 @@ impl WriteTx {
 
     /// How many payments of `customer_id` succeeded since `since_ms` (refunded ones count:
     /// they were attempts all the same).
+    ///
+    /// Written as a count per order of the customer (a correlated subquery, which PostgreSQL
+    /// never turns into a join): the customer's few orders by `orders_by_customer_time`, each
+    /// one's payments by `payments_by_order`, whatever the statistics said when the prepared
+    /// statement was planned. As a join, a plan made while the tables were small hashed the
+    /// whole `payments` table on every call (0.9 ms per call after 3,000 orders, and growing).
     pub async fn recent_payments_of_customer(
         &mut self,
         customer_id: &str,
@@ -299,15 +305,17 @@ impl WriteTx {
         self.conn()
             .query_one(
                 "SELECT payments",
-                "SELECT COUNT(*) FROM payments p JOIN orders o ON o.id = p.order_id
-                 WHERE o.customer_id = $1 AND p.updated_at_ms >= $2
-                   AND p.status IN ($3, $4, $5)",
+                "SELECT CAST(COALESCE(SUM((
+                     SELECT COUNT(*) FROM payments p
+                     WHERE p.order_id = o.id AND p.updated_at_ms >= $1
+                       AND p.status IN ($2, $3, $4))), 0) AS BIGINT)
+                 FROM orders o WHERE o.customer_id = $5",
                 &params![
-                    customer_id,
                     since_ms,
                     PaymentStatus::Succeeded.as_str(),
                     PaymentStatus::RefundRequested.as_str(),
                     PaymentStatus::Refunded.as_str(),
+                    customer_id,
                 ],
                 |row| row.get(0),
             )
