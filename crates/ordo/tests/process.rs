@@ -1,6 +1,6 @@
 //! The process's life: kill -9 loses no committed order, SIGTERM under load fails no accepted
 //! request and exits 0, and a database that cannot be reached stops start-up with a clear error.
-//! Runs on SQLite and PostgreSQL.
+//! Runs on SQLite and PostgreSQL. A PostgreSQL outage while running answers 503 fast and heals.
 
 #[macro_use]
 mod common;
@@ -345,4 +345,76 @@ async fn unreachable_database_fails_start_up_fast(backend: Backend) {
             .any(|line| ReadyLine::parse(line).is_some()),
         "ordo said it was ready without a database:\n{output}"
     );
+}
+
+/// PostgreSQL stops taking connections and its live ones are killed (an outage as an operator
+/// sees it): every request that needs the database answers `503 unavailable` at once — never
+/// `500`, never after the request time-out — readiness fails, and once connections are allowed
+/// again everything comes back by itself, the orders accepted before included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let server = TestServer::start(backend).await;
+    seed_single_sku(&server, SKU, 1_000).await;
+    let order = server
+        .create_order(&order_body("before-outage", &[(SKU, 1)]))
+        .await;
+    let id = order["id"].as_str().expect("order id").to_owned();
+
+    postgres_admin_execute(&server, "ALTER DATABASE {database} ALLOW_CONNECTIONS false").await;
+    postgres_admin_execute(
+        &server,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'",
+    )
+    .await;
+    // Several rounds: the first finds its pooled connections dead, the later ones are refused
+    // new ones.
+    for round in 0..3 {
+        let during = order_body("during-outage", &[(SKU, 1)]);
+        for what in ["read", "create", "list"] {
+            let started = Instant::now();
+            let reply = match what {
+                "read" => server.get(&format!("/v1/orders/{id}")).await,
+                "create" => server.post_order(&during).await,
+                _ => server.get("/v1/orders?limit=5").await,
+            };
+            let took = started.elapsed();
+            assert_eq!(
+                (reply.status, reply.body["error"]["code"].as_str()),
+                (503, Some("unavailable")),
+                "{what} in round {round} during the outage: {}",
+                reply.text
+            );
+            assert!(
+                took < Duration::from_secs(2),
+                "{what} in round {round} took {took:?}"
+            );
+        }
+        assert_eq!(server.admin_get("/readyz").await.status, 503);
+    }
+
+    postgres_admin_execute(&server, "ALTER DATABASE {database} ALLOW_CONNECTIONS true").await;
+    let healed = Instant::now();
+    loop {
+        let ready = server.admin_get("/readyz").await.status == 200;
+        let read = server.get(&format!("/v1/orders/{id}")).await;
+        if ready && read.status == 200 {
+            assert_eq!(
+                read.body, order,
+                "the order accepted before the outage changed"
+            );
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(5),
+            "not healed 5 s after the database came back: readyz ready={ready}, read {}",
+            read.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server
+        .create_order(&order_body("after-outage", &[(SKU, 1)]))
+        .await;
 }

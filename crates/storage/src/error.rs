@@ -54,11 +54,12 @@ fn is_io(source: &(dyn std::error::Error + 'static)) -> bool {
     source.is::<std::io::Error>()
 }
 
+/// A connection the pool could not hand out. Whatever the server answered while a connection
+/// was being opened (refused, not accepting connections, shutting down, too many clients) or
+/// if it answered nothing, no statement of the caller ran: the database is unavailable to it
+/// (503, retry later), never an internal fault of the request.
 pub(crate) fn pool_error(error: deadpool_postgres::PoolError) -> Error {
-    match error {
-        deadpool_postgres::PoolError::Backend(error) => pg_error(error),
-        other => unavailable(&other),
-    }
+    unavailable(&error)
 }
 
 pub(crate) fn sqlite_error(error: rusqlite::Error) -> Error {

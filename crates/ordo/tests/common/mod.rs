@@ -1030,6 +1030,18 @@ pub async fn outbox_state(server: &TestServer) -> (i64, i64, i64) {
     (rows[0][0], rows[0][1], rows[0][2])
 }
 
+/// Runs `statement` on the PostgreSQL server of a PostgreSQL test server, connected to its
+/// maintenance database (for statements about the server's own database: `ALTER DATABASE`,
+/// `pg_terminate_backend`); `{database}` in `statement` is replaced by that database's name.
+pub async fn postgres_admin_execute(server: &TestServer, statement: &str) {
+    let Some((admin_url, name)) = &server.database.postgres else {
+        panic!("not a PostgreSQL test server");
+    };
+    postgres_execute(admin_url, statement.replace("{database}", name))
+        .await
+        .unwrap_or_else(|e| panic!("{statement} failed: {e}"));
+}
+
 /// Runs `statement` on the server's database, beside the server; returns the rows it changed.
 pub async fn sql_execute(server: &TestServer, statement: &str) -> u64 {
     let db = ordo_storage::Database::connect(server.database_url(), 1)
