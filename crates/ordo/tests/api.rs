@@ -16,6 +16,7 @@ backend_tests!(
     order_rejections_reserve_nothing,
     orders_list_filters_and_paginates_newest_first,
     cancel_releases_stock_and_is_idempotent,
+    order_reads_are_cached_and_every_write_is_seen_by_the_next_read,
     timeline_records_creation_and_cancellation,
     unicode_limits_count_characters,
     text_is_returned_nfc,
@@ -298,6 +299,48 @@ async fn orders_list_filters_and_paginates_newest_first(backend: Backend) {
         .expect_status(200)
         .body;
     assert_eq!(nobody, json!({ "orders": [], "next_cursor": null }));
+}
+
+/// `cache_requests_total{cache="local",result=...}` from the server's metrics (0 when absent).
+async fn cache_requests(server: &TestServer, result: &str) -> u64 {
+    let metrics = server.admin_get("/metrics").await.expect_status(200).text;
+    let series = format!("cache_requests_total{{cache=\"local\",result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.trim().parse().expect("a counter value"))
+}
+
+/// Reads of an order come from the in-process cache after the first, unknown ids are cached as
+/// absent, and a write is seen by the very next read (the writer invalidates after its commit,
+/// before it answers).
+async fn order_reads_are_cached_and_every_write_is_seen_by_the_next_read(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    seed_catalog(&server).await;
+    let order = server
+        .create_order(&order_body("cached", &[(TEA, 1)]))
+        .await;
+    let id = order["id"].as_str().unwrap();
+
+    let hits = cache_requests(&server, "hit").await;
+    assert_eq!(server.get_order(id).await, order);
+    assert_eq!(server.get_order(id).await, order);
+    assert!(
+        cache_requests(&server, "hit").await > hits,
+        "two reads in a row: the second is a hit"
+    );
+
+    let unknown = "/v1/orders/ord_0190000000007000800000000000beef";
+    let absent = cache_requests(&server, "absent").await;
+    server.get(unknown).await.expect_status(404);
+    server.get(unknown).await.expect_status(404);
+    assert!(cache_requests(&server, "absent").await > absent);
+
+    // The read before the cancel is cached; the read after it must not be that one.
+    assert_eq!(server.get_order(id).await["status"], "pending_payment");
+    let cancelled = server.cancel_order(id).await.expect_status(200).body;
+    assert_eq!(server.get_order(id).await, cancelled);
+    assert_eq!(cancelled["status"], "cancelled");
 }
 
 async fn cancel_releases_stock_and_is_idempotent(backend: Backend) {

@@ -580,6 +580,9 @@ async fn redelivered_events_and_an_interrupted_push_never_push_twice() {
          WHERE topic = 'order.scheduled'",
     )
     .await;
+    // The rows changed behind the service's back, so its order cache still shows `shipped`
+    // (for up to a second): wait for the redelivery itself, then for the status.
+    wait_until_all_published(&server).await;
     wait_for_status(&server, &id, "shipped").await;
     let pushes = carrier.pushes();
     assert_eq!(pushes.len(), 3, "{pushes:#?}");

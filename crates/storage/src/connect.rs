@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a caller waits for a pooled connection (or for a new one to open) before the
-/// database counts as unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// database counts as unavailable: well inside the 2 s in which a call that needs a database
+/// that is down must answer `503` (the contract), and a bound on the queue for connections
+/// under load.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 pub(crate) fn postgres(url: &str, max_connections: u32) -> Result<deadpool_postgres::Pool> {
     let config: tokio_postgres::Config = url

@@ -7,6 +7,8 @@
 //! - [`transaction`]: [`WriteTx`], the steps of a write that commit together; the steps live
 //!   with their tables, one module per aggregate:
 //! - [`catalog`]: products, warehouses and stock levels; [`stock`]: reservations.
+//! - [`order_cache`]: the in-process cache of order reads, invalidated after every commit that
+//!   changed an order (`WriteTx` and placement batches report the orders they touched).
 //! - [`orders`]: orders and their items; [`timeline`]: an order's timeline entries;
 //!   [`idempotency`]: the keys of order creations.
 //! - [`placement`]: order creation, batched (one statement per batch on PostgreSQL).
@@ -30,6 +32,7 @@ mod error;
 mod group_commit;
 pub mod idempotency;
 mod migrate;
+pub mod order_cache;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
@@ -85,6 +88,8 @@ pub struct Database {
     inner: Arc<Connections>,
     /// Where order placements queue for their batch (none in the task that writes them).
     placements: Option<placement::Queue>,
+    /// Order reads, invalidated by every write that changes an order ([`order_cache`]).
+    orders_cache: Arc<order_cache::Cache<records::OrderSnapshot>>,
 }
 
 pub(crate) enum Connections {
@@ -166,13 +171,16 @@ impl Database {
             }
         };
         let inner = Arc::new(connections);
+        let orders_cache = Arc::new(order_cache::Cache::new(order_cache::MAX_ENTRIES));
         let writer = Database {
             inner: Arc::clone(&inner),
             placements: None,
+            orders_cache: Arc::clone(&orders_cache),
         };
         writer.ping().await?;
         Ok(Database {
             inner,
+            orders_cache,
             placements: Some(placement::start(writer)),
         })
     }
@@ -293,6 +301,10 @@ impl Database {
 
     pub(crate) fn connections(&self) -> &Connections {
         &self.inner
+    }
+
+    pub(crate) fn orders_cache(&self) -> &Arc<order_cache::Cache<records::OrderSnapshot>> {
+        &self.orders_cache
     }
 }
 

@@ -1,12 +1,13 @@
 //! Orders and their items: the reads of the read connections (one order in one statement,
 //! listings), and the [`WriteTx`] steps that insert an order, lock it and move its status.
 
-use crate::records::{OrderFilter, OrderItemRecord, OrderRecord};
+use crate::records::{OrderFilter, OrderItemRecord, OrderRecord, OrderSnapshot};
 use crate::sql::{Conn, Param, RowRef, params};
 use crate::{Backend, Database, WriteTx, placeholders};
 use ordo_domain::Result;
 use ordo_domain::order::OrderStatus;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const ORDER_COLUMNS: &str = "id, customer_id, status, currency, total_minor, shipping_address, \
      contact, created_at_ms, updated_at_ms, trace_id, span_id";
@@ -100,6 +101,28 @@ impl Database {
         order.items.extend(first_item);
         order.items.extend(rows.filter_map(|(_, item)| item));
         Ok(Some(order))
+    }
+
+    /// Order `id` as `GET /v1/orders/{id}` shows it (with its shipments once it has any),
+    /// through the order cache: a hit costs no statement; a miss reads the order in one
+    /// statement and its shipments in a second one when it may have some.
+    pub async fn order_snapshot(&self, id: &str) -> Result<Option<Arc<OrderSnapshot>>> {
+        let (found, lookup) = self
+            .orders_cache()
+            .get_or_load(id, || async {
+                let Some(order) = self.order(id).await? else {
+                    return Ok(None);
+                };
+                let shipments = if order.status.may_have_shipments() {
+                    self.shipments_of_order(id).await?
+                } else {
+                    Vec::new()
+                };
+                Ok(Some(OrderSnapshot { order, shipments }))
+            })
+            .await;
+        ordo_telemetry::metrics::count_cache_request("local", lookup.label());
+        found
     }
 
     /// Orders matching `filter`, newest first. Ids are time-ordered, so "newest first" is
@@ -219,6 +242,7 @@ impl WriteTx {
                 &params![to.as_str(), now_ms, id, from.as_str()],
             )
             .await?;
+        self.touch_order(id);
         Ok(updated == 1)
     }
 }

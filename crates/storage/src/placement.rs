@@ -244,6 +244,10 @@ async fn write_batch(db: &Database, jobs: Vec<Job>) {
         Err(error) => vec![Err(error)],
     };
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        // A read of the id before the order existed may have cached its absence.
+        if matches!(outcome, Ok(Placement::Placed)) {
+            db.orders_cache().invalidate(&job.placement.order.id);
+        }
         let _ = job.reply.send(outcome);
     }
 }

@@ -57,6 +57,14 @@ pub struct OrderRecord {
     pub items: Vec<OrderItemRecord>,
 }
 
+/// An order as `GET /v1/orders/{id}` shows it: the order with its items, and its shipments
+/// (none before the split stage). What the order cache keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderSnapshot {
+    pub order: OrderRecord,
+    pub shipments: Vec<ShipmentRecord>,
+}
+
 /// One entry of an order's timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineRecord {

@@ -79,6 +79,7 @@ impl WriteTx {
         warehouse: &str,
         now_ms: i64,
     ) -> Result<String> {
+        self.touch_order(order_id);
         self.conn()
             .query_one(
                 "INSERT shipments",
@@ -130,10 +131,10 @@ impl WriteTx {
     ) -> Result<bool> {
         let updated = self
             .conn()
-            .execute(
+            .query_opt(
                 "UPDATE shipments",
                 "UPDATE shipments SET status = $1, carrier = $2, pickup_slot_ms = $3,
-                     updated_at_ms = $4 WHERE id = $5 AND status = $6",
+                     updated_at_ms = $4 WHERE id = $5 AND status = $6 RETURNING order_id",
                 &params![
                     ShipmentStatus::Scheduled.as_str(),
                     carrier,
@@ -142,9 +143,10 @@ impl WriteTx {
                     id,
                     ShipmentStatus::Pending.as_str(),
                 ],
+                |row| row.get::<String>(0),
             )
             .await?;
-        Ok(updated == 1)
+        Ok(self.touched_by(updated))
     }
 
     /// Claims shipment `id` for a push to its carrier: a pushable one (`scheduled`, or
@@ -153,10 +155,10 @@ impl WriteTx {
     pub async fn claim_shipment_push(&mut self, id: &str, now_ms: i64) -> Result<bool> {
         let updated = self
             .conn()
-            .execute(
+            .query_opt(
                 "UPDATE shipments",
                 "UPDATE shipments SET status = $1, attempts = attempts + 1, updated_at_ms = $2
-                 WHERE id = $3 AND status IN ($4, $5)",
+                 WHERE id = $3 AND status IN ($4, $5) RETURNING order_id",
                 &params![
                     ShipmentStatus::Pushing.as_str(),
                     now_ms,
@@ -164,9 +166,10 @@ impl WriteTx {
                     ShipmentStatus::Scheduled.as_str(),
                     ShipmentStatus::Pushing.as_str(),
                 ],
+                |row| row.get::<String>(0),
             )
             .await?;
-        Ok(updated == 1)
+        Ok(self.touched_by(updated))
     }
 
     /// Records the carrier's final answer: `pushing` becomes `to` (`accepted` or `failed`).
@@ -199,15 +202,28 @@ impl WriteTx {
         now_ms: i64,
     ) -> Result<bool> {
         let sql = format!(
-            "UPDATE shipments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ({})",
+            "UPDATE shipments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ({})
+             RETURNING order_id",
             placeholders(4, from.len())
         );
         let mut binds: Vec<Param<'_>> = params![to.as_str(), now_ms, id].into();
         binds.extend(from.iter().map(|status| Param::Text(status.as_str())));
         let updated = self
             .conn()
-            .execute("UPDATE shipments", &sql, &binds)
+            .query_opt("UPDATE shipments", &sql, &binds, |row| row.get::<String>(0))
             .await?;
-        Ok(updated == 1)
+        Ok(self.touched_by(updated))
+    }
+
+    /// `true` when a shipment changed (`RETURNING` gave its order), whose order's cached read
+    /// is then stale.
+    fn touched_by(&mut self, order_id: Option<String>) -> bool {
+        match order_id {
+            Some(order_id) => {
+                self.touch_order(&order_id);
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -49,6 +49,8 @@ impl Database {
         Ok(WriteTx {
             state,
             finished: false,
+            touched: Vec::new(),
+            orders_cache: Arc::clone(self.orders_cache()),
         })
     }
 }
@@ -58,6 +60,9 @@ pub struct WriteTx {
     state: TxState,
     /// Committed or rolled back: nothing left to undo on drop.
     finished: bool,
+    /// Orders whose cached reads this transaction's writes make stale.
+    touched: Vec<String>,
+    orders_cache: Arc<crate::order_cache::Cache<crate::records::OrderSnapshot>>,
 }
 
 // A pooled client is large; a transaction lives on one task's stack, so it is not boxed.
@@ -127,7 +132,26 @@ impl WriteTx {
         }
     }
 
+    /// Records that this transaction changes what a read of order `order_id` shows: its cached
+    /// read is invalidated when the transaction commits. Every step that writes an order or its
+    /// shipments calls it, so no caller can forget.
+    pub(crate) fn touch_order(&mut self, order_id: &str) {
+        if !self.touched.iter().any(|id| id == order_id) {
+            self.touched.push(order_id.to_owned());
+        }
+    }
+
+    /// Commits; then (whatever the commit's outcome: a failed `COMMIT` may still have landed)
+    /// invalidates the cached reads of the orders it touched, before the caller answers anyone.
     pub async fn commit(mut self) -> Result<()> {
+        let result = self.commit_inner().await;
+        for order_id in std::mem::take(&mut self.touched) {
+            self.orders_cache.invalidate(&order_id);
+        }
+        result
+    }
+
+    async fn commit_inner(&mut self) -> Result<()> {
         let result = match &self.state {
             // Nothing was sent: there is nothing to commit.
             TxState::Postgres {

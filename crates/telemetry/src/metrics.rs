@@ -6,6 +6,7 @@
 //! - Database: `db_client_operation_duration_seconds{db_system, operation}` ([`observe_db`]).
 //! - Errors and panics: `errors_total{error_kind}` ([`count_error`]), `panics_total`.
 //! - Business: `orders_created_total`, `orders_cancelled_total`, `orders_rejected_total{reason}`.
+//! - Cache: `cache_requests_total{cache, result}`.
 //! - Async runtime health: `tokio_alive_tasks`, `tokio_workers`, `tokio_busy_ratio`,
 //!   `tokio_global_queue_depth`, sampled every second by [`spawn_runtime_sampler`].
 //! - Process (Linux): `process_resident_memory_bytes`, `process_cpu_seconds_total`,
@@ -248,6 +249,7 @@ pub struct Metrics {
     orders_created: Counter,
     orders_cancelled: Counter,
     orders_rejected: Family<StaticLabel<1>, Counter>,
+    cache_requests: Family<StaticLabel<2>, Counter>,
     tokio_alive_tasks: Gauge,
     tokio_workers: Gauge,
     tokio_busy_ratio: FloatGauge,
@@ -415,6 +417,12 @@ impl Metrics {
             "Order creations that failed, by the error kind of the failure",
             orders_rejected.clone(),
         );
+        let cache_requests = Family::<StaticLabel<2>, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Cache lookups by cache (local, redis) and result (hit, miss, absent, error)",
+            cache_requests.clone(),
+        );
         let tokio_alive_tasks = Gauge::default();
         registry.register(
             "tokio_alive_tasks",
@@ -455,6 +463,7 @@ impl Metrics {
             orders_created,
             orders_cancelled,
             orders_rejected,
+            cache_requests,
             tokio_alive_tasks,
             tokio_workers,
             tokio_busy_ratio,
@@ -553,6 +562,15 @@ pub fn count_order_rejected(reason: &'static str) {
     global()
         .orders_rejected
         .get_or_create(&StaticLabel([(labels::REASON, reason)]))
+        .inc();
+}
+
+/// Counts one lookup of a cache (`cache`: `local` or `redis`) and how it went (`hit`, `miss`,
+/// `absent`, `error`).
+pub fn count_cache_request(cache: &'static str, result: &'static str) {
+    global()
+        .cache_requests
+        .get_or_create(&StaticLabel([("cache", cache), ("result", result)]))
         .inc();
 }
 

@@ -1,0 +1,395 @@
+//! The in-process cache of order reads (`GET /v1/orders/{id}`): cache-aside in front of the
+//! database, bounded in size, every entry living at most [`TTL`] (with jitter), unknown ids
+//! cached as absent for as long.
+//!
+//! Consistency, within the process: a write invalidates the orders it touched after its commit
+//! ([`crate::WriteTx`] and the placement batches report them), so once a write has answered, no
+//! read of this process returns the state before it. The known race of cache-aside — a slow
+//! miss that read the old row writes it back after the writer's invalidation — is closed by
+//! generations: an invalidation bumps the generation of its key's slot first, and a load only
+//! stores its result if the generation it started under is still current (checked again after
+//! the store, which is undone if an invalidation slipped in between). Other instances see a
+//! write within [`TTL`] (1 s, the contract's bound for in-process caches).
+//!
+//! Concurrent misses of one key wait for one load — but only a load that started under the
+//! current generation: a read that arrives after an invalidation never waits for a load that
+//! may have read the state before it.
+
+use ordo_domain::{Error, Result};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The longest an entry lives; also how long another instance may serve a read from before a
+/// write it did not see.
+pub const TTL: Duration = Duration::from_secs(1);
+/// Entries kept at most.
+pub const MAX_ENTRIES: u64 = 100_000;
+/// Slots of invalidation generations (keys share a slot by hash: a false share only costs a
+/// load its chance to be stored).
+const GENERATION_SLOTS: usize = 4096;
+
+/// What a read found: the value, or that there is none.
+#[derive(Debug)]
+enum Entry<T> {
+    Present(Arc<T>),
+    Absent,
+}
+
+impl<T> Clone for Entry<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Entry::Present(value) => Entry::Present(Arc::clone(value)),
+            Entry::Absent => Entry::Absent,
+        }
+    }
+}
+
+/// How a lookup went, for `cache_requests_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    /// A hit on a cached absence.
+    Absent,
+    Miss,
+}
+
+impl Lookup {
+    pub fn label(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Absent => "absent",
+            Lookup::Miss => "miss",
+        }
+    }
+}
+
+type Loaded<T> = Option<std::result::Result<Option<Arc<T>>, Error>>;
+
+/// A load in progress, which misses of its key at its generation wait for.
+struct Flight<T> {
+    generation: u64,
+    result: watch::Receiver<Loaded<T>>,
+}
+
+/// Whether a miss loads, or waits for the load in flight.
+enum Role<T> {
+    Lead(watch::Sender<Loaded<T>>),
+    Join(watch::Receiver<Loaded<T>>),
+}
+
+/// A cache of `T` by string key (an order id).
+pub struct Cache<T> {
+    entries: moka::sync::Cache<String, Entry<T>>,
+    generations: Box<[AtomicU64]>,
+    flights: Mutex<HashMap<String, Flight<T>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl<T: Send + Sync + 'static> Cache<T> {
+    pub fn new(max_entries: u64) -> Self {
+        Cache {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(JitteredTtl)
+                .build(),
+            generations: (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            flights: Mutex::new(HashMap::new()),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn slot(&self, key: &str) -> &AtomicU64 {
+        &self.generations[(self.hasher.hash_one(key) as usize) % GENERATION_SLOTS]
+    }
+
+    /// The value of `key`: from the cache, or from `load` (one load per key and generation at a
+    /// time), stored unless an invalidation of `key` came after the load began.
+    pub async fn get_or_load<F, Fut>(&self, key: &str, load: F) -> (Result<Option<Arc<T>>>, Lookup)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        if let Some(entry) = self.entries.get(key) {
+            return match entry {
+                Entry::Present(value) => (Ok(Some(value)), Lookup::Hit),
+                Entry::Absent => (Ok(None), Lookup::Absent),
+            };
+        }
+        let generation = self.slot(key).load(Ordering::Acquire);
+        match self.board(key, generation) {
+            Role::Lead(sender) => (self.lead(key, generation, sender, load).await, Lookup::Miss),
+            Role::Join(mut result) => {
+                if let Ok(loaded) = result.wait_for(Option::is_some).await
+                    && let Some(loaded) = loaded.clone()
+                {
+                    return (loaded, Lookup::Miss);
+                }
+                // The leader went away without an answer (its request was cancelled): load
+                // alone.
+                (load().await.map(|found| found.map(Arc::new)), Lookup::Miss)
+            }
+        }
+    }
+
+    /// Joins the flight of `key` at `generation`, or opens one that this call leads.
+    fn board(&self, key: &str, generation: u64) -> Role<T> {
+        let mut flights = crate::sql::lock_any(&self.flights);
+        if let Some(flight) = flights.get(key)
+            && flight.generation == generation
+        {
+            return Role::Join(flight.result.clone());
+        }
+        let (sender, receiver) = watch::channel(None);
+        flights.insert(
+            key.to_owned(),
+            Flight {
+                generation,
+                result: receiver,
+            },
+        );
+        Role::Lead(sender)
+    }
+    /// Runs the load of a flight this call leads, stores its result if still current, and
+    /// hands it to the waiters.
+    async fn lead<F, Fut>(
+        &self,
+        key: &str,
+        generation: u64,
+        sender: watch::Sender<Loaded<T>>,
+        load: F,
+    ) -> Result<Option<Arc<T>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        // Ends the flight however the load ends (an error, or this future dropped).
+        struct Landing<'c, T> {
+            flights: &'c Mutex<HashMap<String, Flight<T>>>,
+            key: &'c str,
+            generation: u64,
+        }
+        impl<T> Drop for Landing<'_, T> {
+            fn drop(&mut self) {
+                let mut flights = crate::sql::lock_any(self.flights);
+                if flights
+                    .get(self.key)
+                    .is_some_and(|f| f.generation == self.generation)
+                {
+                    flights.remove(self.key);
+                }
+            }
+        }
+        let _landing = Landing {
+            flights: &self.flights,
+            key,
+            generation,
+        };
+        let loaded = load().await.map(|found| found.map(Arc::new));
+        if let Ok(found) = &loaded {
+            self.store(key, generation, found);
+        }
+        let _ = sender.send(Some(loaded.clone()));
+        loaded
+    }
+
+    fn store(&self, key: &str, generation: u64, found: &Option<Arc<T>>) {
+        let slot = self.slot(key);
+        if slot.load(Ordering::Acquire) != generation {
+            return;
+        }
+        let entry = match found {
+            Some(value) => Entry::Present(Arc::clone(value)),
+            None => Entry::Absent,
+        };
+        self.entries.insert(key.to_owned(), entry);
+        // An invalidation between the check and the insert removed nothing: undo the insert.
+        if slot.load(Ordering::Acquire) != generation {
+            self.entries.invalidate(key);
+        }
+    }
+
+    /// Forgets `key`: later reads load it again, and loads begun before now are not stored.
+    pub fn invalidate(&self, key: &str) {
+        self.slot(key).fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate(key);
+    }
+}
+
+/// Each entry lives between 80% and 100% of [`TTL`], so entries stored together do not all
+/// expire in the same instant.
+struct JitteredTtl;
+
+impl<T> moka::Expiry<String, Entry<T>> for JitteredTtl {
+    fn expire_after_create(
+        &self,
+        key: &String,
+        _value: &Entry<T>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        created_at.hash(&mut hasher);
+        let fifth = TTL / 5;
+        let jitter = fifth.mul_f64((hasher.finish() % 1000) as f64 / 1000.0);
+        Some(TTL - fifth + jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    #[tokio::test]
+    async fn a_hit_needs_no_load_and_an_absence_is_cached_too() {
+        let cache: Cache<&'static str> = Cache::new(10);
+        let (found, lookup) = cache.get_or_load("a", || async { Ok(Some("v1")) }).await;
+        assert_eq!(
+            (found.unwrap().as_deref(), lookup),
+            (Some(&"v1"), Lookup::Miss)
+        );
+        let (found, lookup) = cache
+            .get_or_load("a", || async { panic!("loaded again") })
+            .await;
+        assert_eq!(
+            (found.unwrap().as_deref(), lookup),
+            (Some(&"v1"), Lookup::Hit)
+        );
+
+        let (found, _) = cache.get_or_load("b", || async { Ok(None) }).await;
+        assert!(found.unwrap().is_none());
+        let (found, lookup) = cache
+            .get_or_load("b", || async { panic!("loaded again") })
+            .await;
+        assert_eq!((found.unwrap().is_none(), lookup), (true, Lookup::Absent));
+    }
+
+    /// The race of cache-aside, played in a fixed order: a miss reads the old value, a write
+    /// commits and invalidates, then the miss would store what it read. It must not: the next
+    /// read loads the new value.
+    #[tokio::test]
+    async fn a_load_older_than_an_invalidation_is_not_stored() {
+        let cache: Arc<Cache<&'static str>> = Arc::new(Cache::new(10));
+        let (read_done, read_gate) = oneshot::channel::<()>();
+        let (release, released) = oneshot::channel::<()>();
+        let slow = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("order", || async move {
+                        // The database answered with the state before the write...
+                        let _ = read_done.send(());
+                        // ...and the answer reaches the cache only after the write's
+                        // invalidation.
+                        let _ = released.await;
+                        Ok(Some("old"))
+                    })
+                    .await
+            })
+        };
+        read_gate.await.unwrap();
+        cache.invalidate("order"); // the write committed
+        release.send(()).unwrap();
+        let (slow_found, _) = slow.await.unwrap();
+        assert_eq!(
+            slow_found.unwrap().as_deref(),
+            Some(&"old"),
+            "its own answer"
+        );
+
+        let (found, lookup) = cache
+            .get_or_load("order", || async { Ok(Some("new")) })
+            .await;
+        assert_eq!(
+            (found.unwrap().as_deref(), lookup),
+            (Some(&"new"), Lookup::Miss),
+            "the stale load must not have been stored"
+        );
+    }
+
+    /// A read arriving after an invalidation does not wait for a load that began before it.
+    #[tokio::test]
+    async fn a_read_after_an_invalidation_does_not_join_an_older_load() {
+        let cache: Arc<Cache<&'static str>> = Arc::new(Cache::new(10));
+        let (started, started_gate) = oneshot::channel::<()>();
+        let (release, released) = oneshot::channel::<()>();
+        let slow = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("order", || async move {
+                        let _ = started.send(());
+                        let _ = released.await;
+                        Ok(Some("old"))
+                    })
+                    .await
+            })
+        };
+        started_gate.await.unwrap();
+        cache.invalidate("order");
+        let (found, _) = cache
+            .get_or_load("order", || async { Ok(Some("new")) })
+            .await;
+        assert_eq!(found.unwrap().as_deref(), Some(&"new"));
+        release.send(()).unwrap();
+        slow.await.unwrap().0.unwrap();
+        let (found, lookup) = cache
+            .get_or_load("order", || async { panic!("cached") })
+            .await;
+        assert_eq!(
+            (found.unwrap().as_deref(), lookup),
+            (Some(&"new"), Lookup::Hit)
+        );
+    }
+
+    /// Concurrent misses of one key make one load.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_make_one_load() {
+        let cache: Arc<Cache<u32>> = Arc::new(Cache::new(10));
+        let loads = Arc::new(AtomicU64::new(0));
+        let (release, released) = watch::channel(false);
+        let readers: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, loads, mut released) =
+                    (Arc::clone(&cache), Arc::clone(&loads), released.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_load("k", || async move {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            let _ = released.wait_for(|r| *r).await;
+                            Ok(Some(7))
+                        })
+                        .await
+                        .0
+                        .unwrap()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.send(true).unwrap();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap().as_deref(), Some(&7));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn entries_expire_within_the_ttl() {
+        let cache: Cache<u32> = Cache::new(10);
+        cache
+            .get_or_load("k", || async { Ok(Some(1)) })
+            .await
+            .0
+            .unwrap();
+        tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+        let (found, lookup) = cache.get_or_load("k", || async { Ok(Some(2)) }).await;
+        assert_eq!(
+            (found.unwrap().as_deref(), lookup),
+            (Some(&2), Lookup::Miss)
+        );
+    }
+}
