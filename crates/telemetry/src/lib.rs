@@ -102,9 +102,12 @@ static DROPPED_LOG_LINES: OnceLock<ErrorCounter> = OnceLock::new();
 const LOG_QUEUE_LINES: usize = 16 * 1024;
 
 /// Spans of these crates are plumbing below ordo's own spans (and the exporter's own HTTP/gRPC
-/// calls must never trace themselves); they are kept out of traces.
+/// calls must never trace themselves); they are kept out of traces. So is the access log
+/// (`ordo::access`): its line repeats the SERVER span's own attributes, and as a span event it
+/// would be built, kept and exported once more for every request.
 const TRACE_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,\
-    reqwest=off,sqlx=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
+    reqwest=off,sqlx=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,\
+    ordo::access=off";
 
 /// Installs the global subscriber, propagators and tracer provider. Call once, first thing,
 /// inside the async runtime (the gRPC exporter needs it). `env` reads the `OTEL_*` variables.
