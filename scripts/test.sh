@@ -16,6 +16,7 @@ REQUIRED_PACKAGES=(
   "protoc:protobuf-compiler" # etcd-client's build (the `etcd` feature)...
   "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" # ...and protoc's includes
   "etcd:etcd-server"         # the split-deployment and discovery tests start their own etcd
+  "psql:postgresql-client"   # the database-outage tests hold locks from a session of their own
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -418,3 +418,62 @@ async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
         .create_order(&order_body("after-outage", &[(SKU, 1)]))
         .await;
 }
+
+/// PostgreSQL stops answering ordo's statements (a session of its own holds an exclusive lock on
+/// `orders` for 8 s): calls that need those rows answer `503 unavailable` within 2 s instead of
+/// waiting for the lock, and once it is gone everything works again, with no lasting harm to
+/// the connections the stuck statements held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_that_stops_answering_is_503_within_2_s() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let server = TestServer::start(backend).await;
+    seed_single_sku(&server, SKU, 1_000).await;
+    server
+        .create_order(&order_body("before-lock", &[(SKU, 1)]))
+        .await;
+
+    let mut locker = std::process::Command::new("psql")
+        .arg(server.database_url())
+        .args(["-q", "-c"])
+        .arg("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql (postgresql-client) runs");
+    // Until the lock is held: a list stops answering at once.
+    let locked = Instant::now();
+    loop {
+        if server.get("/v1/orders?limit=1").await.status == 503 {
+            break;
+        }
+        assert!(
+            locked.elapsed() < Duration::from_secs(3),
+            "the lock never took"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let during = order_body("during-lock", &[(SKU, 1)]);
+    for what in ["list", "create"] {
+        let started = Instant::now();
+        let reply = match what {
+            "list" => server.get("/v1/orders?limit=5").await,
+            _ => server.post_order(&during).await,
+        };
+        let took = started.elapsed();
+        assert_eq!(
+            (reply.status, reply.body["error"]["code"].as_str()),
+            (503, Some("unavailable")),
+            "{what} while the rows are locked: {}",
+            reply.text
+        );
+        assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+    }
+
+    let status = locker.wait().expect("psql ends");
+    assert!(status.success(), "psql failed: {status}");
+    server.get("/v1/orders?limit=5").await.expect_status(200);
+    server
+        .create_order(&order_body("after-lock", &[(SKU, 1)]))
+        .await;
+}

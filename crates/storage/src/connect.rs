@@ -13,12 +13,23 @@ use std::time::Duration;
 /// under load.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long PostgreSQL lets one statement of ordo's run, lock waits included, before it cancels
+/// it (`57014`, answered as `unavailable`): a statement stuck behind a lock frees its
+/// connection instead of holding it, and its caller hears within the contract's 2 s.
+pub(crate) const SERVER_STATEMENT_TIMEOUT: Duration = Duration::from_millis(1500);
+
 pub(crate) fn postgres(url: &str, max_connections: u32) -> Result<deadpool_postgres::Pool> {
     let config: tokio_postgres::Config = url
         .parse()
         .map_err(|_| Error::invalid_field("database_url", "is not a valid PostgreSQL URL"))?;
     let mut config = config;
     config.connect_timeout(ACQUIRE_TIMEOUT);
+    let options = format!(
+        "{} -c statement_timeout={}",
+        config.get_options().unwrap_or_default(),
+        SERVER_STATEMENT_TIMEOUT.as_millis()
+    );
+    config.options(options.trim());
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,

@@ -32,10 +32,11 @@ pub(crate) fn pg_error(error: tokio_postgres::Error) -> Error {
         return Error::internal("database error");
     };
     let code = db.code().code();
-    // Class 08 (connection), 57P0x (shutdown), 53 (resources), 40001/40P01 (serialization,
-    // deadlock: the caller may retry).
+    // Class 08 (connection), 57P0x (shutdown), 57014 (cancelled: the statement time-out), 53
+    // (resources), 40001/40P01 (serialization, deadlock: the caller may retry).
     if code.starts_with("08")
         || code.starts_with("57P0")
+        || code == "57014"
         || code.starts_with("53")
         || code == "40001"
         || code == "40P01"

@@ -53,8 +53,18 @@ pub(crate) async fn run(db: &Database) -> Result<()> {
 }
 
 async fn migrate(db: &Database) -> Result<()> {
+    crate::sql::unbounded(migrate_unbounded(db)).await
+}
+
+/// Migrations may run for minutes on a large database: no statement time-out, on either side.
+async fn migrate_unbounded(db: &Database) -> Result<()> {
     let mut tx = db.begin().await?;
     let backend = db.backend();
+    if backend == Backend::Postgres {
+        tx.conn()
+            .batch("SET statement_timeout", "SET LOCAL statement_timeout = 0")
+            .await?;
+    }
     let result = apply_pending(&tx.conn(), backend).await;
     match result {
         Ok(()) => tx.commit().await,

@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument, field};
 
 /// How long one round trip may take before the caller gets `unavailable`: a database that stops
-/// answering must not hold requests to their own time-out.
-pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// answering must not hold requests to their own time-out (the contract: `503` within 2 s).
+/// PostgreSQL also ends a statement itself after [`crate::connect::SERVER_STATEMENT_TIMEOUT`]
+/// (lock waits included), which frees its connection; this bound covers a server that answers
+/// nothing at all. Migrations run without either ([`unbounded`]).
+pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_millis(1900);
 
 /// A statement parameter: the few types ordo stores (BIGINT and TEXT, each maybe NULL).
 #[derive(Debug, Clone, Copy)]
@@ -416,6 +419,14 @@ fn sqlite_prepare<'c>(
 tokio::task_local! {
     /// Set while a batch runs its statements: the batch is one span, not one per statement.
     static IN_BATCH: ();
+    /// Set while statements may run as long as they need (migrations).
+    static UNBOUNDED: ();
+}
+
+/// Runs `work` without the statement time-out: schema migrations, which may rightly take
+/// minutes on a large database (they run at start-up or by `ordo migrate`, never in a request).
+pub(crate) async fn unbounded<T>(work: impl Future<Output = T>) -> T {
+    UNBOUNDED.scope((), work).await
 }
 
 /// Runs `work` with its statements unspanned (still timed): the steps of one batch, which has a
@@ -512,12 +523,16 @@ async fn timed<T>(
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     let started = Instant::now();
-    let result = tokio::time::timeout(STATEMENT_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| {
-            tracing::warn!(summary, "database statement timed out");
-            Err(Error::unavailable("the database did not answer in time"))
-        });
+    let result = if UNBOUNDED.try_with(|_| ()).is_ok() {
+        work.await
+    } else {
+        tokio::time::timeout(STATEMENT_TIMEOUT, work)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!(summary, "database statement timed out");
+                Err(Error::unavailable("the database did not answer in time"))
+            })
+    };
     ordo_telemetry::metrics::observe_db(
         backend.system_name(),
         summary,

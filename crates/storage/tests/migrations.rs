@@ -134,6 +134,11 @@ async fn a_postgres_database_of_the_sqlx_era_is_migrated_forward() {
         let _ = task.await;
     }
     assert_migrated_forward(&url).await;
+    // ordo's own connections carry the server-side statement time-out (migrations lift it).
+    let db = ordo_storage::Database::connect(&url, 2).await.unwrap();
+    let timeout: Vec<Vec<String>> = db.query_unchecked("SHOW statement_timeout").await.unwrap();
+    assert_eq!(timeout, [["1500ms"]]);
+    db.close().await;
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await
