@@ -12,6 +12,7 @@ use ordo_storage::records::OutboxRow;
 use ordo_storage::{Database, now_ms};
 use ordo_telemetry::propagation;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,8 @@ const ORDERS_IN_PARALLEL: usize = 16;
 /// How long a claim lasts: far longer than publishing a batch takes. Events claimed by a relay
 /// that crashed wait this long before another relay (or the restarted one) takes them.
 const LEASE_MS: i64 = 10_000;
+/// The longest wait between two tries while the transport is away.
+const OUTAGE_BACKOFF_CAP_MS: i64 = 5_000;
 /// How often the relay looks without being woken (events written by another instance).
 const POLL: Duration = Duration::from_millis(200);
 /// How often a busy relay measures the backlog (a count over the pending rows: under load, a
@@ -55,6 +58,9 @@ pub struct Relay {
     retry_base: Duration,
     /// When the backlog was last measured.
     backlog_measured: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Rounds in a row in which the transport was away (broker outages): their retries back
+    /// off on it, not on the events' attempts.
+    outage_rounds: std::sync::atomic::AtomicU32,
 }
 
 impl Relay {
@@ -66,6 +72,7 @@ impl Relay {
             token: format!("relay_{:032x}", uuid::Uuid::now_v7().as_u128()),
             retry_base: Duration::from_millis(100),
             backlog_measured: std::sync::Mutex::new(None),
+            outage_rounds: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -74,6 +81,13 @@ impl Relay {
     pub fn with_retry_base(mut self, base: Duration) -> Self {
         self.retry_base = base;
         self
+    }
+
+    /// The wait after a round in which the transport was away, growing with the rounds in a
+    /// row and capped at [`OUTAGE_BACKOFF_CAP_MS`], so the relay resumes soon after it returns.
+    fn outage_backoff_ms(&self, rounds: u32) -> i64 {
+        self.backoff_ms(i64::from(rounds))
+            .min(OUTAGE_BACKOFF_CAP_MS)
     }
 
     fn backoff_ms(&self, attempts: i64) -> i64 {
@@ -123,6 +137,7 @@ impl Relay {
         };
         let full_batch = claimed.len() == BATCH as usize;
         let idle = claimed.is_empty();
+        let outages = self.transport.failures_are_outages();
         let mut published = Vec::new();
         let mut failed = Vec::new();
         let mut dead = Vec::new();
@@ -134,23 +149,64 @@ impl Relay {
         for (row, outcome) in outcomes.into_iter().flatten() {
             match outcome {
                 Outcome::Published => published.push(row.seq),
+                Outcome::Failed { attempt_context } if outages => failed.push(Retry {
+                    seq: row.seq,
+                    attempts: row.attempts,
+                    attempt_context: Some(attempt_context),
+                    counts: false,
+                }),
                 Outcome::Failed { .. } if row.attempts >= MAX_ATTEMPTS => dead.push(row.seq),
-                Outcome::Failed { attempt_context } => {
-                    failed.push((row.seq, row.attempts, Some(attempt_context)));
-                }
-                Outcome::HeldBack => failed.push((row.seq, row.attempts, None)),
+                Outcome::Failed { attempt_context } => failed.push(Retry {
+                    seq: row.seq,
+                    attempts: row.attempts,
+                    attempt_context: Some(attempt_context),
+                    counts: true,
+                }),
+                Outcome::HeldBack => failed.push(Retry {
+                    seq: row.seq,
+                    attempts: row.attempts,
+                    attempt_context: None,
+                    counts: false,
+                }),
             }
+        }
+        let transport_away = outages && failed.iter().any(|r| r.attempt_context.is_some());
+        let outage_rounds = if transport_away {
+            self.outage_rounds.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            if !published.is_empty() {
+                self.outage_rounds.store(0, Ordering::Relaxed);
+            }
+            0
+        };
+        if transport_away {
+            tracing::warn!(
+                system = self.transport.system(),
+                events = failed.len(),
+                rounds = outage_rounds,
+                "outbox: the transport is away; waiting it out"
+            );
         }
         let now = now_ms();
         let results = [
             self.db.mark_published(&self.token, &published, now).await,
             self.db.mark_dead(&self.token, &dead, now).await,
         ];
-        for (seq, attempts, attempt_context) in &failed {
-            let retry_at = now + self.backoff_ms(*attempts);
+        for retry in &failed {
+            let wait = if transport_away {
+                self.outage_backoff_ms(outage_rounds)
+            } else {
+                self.backoff_ms(retry.attempts)
+            };
             let released = self
                 .db
-                .release_claim(&self.token, *seq, retry_at, attempt_context.as_deref())
+                .release_claim(
+                    &self.token,
+                    retry.seq,
+                    now + wait,
+                    retry.attempt_context.as_deref(),
+                    retry.counts,
+                )
                 .await;
             if let Err(error) = released {
                 tracing::warn!(%error, "outbox: cannot schedule a retry");
@@ -259,6 +315,17 @@ impl Relay {
             ordo_telemetry::metrics::set_outbox_backlog(backlog.pending, lag_seconds, backlog.dead);
         }
     }
+}
+
+/// A claimed row to release for a later try.
+struct Retry {
+    seq: i64,
+    attempts: i64,
+    /// The failed attempt's trace context (JSON); `None` when it was not tried.
+    attempt_context: Option<String>,
+    /// Whether the try counts toward the row's attempts (not when held back or when the
+    /// transport was away).
+    counts: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,23 +118,31 @@ impl Database {
 
     /// Lets row `seq` be claimed again from `retry_at_ms` (a publish failed, or was held back
     /// behind one that did: retry after backoff), keeping the failed attempt's trace context
-    /// (`None`: not tried this time, keep the one stored).
+    /// (`None`: not tried this time, keep the one stored). Unless `attempt_counts`, the claim's
+    /// attempt is given back: the row was not tried, or the transport was away.
     pub async fn release_claim(
         &self,
         claim_token: &str,
         seq: i64,
         retry_at_ms: i64,
         attempt_context: Option<&str>,
+        attempt_counts: bool,
     ) -> Result<()> {
         let lease = self.write().await?;
         lease
             .conn()
             .execute(
                 "UPDATE outbox",
-                "UPDATE outbox SET claimed_until_ms = $1,
-                     last_attempt_context = COALESCE($2, last_attempt_context)
-                 WHERE claim_token = $3 AND seq = $4",
-                &params![retry_at_ms, attempt_context, claim_token, seq],
+                "UPDATE outbox SET attempts = attempts - $1, claimed_until_ms = $2,
+                     last_attempt_context = COALESCE($3, last_attempt_context)
+                 WHERE claim_token = $4 AND seq = $5",
+                &params![
+                    i64::from(!attempt_counts),
+                    retry_at_ms,
+                    attempt_context,
+                    claim_token,
+                    seq
+                ],
             )
             .await?;
         Ok(())

@@ -40,6 +40,15 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Publishes `event`; `Ok` is the acknowledgement.
     fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a>;
+
+    /// Whether a failed publish is the transport being away rather than the event failing. A
+    /// broker stores whatever it is given, so its failures (unreachable, channel closed, no
+    /// confirmation) say nothing about the event: the relay waits them out and never counts
+    /// them toward the event's attempts or dead-letters it for them. In process, a publish runs
+    /// the consumers, so its failures are theirs and count.
+    fn failures_are_outages(&self) -> bool {
+        false
+    }
 }
 
 /// Deliveries of one message to one consumer before it is dead-lettered.

@@ -228,6 +228,10 @@ impl Transport for RabbitMq {
         SYSTEM
     }
 
+    fn failures_are_outages(&self) -> bool {
+        true
+    }
+
     fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a> {
         Box::pin(async move {
             let body = serde_json::to_vec(&event.payload)
