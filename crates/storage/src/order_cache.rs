@@ -268,32 +268,42 @@ mod tests {
         assert_eq!((found.unwrap().is_none(), lookup), (true, Lookup::Absent));
     }
 
+    /// A load of `key` that has read `value` from the database and reaches the cache only
+    /// once `release` is sent: `started` says it has read.
+    fn slow_load(
+        cache: &Arc<Cache<&'static str>>,
+        key: &'static str,
+        value: &'static str,
+    ) -> (
+        tokio::task::JoinHandle<(Result<Option<Arc<&'static str>>>, Lookup)>,
+        oneshot::Receiver<()>,
+        oneshot::Sender<()>,
+    ) {
+        let (read, started) = oneshot::channel::<()>();
+        let (release, released) = oneshot::channel::<()>();
+        let cache = Arc::clone(cache);
+        let load = tokio::spawn(async move {
+            cache
+                .get_or_load(key, || async move {
+                    let _ = read.send(());
+                    let _ = released.await;
+                    Ok(Some(value))
+                })
+                .await
+        });
+        (load, started, release)
+    }
+
     /// The race of cache-aside, played in a fixed order: a miss reads the old value, a write
     /// commits and invalidates, then the miss would store what it read. It must not: the next
     /// read loads the new value.
     #[tokio::test]
     async fn a_load_older_than_an_invalidation_is_not_stored() {
         let cache: Arc<Cache<&'static str>> = Arc::new(Cache::new(10));
-        let (read_done, read_gate) = oneshot::channel::<()>();
-        let (release, released) = oneshot::channel::<()>();
-        let slow = {
-            let cache = Arc::clone(&cache);
-            tokio::spawn(async move {
-                cache
-                    .get_or_load("order", || async move {
-                        // The database answered with the state before the write...
-                        let _ = read_done.send(());
-                        // ...and the answer reaches the cache only after the write's
-                        // invalidation.
-                        let _ = released.await;
-                        Ok(Some("old"))
-                    })
-                    .await
-            })
-        };
-        read_gate.await.unwrap();
+        let (slow, started, release) = slow_load(&cache, "order", "old");
+        started.await.unwrap(); // the database answered with the state before the write
         cache.invalidate("order"); // the write committed
-        release.send(()).unwrap();
+        release.send(()).unwrap(); // only now does the old answer reach the cache
         let (slow_found, _) = slow.await.unwrap();
         assert_eq!(
             slow_found.unwrap().as_deref(),
@@ -315,21 +325,8 @@ mod tests {
     #[tokio::test]
     async fn a_read_after_an_invalidation_does_not_join_an_older_load() {
         let cache: Arc<Cache<&'static str>> = Arc::new(Cache::new(10));
-        let (started, started_gate) = oneshot::channel::<()>();
-        let (release, released) = oneshot::channel::<()>();
-        let slow = {
-            let cache = Arc::clone(&cache);
-            tokio::spawn(async move {
-                cache
-                    .get_or_load("order", || async move {
-                        let _ = started.send(());
-                        let _ = released.await;
-                        Ok(Some("old"))
-                    })
-                    .await
-            })
-        };
-        started_gate.await.unwrap();
+        let (slow, started, release) = slow_load(&cache, "order", "old");
+        started.await.unwrap();
         cache.invalidate("order");
         let (found, _) = cache
             .get_or_load("order", || async { Ok(Some("new")) })
