@@ -17,6 +17,7 @@ REQUIRED_PACKAGES=(
   "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" # ...and protoc's includes
   "etcd:etcd-server"         # the split-deployment and discovery tests start their own etcd
   "psql:postgresql-client"   # the database-outage tests hold locks from a session of their own
+  "ss:iproute2"              # the flood test reads the listen backlog
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -23,6 +23,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    match raise_open_files_limit() {
+        Ok((limit, Some(before))) => {
+            tracing::info!(
+                limit,
+                before,
+                "raised the open-files limit to its hard limit"
+            )
+        }
+        Ok((_, None)) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
     let roles: BTreeSet<Role> = config.roles.iter().copied().collect();
     let runs = |role: Role| roles.contains(&role);
     // Every role but the edge works on the database; an edge-only process never opens it.
@@ -425,8 +437,46 @@ fn fulfillment_settings(config: &ordo_config::FulfillmentConfig) -> FulfillmentS
     }
 }
 
+/// Connections the kernel may hold waiting for `accept` on each listener: a burst of thousands
+/// of connects must not be refused or left unanswered (the default of 128 was; the kernel caps
+/// it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: std::net::SocketAddr, variable: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} ({variable})"))
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As std's listeners do: a restart may bind while the old sockets are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("cannot listen on {addr} ({variable})"))
+}
+
+/// Raises this process's soft limit of open files to its hard limit: every connection is a
+/// file, and the usual soft limit of 1,024 lets about a thousand idle sockets make the API and
+/// readiness unreachable. Returns the limit now in force, and the one before when it changed.
+#[cfg(unix)]
+pub(crate) fn raise_open_files_limit() -> std::io::Result<(libc::rlim_t, Option<libc::rlim_t>)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if before >= limit.rlim_max {
+        return Ok((before, None));
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit only reads the struct it is given, which lives for the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, Some(before)))
 }

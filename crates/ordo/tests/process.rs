@@ -477,3 +477,68 @@ async fn a_postgres_that_stops_answering_is_503_within_2_s() {
         .create_order(&order_body("after-lock", &[(SKU, 1)]))
         .await;
 }
+
+/// Connection floods (issue 11): ordo raises its soft limit of open files to the hard limit (a
+/// server started with the usual 1,024 gets the hard limit), and listens with a backlog sized
+/// for bursts of connects (4,096, or the kernel's `somaxconn` when lower), not 128.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_open_files_limit_is_raised_and_the_listen_backlog_sized_for_bursts() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given, which lives for the call.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    let hard = limit.rlim_max;
+    if hard > 1024 {
+        // The server inherits this process's limits (each test is a process of its own).
+        limit.rlim_cur = 1024;
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    }
+    let server = TestServer::start(Backend::sqlite()).await;
+
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid()))
+        .expect("the server's limits");
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a Max open files line")
+        .split_whitespace()
+        .collect();
+    let expected = if hard == libc::RLIM_INFINITY {
+        "unlimited".to_owned()
+    } else {
+        hard.to_string()
+    };
+    assert_eq!(
+        open_files[3], expected,
+        "soft limit raised to the hard one:\n{limits}"
+    );
+
+    let port = server
+        .base_url()
+        .rsplit(':')
+        .next()
+        .expect("a port")
+        .to_owned();
+    let listening = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let listening = String::from_utf8_lossy(&listening.stdout);
+    // For a listening socket, ss's Send-Q column is the accept backlog.
+    let backlog: u32 = listening
+        .split_whitespace()
+        .nth(2)
+        .and_then(|column| column.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on {port}: {listening:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, 4096.min(somaxconn), "{listening}");
+}

@@ -268,17 +268,15 @@ mod tests {
         assert_eq!((found.unwrap().is_none(), lookup), (true, Lookup::Absent));
     }
 
+    type SlowLoad = tokio::task::JoinHandle<(Result<Option<Arc<&'static str>>>, Lookup)>;
+
     /// A load of `key` that has read `value` from the database and reaches the cache only
     /// once `release` is sent: `started` says it has read.
     fn slow_load(
         cache: &Arc<Cache<&'static str>>,
         key: &'static str,
         value: &'static str,
-    ) -> (
-        tokio::task::JoinHandle<(Result<Option<Arc<&'static str>>>, Lookup)>,
-        oneshot::Receiver<()>,
-        oneshot::Sender<()>,
-    ) {
+    ) -> (SlowLoad, oneshot::Receiver<()>, oneshot::Sender<()>) {
         let (read, started) = oneshot::channel::<()>();
         let (release, released) = oneshot::channel::<()>();
         let cache = Arc::clone(cache);
