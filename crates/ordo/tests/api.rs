@@ -17,6 +17,7 @@ backend_tests!(
     orders_list_filters_and_paginates_newest_first,
     cancel_releases_stock_and_is_idempotent,
     order_reads_are_cached_and_every_write_is_seen_by_the_next_read,
+    product_reads_are_cached_and_a_put_is_seen_by_the_next_read,
     timeline_records_creation_and_cancellation,
     unicode_limits_count_characters,
     text_is_returned_nfc,
@@ -341,6 +342,37 @@ async fn order_reads_are_cached_and_every_write_is_seen_by_the_next_read(backend
     let cancelled = server.cancel_order(id).await.expect_status(200).body;
     assert_eq!(server.get_order(id).await, cancelled);
     assert_eq!(cancelled["status"], "cancelled");
+}
+
+/// Product reads are cached too: an unknown SKU is cached as absent, yet its `PUT` is seen by
+/// the very next read, and so is every later `PUT`.
+async fn product_reads_are_cached_and_a_put_is_seen_by_the_next_read(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let path = "/v1/products/CACHED-1";
+    let absent = cache_requests(&server, "absent").await;
+    server.get(path).await.expect_status(404);
+    server.get(path).await.expect_status(404);
+    assert!(cache_requests(&server, "absent").await > absent);
+
+    for (name, price) in [("first", 100), ("second", 250)] {
+        let body = json!({ "name": name, "price": money(price, "USD") });
+        server.put_json(path, &body).await.expect_status(200);
+        let hits = cache_requests(&server, "hit").await;
+        for _ in 0..2 {
+            let read = server.get(path).await.expect_status(200).body;
+            assert_eq!(
+                (
+                    read["name"].as_str(),
+                    read["price"]["amount_minor"].as_i64()
+                ),
+                (Some(name), Some(price))
+            );
+        }
+        assert!(
+            cache_requests(&server, "hit").await > hits,
+            "the second read is a hit"
+        );
+    }
 }
 
 async fn cancel_releases_stock_and_is_idempotent(backend: Backend) {

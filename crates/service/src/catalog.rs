@@ -74,9 +74,9 @@ impl Service {
     pub async fn product(&self, sku: &str) -> Result<ProductView> {
         let sku = Sku::parse(sku)?;
         self.db
-            .product(sku.as_str())
+            .product_cached(sku.as_str())
             .await?
-            .map(ProductView::from)
+            .map(|product| ProductView::from(ProductRecord::clone(&product)))
             .ok_or_else(|| Error::not_found(format!("product {sku}")))
     }
 

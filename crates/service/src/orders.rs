@@ -235,7 +235,7 @@ impl Service {
         })
     }
 
-    /// The hottest read, through the order cache (`storage::order_cache`): no span of its own
+    /// The hottest read, through the order cache (`storage::cache`): no span of its own
     /// (one would only wrap the database span below it, or nothing on a hit); the order id goes
     /// on the caller's span (the SERVER span of a read).
     pub async fn order(&self, id: &str) -> Result<OrderView> {

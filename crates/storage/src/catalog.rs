@@ -27,9 +27,23 @@ impl Database {
                 ],
             )
             .await?;
+        // After the write, before the caller answers: the next read sees it.
+        self.products_cache.invalidate(&product.sku);
         Ok(())
     }
 
+    /// Product `sku` through the product cache (`GET /v1/products/{sku}`): entries at most a
+    /// second old, unknown SKUs cached as absent as long, an upsert seen by the next read.
+    pub async fn product_cached(&self, sku: &str) -> Result<Option<std::sync::Arc<ProductRecord>>> {
+        let (found, lookup) = self
+            .products_cache
+            .get_or_load(sku, || self.product(sku))
+            .await;
+        ordo_telemetry::metrics::count_cache_request("local", lookup.label());
+        found
+    }
+
+    /// Product `sku` from the database (for decisions that must not be a second late).
     pub async fn product(&self, sku: &str) -> Result<Option<ProductRecord>> {
         let lease = self.read().await?;
         lease

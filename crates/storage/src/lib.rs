@@ -7,8 +7,8 @@
 //! - [`transaction`]: [`WriteTx`], the steps of a write that commit together; the steps live
 //!   with their tables, one module per aggregate:
 //! - [`catalog`]: products, warehouses and stock levels; [`stock`]: reservations.
-//! - [`order_cache`]: the in-process cache of order reads, invalidated after every commit that
-//!   changed an order (`WriteTx` and placement batches report the orders they touched).
+//! - [`cache`]: the in-process caches of order and product reads, invalidated after every
+//!   commit that changed them (`WriteTx` and placement batches report the orders they touched).
 //! - [`orders`]: orders and their items; [`timeline`]: an order's timeline entries;
 //!   [`idempotency`]: the keys of order creations.
 //! - [`placement`]: order creation, batched (one statement per batch on PostgreSQL).
@@ -26,13 +26,13 @@
 //! - SQLite has one writer connection: writes queue in-process instead of failing with
 //!   `SQLITE_BUSY`; reads use connections of their own and never block on writes (WAL).
 
+pub mod cache;
 pub mod catalog;
 mod connect;
 mod error;
 mod group_commit;
 pub mod idempotency;
 mod migrate;
-pub mod order_cache;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
@@ -88,8 +88,10 @@ pub struct Database {
     inner: Arc<Connections>,
     /// Where order placements queue for their batch (none in the task that writes them).
     placements: Option<placement::Queue>,
-    /// Order reads, invalidated by every write that changes an order ([`order_cache`]).
-    orders_cache: Arc<order_cache::Cache<records::OrderSnapshot>>,
+    /// Order reads, invalidated by every write that changes an order ([`cache`]).
+    orders_cache: Arc<cache::Cache<records::OrderSnapshot>>,
+    /// Product reads, invalidated by the upsert of the product.
+    products_cache: Arc<cache::Cache<records::ProductRecord>>,
 }
 
 pub(crate) enum Connections {
@@ -171,16 +173,19 @@ impl Database {
             }
         };
         let inner = Arc::new(connections);
-        let orders_cache = Arc::new(order_cache::Cache::new(order_cache::MAX_ENTRIES));
+        let orders_cache = Arc::new(cache::Cache::new(cache::MAX_ENTRIES));
+        let products_cache = Arc::new(cache::Cache::new(cache::MAX_ENTRIES));
         let writer = Database {
             inner: Arc::clone(&inner),
             placements: None,
             orders_cache: Arc::clone(&orders_cache),
+            products_cache: Arc::clone(&products_cache),
         };
         writer.ping().await?;
         Ok(Database {
             inner,
             orders_cache,
+            products_cache,
             placements: Some(placement::start(writer)),
         })
     }
@@ -303,7 +308,7 @@ impl Database {
         &self.inner
     }
 
-    pub(crate) fn orders_cache(&self) -> &Arc<order_cache::Cache<records::OrderSnapshot>> {
+    pub(crate) fn orders_cache(&self) -> &Arc<cache::Cache<records::OrderSnapshot>> {
         &self.orders_cache
     }
 }

@@ -62,7 +62,7 @@ pub struct WriteTx {
     finished: bool,
     /// Orders whose cached reads this transaction's writes make stale.
     touched: Vec<String>,
-    orders_cache: Arc<crate::order_cache::Cache<crate::records::OrderSnapshot>>,
+    orders_cache: Arc<crate::cache::Cache<crate::records::OrderSnapshot>>,
 }
 
 // A pooled client is large; a transaction lives on one task's stack, so it is not boxed.

@@ -1,9 +1,10 @@
-//! The in-process cache of order reads (`GET /v1/orders/{id}`): cache-aside in front of the
-//! database, bounded in size, every entry living at most [`TTL`] (with jitter), unknown ids
-//! cached as absent for as long.
+//! The in-process caches of reads (`GET /v1/orders/{id}`, `GET /v1/products/{sku}`):
+//! cache-aside in front of the database, bounded in size, every entry living at most [`TTL`]
+//! (with jitter), unknown keys cached as absent for as long.
 //!
-//! Consistency, within the process: a write invalidates the orders it touched after its commit
-//! ([`crate::WriteTx`] and the placement batches report them), so once a write has answered, no
+//! Consistency, within the process: a write invalidates what it changed after its commit (the
+//! orders a [`crate::WriteTx`] or a placement batch touched; the product an upsert wrote), so
+//! once a write has answered, no
 //! read of this process returns the state before it. The known race of cache-aside — a slow
 //! miss that read the old row writes it back after the writer's invalidation — is closed by
 //! generations: an invalidation bumps the generation of its key's slot first, and a load only
