@@ -201,7 +201,13 @@ impl Probe {
                 }
             }
             Broker::Nats => {
-                let client = async_nats::connect(broker.url()).await.unwrap();
+                let client = tokio::time::timeout(
+                    Duration::from_secs(20),
+                    async_nats::connect(broker.url()),
+                )
+                .await
+                .expect("NATS accepts the probe's connection in time")
+                .unwrap();
                 Probe::Nats {
                     jetstream: async_nats::jetstream::new(client),
                     stream: format!("{}_EVENTS", namespace.to_ascii_uppercase()),
@@ -251,19 +257,28 @@ impl Probe {
             }
             Probe::Nats { jetstream, stream } => {
                 use async_nats::jetstream::consumer;
-                let stream = jetstream
-                    .get_stream(stream.as_str())
-                    .await
-                    .expect("the stream");
-                let reader = stream
-                    .create_consumer(consumer::pull::Config {
+                // Every call to the server within the read's deadline: a stalled client fails
+                // the test with the step it stalled in, instead of hanging it.
+                let stream =
+                    tokio::time::timeout_at(deadline, jetstream.get_stream(stream.as_str()))
+                        .await
+                        .expect("NATS answers get_stream in time")
+                        .expect("the stream");
+                let reader = tokio::time::timeout_at(
+                    deadline,
+                    stream.create_consumer(consumer::pull::Config {
                         deliver_policy: consumer::DeliverPolicy::All,
                         ack_policy: consumer::AckPolicy::None,
                         ..consumer::pull::Config::default()
-                    })
+                    }),
+                )
+                .await
+                .expect("NATS creates the probe's consumer in time")
+                .expect("an ephemeral consumer");
+                let mut messages = tokio::time::timeout_at(deadline, reader.messages())
                     .await
-                    .expect("an ephemeral consumer");
-                let mut messages = reader.messages().await.unwrap();
+                    .expect("NATS starts the probe's messages in time")
+                    .unwrap();
                 while !expected.iter().all(|id| seen.contains_key(id)) {
                     let message = match tokio::time::timeout_at(deadline, messages.next()).await {
                         Ok(Some(Ok(message))) => message,
@@ -319,7 +334,10 @@ impl Probe {
                 let _ = connection.close(0, "done".into()).await;
             }
             Probe::Nats { jetstream, stream } => {
-                let _ = jetstream.delete_stream(&stream).await;
+                // Best effort, bounded: the stream has a unique name either way.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), jetstream.delete_stream(&stream))
+                        .await;
             }
         }
     }
