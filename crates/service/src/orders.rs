@@ -244,19 +244,21 @@ impl Service {
         let Some(snapshot) = self.db.order_snapshot(id.as_str()).await? else {
             return Err(Error::not_found(format!("order {id}")));
         };
-        let mut order = view(snapshot.order.clone())?;
-        order.shipments = snapshot
-            .shipments
-            .iter()
-            .map(|s| ShipmentView {
-                id: s.id.clone(),
-                warehouse: s.warehouse.clone(),
-                status: s.status.as_str().to_owned(),
-                carrier: s.carrier.clone(),
-                pickup_slot: s.pickup_slot_ms.map(rfc3339),
-            })
-            .collect();
-        Ok(order)
+        snapshot.derived(|snapshot| {
+            let mut order = view(snapshot.order.clone())?;
+            order.shipments = snapshot
+                .shipments
+                .iter()
+                .map(|s| ShipmentView {
+                    id: s.id.clone(),
+                    warehouse: s.warehouse.clone(),
+                    status: s.status.as_str().to_owned(),
+                    carrier: s.carrier.clone(),
+                    pickup_slot: s.pickup_slot_ms.map(rfc3339),
+                })
+                .collect();
+            Ok(order)
+        })
     }
 
     #[tracing::instrument(name = "list_orders", skip_all)]

@@ -118,7 +118,7 @@ impl Database {
                 } else {
                     Vec::new()
                 };
-                Ok(Some(OrderSnapshot { order, shipments }))
+                Ok(Some(OrderSnapshot::new(order, shipments)))
             })
             .await;
         ordo_telemetry::metrics::count_cache_request("local", lookup.label());

@@ -59,10 +59,45 @@ pub struct OrderRecord {
 
 /// An order as `GET /v1/orders/{id}` shows it: the order with its items, and its shipments
 /// (none before the split stage). What the order cache keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderSnapshot {
     pub order: OrderRecord,
     pub shipments: Vec<ShipmentRecord>,
+    /// What a reader derived from it once (the API view), kept with it: a snapshot never
+    /// changes (a write replaces it in the cache), so neither does what follows from it.
+    derived: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl OrderSnapshot {
+    pub fn new(order: OrderRecord, shipments: Vec<ShipmentRecord>) -> Self {
+        OrderSnapshot {
+            order,
+            shipments,
+            derived: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `derive(self)`, computed once per snapshot (a cached read then costs a clone, not a
+    /// rebuild of the view: no JSON parsing of the address, no date formatting).
+    pub fn derived<V, E>(&self, derive: impl FnOnce(&Self) -> Result<V, E>) -> Result<V, E>
+    where
+        V: Clone + Send + Sync + 'static,
+    {
+        if let Some(value) = self.derived.get().and_then(|any| any.downcast_ref::<V>()) {
+            return Ok(value.clone());
+        }
+        let value = derive(self)?;
+        let _ = self.derived.set(Box::new(value.clone()));
+        Ok(value)
+    }
+}
+
+impl std::fmt::Debug for OrderSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderSnapshot")
+            .field("order", &self.order)
+            .field("shipments", &self.shipments)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One entry of an order's timeline.
@@ -184,4 +219,43 @@ pub struct ShipmentItemRecord {
     pub warehouse: String,
     pub sku: String,
     pub quantity: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> OrderSnapshot {
+        let order = OrderRecord {
+            id: "ord_1".into(),
+            customer_id: "c".into(),
+            status: OrderStatus::Paid,
+            currency: "USD".into(),
+            total_minor: 100,
+            shipping_address: "{}".into(),
+            contact: "{}".into(),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            trace_id: "t".into(),
+            span_id: "s".into(),
+            items: Vec::new(),
+        };
+        OrderSnapshot::new(order, Vec::new())
+    }
+
+    #[test]
+    fn a_derived_value_is_computed_once_and_an_error_is_not_kept() {
+        let snapshot = snapshot();
+        let failed: Result<String, &str> = snapshot.derived(|_| Err("not yet"));
+        assert_eq!(failed, Err("not yet"));
+        let mut calls = 0;
+        for _ in 0..3 {
+            let id: Result<String, &str> = snapshot.derived(|s| {
+                calls += 1;
+                Ok(s.order.id.clone())
+            });
+            assert_eq!(id.as_deref(), Ok("ord_1"));
+        }
+        assert_eq!(calls, 1);
+    }
 }
