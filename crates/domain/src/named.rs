@@ -76,6 +76,26 @@ macro_rules! named_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        // By its stable name, like the database and the API: a value cached by one build of
+        // ordo reads back in the next one.
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = <::std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                $name::parse(&raw).map_err(|_| {
+                    ::serde::de::Error::custom(format_args!(
+                        "unknown {} {raw:?}",
+                        stringify!($name)
+                    ))
+                })
+            }
+        }
     };
     (@unit $variant:ident) => {
         ()
@@ -104,6 +124,19 @@ mod tests {
         assert!(T::parse("").is_err());
     }
 
+    /// Serde uses the stable names too (cached entries are JSON).
+    fn serde_round_trips<T>()
+    where
+        T: Named + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        for &value in T::ALL {
+            let json = serde_json::to_string(&value).unwrap();
+            assert_eq!(json, format!("\"{}\"", value.as_str()));
+            assert_eq!(serde_json::from_str::<T>(&json).unwrap(), value);
+        }
+        assert!(serde_json::from_str::<T>("\"no such name\"").is_err());
+    }
+
     #[test]
     fn every_name_round_trips() {
         round_trips::<OrderStatus>();
@@ -112,5 +145,8 @@ mod tests {
         round_trips::<CallbackOutcome>();
         round_trips::<ShipmentStatus>();
         round_trips::<TimelineKind>();
+        serde_round_trips::<OrderStatus>();
+        serde_round_trips::<ShipmentStatus>();
+        serde_round_trips::<TimelineKind>();
     }
 }

@@ -101,7 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let db = crate::serve::connect_database(&config).await?;
+    let db = crate::serve::connect_database(&config, None).await?;
     db.migrate().await.context("migrations failed")?;
     tracing::info!(
         database = %ordo_config::redact_url(&config.database_url),

@@ -15,6 +15,7 @@ use ordo_service::auth::ApiKeys;
 use ordo_service::ports::{Api, CatalogApi, NotServedHere, OrdersApi, PaymentsApi};
 use ordo_service::{FulfillmentSettings, PaymentSettings, Service};
 use ordo_storage::Database;
+use ordo_storage::cache::shared::SharedCache;
 use ordo_telemetry::ReloadHandle;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -42,7 +43,8 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         .into_iter()
         .any(runs)
     {
-        let db = connect_database(&config).await?;
+        let shared_cache = shared_cache(&config).await?;
+        let db = connect_database(&config, shared_cache).await?;
         db.migrate()
             .await
             .context("cannot apply database migrations")?;
@@ -370,15 +372,49 @@ impl Faces<'_> {
     }
 }
 
-pub async fn connect_database(config: &Config) -> anyhow::Result<Database> {
-    Database::connect(&config.database_url, config.database_max_connections)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot use the database at {} (ORDO_DATABASE_URL)",
-                ordo_config::redact_url(&config.database_url)
-            )
-        })
+/// The Redis read cache named by `ORDO_REDIS_URL`, if any. Redis is optional: unreachable, it
+/// is named in a warning and ordo starts anyway (reads go to the database until it answers).
+pub async fn shared_cache(config: &Config) -> anyhow::Result<Option<Arc<SharedCache>>> {
+    let Some(url) = config.redis_url.as_deref() else {
+        return Ok(None);
+    };
+    let shared = SharedCache::new(url, &redis_namespace()).context("ORDO_REDIS_URL")?;
+    if let Err(error) = shared.ping().await {
+        tracing::warn!(
+            redis = %ordo_config::redact_url(url),
+            %error,
+            "redis is unreachable: reads go to the database until it answers"
+        );
+    }
+    Ok(Some(Arc::new(shared)))
+}
+
+/// `ORDO_REDIS_NAMESPACE` (default `ordo`): the prefix of every key ordo keeps in Redis, so
+/// that several deployments (or test runs) can share one Redis.
+pub fn redis_namespace() -> String {
+    std::env::var("ORDO_REDIS_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "ordo".to_owned())
+}
+
+/// The database of `ORDO_DATABASE_URL`, its reads cached in process and in `shared`.
+pub async fn connect_database(
+    config: &Config,
+    shared: Option<Arc<SharedCache>>,
+) -> anyhow::Result<Database> {
+    Database::connect_with_cache(
+        &config.database_url,
+        config.database_max_connections,
+        shared,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot use the database at {} (ORDO_DATABASE_URL)",
+            ordo_config::redact_url(&config.database_url)
+        )
+    })
 }
 
 /// The transport chosen by `ORDO_BROKER_URL`; a broker that cannot be reached is a start-up

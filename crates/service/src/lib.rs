@@ -21,7 +21,8 @@
 pub mod api;
 pub mod auth;
 mod catalog;
-pub mod deadline;
+/// The deadline of the call being served (it lives with the trace context: both travel with every call).
+pub use ordo_telemetry::deadline;
 mod fulfillment;
 mod orders;
 mod payments;

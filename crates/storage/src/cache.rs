@@ -15,8 +15,17 @@
 //! Concurrent misses of one key wait for one load — but only a load that started under the
 //! current generation: a read that arrives after an invalidation never waits for a load that
 //! may have read the state before it.
+//!
+//! Database down: an entry past its TTL is kept for [`STALE_GRACE`] more, and answers when
+//! its reload fails with `unavailable` (the contract's "cached reads keep answering"); never
+//! when its key was invalidated since (the invalidation removed it).
+//!
+//! With `ORDO_REDIS_URL` set, [`ReadCache`] puts the in-process cache in front of Redis
+//! ([`shared`]): a local miss asks Redis, a Redis miss asks the database.
 
-use ordo_domain::{Error, Result};
+pub mod shared;
+
+use ordo_domain::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +38,8 @@ use tokio::sync::watch;
 pub const TTL: Duration = Duration::from_secs(1);
 /// Entries kept at most.
 pub const MAX_ENTRIES: u64 = 100_000;
+/// How long an entry past its TTL is kept to answer while the database is unavailable.
+pub const STALE_GRACE: Duration = Duration::from_secs(60);
 /// Slots of invalidation generations (keys share a slot by hash: a false share only costs a
 /// load its chance to be stored).
 const GENERATION_SLOTS: usize = 4096;
@@ -38,6 +49,31 @@ const GENERATION_SLOTS: usize = 4096;
 enum Entry<T> {
     Present(Arc<T>),
     Absent,
+}
+
+/// An entry and until when it is fresh (after that, only a fallback while the database is
+/// unavailable).
+struct Stored<T> {
+    entry: Entry<T>,
+    fresh_until: Instant,
+}
+
+impl<T> Clone for Stored<T> {
+    fn clone(&self) -> Self {
+        Stored {
+            entry: self.entry.clone(),
+            fresh_until: self.fresh_until,
+        }
+    }
+}
+
+impl<T> Entry<T> {
+    fn answer(self) -> Option<Arc<T>> {
+        match self {
+            Entry::Present(value) => Some(value),
+            Entry::Absent => None,
+        }
+    }
 }
 
 impl<T> Clone for Entry<T> {
@@ -84,7 +120,7 @@ enum Role<T> {
 
 /// A cache of `T` by string key (an order id).
 pub struct Cache<T> {
-    entries: moka::sync::Cache<String, Entry<T>>,
+    entries: moka::sync::Cache<String, Stored<T>>,
     generations: Box<[AtomicU64]>,
     flights: Mutex<HashMap<String, Flight<T>>>,
     hasher: std::collections::hash_map::RandomState,
@@ -95,7 +131,7 @@ impl<T: Send + Sync + 'static> Cache<T> {
         Cache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
-                .expire_after(JitteredTtl)
+                .time_to_live(TTL + STALE_GRACE)
                 .build(),
             generations: (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             flights: Mutex::new(HashMap::new()),
@@ -114,25 +150,44 @@ impl<T: Send + Sync + 'static> Cache<T> {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>>>,
     {
-        if let Some(entry) = self.entries.get(key) {
-            return match entry {
-                Entry::Present(value) => (Ok(Some(value)), Lookup::Hit),
-                Entry::Absent => (Ok(None), Lookup::Absent),
-            };
-        }
+        // Read before the entry: a stale entry answers only if no invalidation came after.
         let generation = self.slot(key).load(Ordering::Acquire);
-        match self.board(key, generation) {
+        let stored = self.entries.get(key);
+        let stale = match stored {
+            Some(stored) if stored.fresh_until > Instant::now() => {
+                return match stored.entry {
+                    Entry::Present(value) => (Ok(Some(value)), Lookup::Hit),
+                    Entry::Absent => (Ok(None), Lookup::Absent),
+                };
+            }
+            Some(stored) => Some(stored.entry),
+            None => None,
+        };
+        let (loaded, lookup) = match self.board(key, generation) {
             Role::Lead(sender) => (self.lead(key, generation, sender, load).await, Lookup::Miss),
             Role::Join(mut result) => {
-                if let Ok(loaded) = result.wait_for(Option::is_some).await
-                    && let Some(loaded) = loaded.clone()
-                {
-                    return (loaded, Lookup::Miss);
+                let joined = match result.wait_for(Option::is_some).await {
+                    Ok(loaded) => loaded.clone(),
+                    Err(_) => None,
+                };
+                match joined {
+                    Some(loaded) => (loaded, Lookup::Miss),
+                    // The leader went away without an answer (its request was cancelled):
+                    // load alone.
+                    None => (load().await.map(|found| found.map(Arc::new)), Lookup::Miss),
                 }
-                // The leader went away without an answer (its request was cancelled): load
-                // alone.
-                (load().await.map(|found| found.map(Arc::new)), Lookup::Miss)
             }
+        };
+        match (loaded, stale) {
+            // The database is down and the entry was not invalidated since it was read: the
+            // last known state answers.
+            (Err(error), Some(stale))
+                if error.kind == ErrorKind::Unavailable
+                    && self.slot(key).load(Ordering::Acquire) == generation =>
+            {
+                (Ok(stale.answer()), Lookup::Hit)
+            }
+            (loaded, _) => (loaded, lookup),
         }
     }
 
@@ -206,7 +261,11 @@ impl<T: Send + Sync + 'static> Cache<T> {
             Some(value) => Entry::Present(Arc::clone(value)),
             None => Entry::Absent,
         };
-        self.entries.insert(key.to_owned(), entry);
+        let stored = Stored {
+            entry,
+            fresh_until: Instant::now() + jittered_ttl(key),
+        };
+        self.entries.insert(key.to_owned(), stored);
         // An invalidation between the check and the insert removed nothing: undo the insert.
         if slot.load(Ordering::Acquire) != generation {
             self.entries.invalidate(key);
@@ -220,23 +279,69 @@ impl<T: Send + Sync + 'static> Cache<T> {
     }
 }
 
-/// Each entry lives between 80% and 100% of [`TTL`], so entries stored together do not all
-/// expire in the same instant.
-struct JitteredTtl;
+/// Each entry is fresh for between 80% and 100% of [`TTL`], so entries stored together do
+/// not all expire in the same instant.
+fn jittered_ttl(key: &str) -> Duration {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    Instant::now().hash(&mut hasher);
+    let fifth = TTL / 5;
+    let jitter = fifth.mul_f64((hasher.finish() % 1000) as f64 / 1000.0);
+    TTL - fifth + jitter
+}
 
-impl<T> moka::Expiry<String, Entry<T>> for JitteredTtl {
-    fn expire_after_create(
-        &self,
-        key: &String,
-        _value: &Entry<T>,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        created_at.hash(&mut hasher);
-        let fifth = TTL / 5;
-        let jitter = fifth.mul_f64((hasher.finish() % 1000) as f64 / 1000.0);
-        Some(TTL - fifth + jitter)
+/// A read cache of one kind of record: the in-process [`Cache`], in front of the shared Redis
+/// tier when there is one.
+pub struct ReadCache<T> {
+    local: Cache<T>,
+    shared: Option<Arc<shared::SharedCache>>,
+    /// The kind's name in Redis keys (`order`, `product`).
+    kind: &'static str,
+}
+
+impl<T> ReadCache<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    pub fn new(kind: &'static str, shared: Option<Arc<shared::SharedCache>>) -> Self {
+        ReadCache {
+            local: Cache::new(MAX_ENTRIES),
+            shared,
+            kind,
+        }
+    }
+
+    /// The value of `key`: in process, else from Redis (when shared), else from `load`.
+    /// Counted in `cache_requests_total` per tier.
+    pub async fn get_or_load<F, Fut>(&self, key: &str, load: F) -> Result<Option<Arc<T>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let (found, lookup) = self
+            .local
+            .get_or_load(key, || async {
+                let Some(shared) = &self.shared else {
+                    return load().await;
+                };
+                let (found, lookup) = shared.get_or_load(self.kind, key, load).await;
+                ordo_telemetry::metrics::count_cache_request("redis", lookup.label());
+                found
+            })
+            .await;
+        ordo_telemetry::metrics::count_cache_request("local", lookup.label());
+        found
+    }
+
+    /// Forgets `keys` after the commit that changed them: in Redis first, then here (the
+    /// other way round, a local miss between the two would copy Redis's stale entry here).
+    pub async fn invalidate(&self, keys: &[&str]) {
+        if let Some(shared) = &self.shared {
+            shared.invalidate(self.kind, keys).await;
+        }
+        for key in keys {
+            self.local.invalidate(key);
+        }
     }
 }
 

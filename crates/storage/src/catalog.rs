@@ -28,19 +28,16 @@ impl Database {
             )
             .await?;
         // After the write, before the caller answers: the next read sees it.
-        self.products_cache.invalidate(&product.sku);
+        self.products_cache.invalidate(&[&product.sku]).await;
         Ok(())
     }
 
     /// Product `sku` through the product cache (`GET /v1/products/{sku}`): entries at most a
     /// second old, unknown SKUs cached as absent as long, an upsert seen by the next read.
     pub async fn product_cached(&self, sku: &str) -> Result<Option<std::sync::Arc<ProductRecord>>> {
-        let (found, lookup) = self
-            .products_cache
+        self.products_cache
             .get_or_load(sku, || self.product(sku))
-            .await;
-        ordo_telemetry::metrics::count_cache_request("local", lookup.label());
-        found
+            .await
     }
 
     /// Product `sku` from the database (for decisions that must not be a second late).

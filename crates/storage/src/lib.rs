@@ -89,9 +89,9 @@ pub struct Database {
     /// Where order placements queue for their batch (none in the task that writes them).
     placements: Option<placement::Queue>,
     /// Order reads, invalidated by every write that changes an order ([`cache`]).
-    orders_cache: Arc<cache::Cache<records::OrderSnapshot>>,
+    orders_cache: Arc<cache::ReadCache<records::OrderSnapshot>>,
     /// Product reads, invalidated by the upsert of the product.
-    products_cache: Arc<cache::Cache<records::ProductRecord>>,
+    products_cache: Arc<cache::ReadCache<records::ProductRecord>>,
 }
 
 pub(crate) enum Connections {
@@ -157,8 +157,17 @@ impl Lease<'_> {
 
 impl Database {
     /// Connects and checks the database answers. For SQLite the file (and its folder) is
-    /// created when missing.
+    /// created when missing. Reads are cached in process only.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Database> {
+        Database::connect_with_cache(url, max_connections, None).await
+    }
+
+    /// [`Database::connect`], with order and product reads cached in `shared` (Redis) too.
+    pub async fn connect_with_cache(
+        url: &str,
+        max_connections: u32,
+        shared: Option<Arc<cache::shared::SharedCache>>,
+    ) -> Result<Database> {
         let connections = match Backend::from_url(url)? {
             Backend::Sqlite => Connections::Sqlite(connect::sqlite(url, max_connections)?),
             Backend::Postgres => {
@@ -173,8 +182,8 @@ impl Database {
             }
         };
         let inner = Arc::new(connections);
-        let orders_cache = Arc::new(cache::Cache::new(cache::MAX_ENTRIES));
-        let products_cache = Arc::new(cache::Cache::new(cache::MAX_ENTRIES));
+        let orders_cache = Arc::new(cache::ReadCache::new("order", shared.clone()));
+        let products_cache = Arc::new(cache::ReadCache::new("product", shared));
         let writer = Database {
             inner: Arc::clone(&inner),
             placements: None,
@@ -308,7 +317,7 @@ impl Database {
         &self.inner
     }
 
-    pub(crate) fn orders_cache(&self) -> &Arc<cache::Cache<records::OrderSnapshot>> {
+    pub(crate) fn orders_cache(&self) -> &Arc<cache::ReadCache<records::OrderSnapshot>> {
         &self.orders_cache
     }
 }

@@ -107,8 +107,7 @@ impl Database {
     /// through the order cache: a hit costs no statement; a miss reads the order in one
     /// statement and its shipments in a second one when it may have some.
     pub async fn order_snapshot(&self, id: &str) -> Result<Option<Arc<OrderSnapshot>>> {
-        let (found, lookup) = self
-            .orders_cache()
+        self.orders_cache()
             .get_or_load(id, || async {
                 let Some(order) = self.order(id).await? else {
                     return Ok(None);
@@ -120,9 +119,7 @@ impl Database {
                 };
                 Ok(Some(OrderSnapshot::new(order, shipments)))
             })
-            .await;
-        ordo_telemetry::metrics::count_cache_request("local", lookup.label());
-        found
+            .await
     }
 
     /// Orders matching `filter`, newest first. Ids are time-ordered, so "newest first" is

@@ -243,11 +243,16 @@ async fn write_batch(db: &Database, jobs: Vec<Job>) {
         }
         Err(error) => vec![Err(error)],
     };
+    // A read of an id before the order existed may have cached its absence: forgotten before
+    // anyone hears the order exists.
+    let placed: Vec<&str> = jobs
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| matches!(outcome, Ok(Placement::Placed)))
+        .map(|(job, _)| job.placement.order.id.as_str())
+        .collect();
+    db.orders_cache().invalidate(&placed).await;
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
-        // A read of the id before the order existed may have cached its absence.
-        if matches!(outcome, Ok(Placement::Placed)) {
-            db.orders_cache().invalidate(&job.placement.order.id);
-        }
         let _ = job.reply.send(outcome);
     }
 }

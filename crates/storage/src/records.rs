@@ -8,7 +8,7 @@ use ordo_domain::shipment::ShipmentStatus;
 use ordo_domain::timeline::TimelineKind;
 
 /// A product of the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProductRecord {
     pub sku: String,
     pub name: String,
@@ -31,7 +31,7 @@ pub struct StockRecord {
     pub reserved: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderItemRecord {
     pub sku: String,
     pub quantity: i64,
@@ -39,7 +39,7 @@ pub struct OrderItemRecord {
     pub line_total_minor: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderRecord {
     pub id: String,
     pub customer_id: String,
@@ -88,6 +88,36 @@ impl OrderSnapshot {
         let value = derive(self)?;
         let _ = self.derived.set(Box::new(value.clone()));
         Ok(value)
+    }
+}
+
+/// The shape of a snapshot in the shared cache (what is derived from it is not kept).
+#[derive(serde::Serialize)]
+struct SnapshotOut<'a> {
+    order: &'a OrderRecord,
+    shipments: &'a [ShipmentRecord],
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotIn {
+    order: OrderRecord,
+    shipments: Vec<ShipmentRecord>,
+}
+
+impl serde::Serialize for OrderSnapshot {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SnapshotOut {
+            order: &self.order,
+            shipments: &self.shipments,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OrderSnapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let SnapshotIn { order, shipments } = SnapshotIn::deserialize(deserializer)?;
+        Ok(OrderSnapshot::new(order, shipments))
     }
 }
 
@@ -200,7 +230,7 @@ pub struct OutboxBacklog {
 }
 
 /// A shipment: the part of an order that leaves from one warehouse.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShipmentRecord {
     pub id: String,
     pub order_id: String,

@@ -62,7 +62,7 @@ pub struct WriteTx {
     finished: bool,
     /// Orders whose cached reads this transaction's writes make stale.
     touched: Vec<String>,
-    orders_cache: Arc<crate::cache::Cache<crate::records::OrderSnapshot>>,
+    orders_cache: Arc<crate::cache::ReadCache<crate::records::OrderSnapshot>>,
 }
 
 // A pooled client is large; a transaction lives on one task's stack, so it is not boxed.
@@ -145,9 +145,9 @@ impl WriteTx {
     /// invalidates the cached reads of the orders it touched, before the caller answers anyone.
     pub async fn commit(mut self) -> Result<()> {
         let result = self.commit_inner().await;
-        for order_id in std::mem::take(&mut self.touched) {
-            self.orders_cache.invalidate(&order_id);
-        }
+        let touched = std::mem::take(&mut self.touched);
+        let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+        self.orders_cache.invalidate(&touched).await;
         result
     }
 

@@ -1,6 +1,7 @@
 //! Telemetry of ordo: the tracing subscriber (JSON or pretty logs carrying trace and span ids),
 //! the OpenTelemetry tracer provider behind `tracing` spans, and [`propagation`], the one module
-//! that moves W3C trace context in and out of the process.
+//! that moves W3C trace context in and out of the process, and [`deadline`], the call's deadline
+//! that travels with it.
 //!
 //! Configuration follows the OpenTelemetry specification's variables (`OTEL_SERVICE_NAME`,
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_SAMPLER[_ARG]`,
@@ -12,6 +13,7 @@
 //! directly; it calls [`propagation`], so no call site can forget a step.
 
 pub mod client_span;
+pub mod deadline;
 mod export;
 mod json_log;
 pub mod metrics;

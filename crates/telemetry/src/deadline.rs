@@ -1,5 +1,5 @@
 //! The deadline of the call being served, so that every call it makes downstream (another
-//! role over gRPC) carries what is left of it. The HTTP and gRPC layers set it around the
+//! role over gRPC, Redis) carries what is left of it. The HTTP and gRPC layers set it around the
 //! handler; clients read it with [`remaining`].
 //!
 //! It is a task-local: work spawned for later (a delayed sandbox callback, the outbox relay) is
