@@ -302,16 +302,6 @@ async fn orders_list_filters_and_paginates_newest_first(backend: Backend) {
     assert_eq!(nobody, json!({ "orders": [], "next_cursor": null }));
 }
 
-/// `cache_requests_total{cache="local",result=...}` from the server's metrics (0 when absent).
-async fn cache_requests(server: &TestServer, result: &str) -> u64 {
-    let metrics = server.admin_get("/metrics").await.expect_status(200).text;
-    let series = format!("cache_requests_total{{cache=\"local\",result=\"{result}\"}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |value| value.trim().parse().expect("a counter value"))
-}
-
 /// Reads of an order come from the in-process cache after the first, unknown ids are cached as
 /// absent, and a write is seen by the very next read (the writer invalidates after its commit,
 /// before it answers).
@@ -323,19 +313,19 @@ async fn order_reads_are_cached_and_every_write_is_seen_by_the_next_read(backend
         .await;
     let id = order["id"].as_str().unwrap();
 
-    let hits = cache_requests(&server, "hit").await;
+    let hits = cache_requests(&server, "local", "hit").await;
     assert_eq!(server.get_order(id).await, order);
     assert_eq!(server.get_order(id).await, order);
     assert!(
-        cache_requests(&server, "hit").await > hits,
+        cache_requests(&server, "local", "hit").await > hits,
         "two reads in a row: the second is a hit"
     );
 
     let unknown = "/v1/orders/ord_0190000000007000800000000000beef";
-    let absent = cache_requests(&server, "absent").await;
+    let absent = cache_requests(&server, "local", "absent").await;
     server.get(unknown).await.expect_status(404);
     server.get(unknown).await.expect_status(404);
-    assert!(cache_requests(&server, "absent").await > absent);
+    assert!(cache_requests(&server, "local", "absent").await > absent);
 
     // The read before the cancel is cached; the read after it must not be that one.
     assert_eq!(server.get_order(id).await["status"], "pending_payment");
@@ -349,15 +339,15 @@ async fn order_reads_are_cached_and_every_write_is_seen_by_the_next_read(backend
 async fn product_reads_are_cached_and_a_put_is_seen_by_the_next_read(backend: Backend) {
     let server = TestServer::start(backend).await;
     let path = "/v1/products/CACHED-1";
-    let absent = cache_requests(&server, "absent").await;
+    let absent = cache_requests(&server, "local", "absent").await;
     server.get(path).await.expect_status(404);
     server.get(path).await.expect_status(404);
-    assert!(cache_requests(&server, "absent").await > absent);
+    assert!(cache_requests(&server, "local", "absent").await > absent);
 
     for (name, price) in [("first", 100), ("second", 250)] {
         let body = json!({ "name": name, "price": money(price, "USD") });
         server.put_json(path, &body).await.expect_status(200);
-        let hits = cache_requests(&server, "hit").await;
+        let hits = cache_requests(&server, "local", "hit").await;
         for _ in 0..2 {
             let read = server.get(path).await.expect_status(200).body;
             assert_eq!(
@@ -369,7 +359,7 @@ async fn product_reads_are_cached_and_a_put_is_seen_by_the_next_read(backend: Ba
             );
         }
         assert!(
-            cache_requests(&server, "hit").await > hits,
+            cache_requests(&server, "local", "hit").await > hits,
             "the second read is a hit"
         );
     }
