@@ -364,7 +364,8 @@ async fn assert_unavailable_within_2_s(what: &str, call: impl std::future::Futur
 
 /// PostgreSQL stops taking connections and its live ones are killed (an outage as an operator
 /// sees it): every request that needs the database answers `503 unavailable` at once — never
-/// `500`, never after the request time-out — readiness fails, and once connections are allowed
+/// `500`, never after the request time-out — a cached read keeps answering, readiness fails,
+/// and once connections are allowed
 /// again everything comes back by itself, the orders accepted before included.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
@@ -377,6 +378,15 @@ async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
         .create_order(&order_body("before-outage", &[(SKU, 1)]))
         .await;
     let id = order["id"].as_str().expect("order id").to_owned();
+    // Read before the outage: cached, it keeps answering through it (past its TTL too).
+    let cached = server
+        .create_order(&order_body("cached-before-outage", &[(SKU, 1)]))
+        .await;
+    let cached_path = format!("/v1/orders/{}", cached["id"].as_str().expect("order id"));
+    assert_eq!(
+        server.get(&cached_path).await.expect_status(200).body,
+        cached
+    );
 
     postgres_admin_execute(&server, "ALTER DATABASE {database} ALLOW_CONNECTIONS false").await;
     postgres_admin_execute(
@@ -395,6 +405,13 @@ async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
         let list = server.get("/v1/orders?limit=5");
         assert_unavailable_within_2_s(&format!("list in round {round}"), list).await;
         assert_eq!(server.admin_get("/readyz").await.status, 503);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let still = server.get(&cached_path).await;
+        assert_eq!(
+            (still.status, &still.body),
+            (200, &cached),
+            "a cached read answers through the outage (round {round})"
+        );
     }
 
     postgres_admin_execute(&server, "ALTER DATABASE {database} ALLOW_CONNECTIONS true").await;
