@@ -12,10 +12,12 @@
 //! - [`named`]: enums whose variants have stable names (stored, shown, used as labels).
 //! - [`payment`]: payment statuses, providers, routing rules and what a provider's callback does.
 //! - [`signature`]: the `Ordo-Signature` HMAC scheme of callbacks and webhooks.
+//! - [`breaker`]: the circuit breaker of outbound calls, as a state machine.
 //!
 //! Invariant: a value of any type here is valid by construction. Parsing happens at the edge
 //! (`parse`/`new` constructors return [`Error`]); code inside trusts the types.
 
+pub mod breaker;
 pub mod error;
 pub mod ids;
 pub mod money;

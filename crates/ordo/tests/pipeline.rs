@@ -370,6 +370,74 @@ async fn a_refusing_carrier_fails_the_order_and_compensates() {
     );
 }
 
+/// The values of the `circuit_breaker_state` series of carriers in `metrics`.
+fn breaker_states(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("circuit_breaker_state{target=\"carrier:"))
+        .filter_map(|line| line.rsplit(' ').next())
+        .collect()
+}
+
+/// The carrier fails once and opens its breaker (threshold 1), then recovers: after the
+/// cool-down a probe goes through, succeeds and closes the breaker, and the order ships —
+/// the breaker did not stay open on its own rejections of the redeliveries meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_breaker_closes_by_itself_once_the_carrier_recovers() {
+    let pushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&pushes);
+    let carrier = Carrier::start(move |_, _| {
+        match counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => 503,
+            _ => 200,
+        }
+    })
+    .await;
+    let env = carrier.env(&[
+        ("ORDO_CARRIER_BREAKER_THRESHOLD", "1"),
+        ("ORDO_CARRIER_BREAKER_COOLDOWN_MS", "200"),
+        ("ORDO_OUTBOX_RETRY_BASE_MS", "20"),
+    ]);
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-breaker-heals").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let shipped = wait_for_status(&server, &id, "shipped").await;
+    for shipment in shipped["shipments"].as_array().unwrap() {
+        assert_eq!(shipment["status"], "accepted", "{shipped:#}");
+    }
+    let answered: Vec<u16> = carrier.pushes().iter().map(|p| p.answered).collect();
+    assert_eq!(
+        answered,
+        [503, 200, 200],
+        "one failure, then one push per shipment"
+    );
+    let metrics = server.admin_get("/metrics").await.expect_status(200).text;
+    // One carrier per warehouse: the one that failed is closed again, the other never opened.
+    assert_eq!(
+        breaker_states(&metrics),
+        ["0", "0"],
+        "closed again: {metrics}"
+    );
+}
+
+/// "Slow down" answers (429) are retried but are not failures of the carrier: they never
+/// open its breaker, even at a threshold of 1 and a cool-down that would outlast the test.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_down_answers_do_not_open_the_breaker() {
+    let carrier = Carrier::start(|_, nth| if nth < 2 { 429 } else { 200 }).await;
+    let env = carrier.env(&[
+        ("ORDO_CARRIER_BREAKER_THRESHOLD", "1"),
+        ("ORDO_CARRIER_BREAKER_COOLDOWN_MS", "600000"),
+    ]);
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
+    let order = paid_two_warehouse_order(&server, "pipeline-slow-down").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    wait_for_status(&server, &id, "shipped").await;
+    assert_eq!(carrier.pushes().len(), 6, "three pushes per shipment");
+    let metrics = server.admin_get("/metrics").await.expect_status(200).text;
+    assert_eq!(breaker_states(&metrics), ["0", "0"], "{metrics}");
+}
+
 /// The carrier keeps failing and its breaker stays open through every redelivery of
 /// `order.scheduled`: the last delivery settles the event — the shipments are dead-lettered and
 /// the order compensated — instead of leaving the order `scheduled` for ever. Each retried
@@ -424,6 +492,11 @@ async fn a_breaker_open_through_every_redelivery_fails_the_order_and_compensates
     assert!(
         metrics.lines().any(|l| l == "outbox_dead_letters 0"),
         "{metrics}"
+    );
+    assert_eq!(
+        breaker_states(&metrics),
+        ["2"],
+        "the breaker is open: {metrics}"
     );
 
     let trace_id = order["trace_id"].as_str().unwrap();

@@ -33,6 +33,7 @@
 //!   release the stock, then the terminal status.
 
 use crate::{Service, step_ids, topics};
+use ordo_domain::breaker::{Admission, Breaker, BreakerPolicy, CallOutcome};
 use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::payment::{PaymentStatus, Provider};
 use ordo_domain::risk::{self, PushOutcome, RiskDecision, RiskFacts, RiskRules};
@@ -116,17 +117,12 @@ impl fmt::Debug for FulfillmentSettings {
     }
 }
 
-#[derive(Default)]
-struct Breaker {
-    consecutive_failures: u32,
-    open_until: Option<Instant>,
-}
-
 /// The settings resolved once, the HTTP client and the breakers.
 pub(crate) struct Fulfillment {
     settings: FulfillmentSettings,
     client: Option<reqwest::Client>,
-    breakers: Mutex<HashMap<String, Breaker>>,
+    /// One per carrier, with the label of its `circuit_breaker_state` series.
+    breakers: Mutex<HashMap<String, (Breaker, String)>>,
 }
 
 impl Fulfillment {
@@ -152,27 +148,44 @@ impl Fulfillment {
         }
     }
 
-    /// `true` while `carrier`'s breaker is open.
-    fn breaker_open(&self, carrier: &str) -> bool {
-        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        breakers
-            .get(carrier)
-            .and_then(|b| b.open_until)
-            .is_some_and(|until| Instant::now() < until)
+    fn breaker_policy(&self) -> BreakerPolicy {
+        BreakerPolicy {
+            failure_threshold: self.settings.breaker_threshold,
+            cool_down: self.settings.breaker_cooldown,
+            // A probe ends within the push's own timeout; one that never reports (its task was
+            // cancelled) must not hold the breaker half-open for longer.
+            probe_timeout: self.settings.carrier_timeout + Duration::from_secs(1),
+        }
     }
 
-    fn record_push(&self, carrier: &str, healthy: bool) {
+    /// Runs `step` on `carrier`'s breaker and publishes its state.
+    fn with_breaker<T>(&self, carrier: &str, step: impl FnOnce(&mut Breaker, Instant) -> T) -> T {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        let breaker = breakers.entry(carrier.to_owned()).or_default();
-        if healthy {
-            *breaker = Breaker::default();
-        } else {
-            breaker.consecutive_failures += 1;
-            if breaker.consecutive_failures >= self.settings.breaker_threshold.max(1) {
-                breaker.open_until = Some(Instant::now() + self.settings.breaker_cooldown);
-                tracing::warn!(carrier, "carrier circuit breaker opened");
-            }
+        let (breaker, target) = breakers.entry(carrier.to_owned()).or_insert_with(|| {
+            (
+                Breaker::new(self.breaker_policy()),
+                format!("carrier:{carrier}"),
+            )
+        });
+        let now = Instant::now();
+        let before = breaker.state(now);
+        let result = step(breaker, now);
+        let after = breaker.state(now);
+        ordo_telemetry::metrics::set_circuit_breaker_state(target, after.gauge_value());
+        if before != after {
+            tracing::warn!(carrier, from = ?before, to = ?after, "carrier circuit breaker changed state");
         }
+        result
+    }
+
+    /// Whether a push to `carrier` may go out now (a probe, when half-open).
+    fn admit_push(&self, carrier: &str) -> Admission {
+        self.with_breaker(carrier, |breaker, now| breaker.admit(now))
+    }
+
+    /// Reports how a push that went out ended.
+    fn record_push(&self, carrier: &str, outcome: CallOutcome) {
+        self.with_breaker(carrier, |breaker, now| breaker.record(now, outcome));
     }
 }
 
@@ -377,9 +390,18 @@ impl Failure {
 }
 
 enum Pushed {
-    Accepted { status: Option<u16> },
-    Refused { status: u16 },
-    Transient { reason: String },
+    Accepted {
+        status: Option<u16>,
+    },
+    Refused {
+        status: u16,
+    },
+    /// Worth retrying; `carrier_failed` when the carrier itself failed (5xx, timeout,
+    /// transport error), not when it asked us to slow down (408, 429).
+    Transient {
+        reason: String,
+        carrier_failed: bool,
+    },
 }
 
 impl Service {
@@ -694,23 +716,31 @@ impl Service {
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            if self.fulfillment.breaker_open(carrier) {
+            if self.fulfillment.admit_push(carrier) == Admission::Rejected {
                 return Err(Error::unavailable(format!(
                     "the circuit breaker of carrier {carrier} is open"
                 )));
             }
             let pushed = self.push_once(carrier, &shipment.id, attempt, &body).await;
+            // Only the carrier's own failures count against it: a refusal (4xx) or a "slow
+            // down" (408, 429) comes from a carrier that is up.
+            let outcome = match &pushed {
+                Pushed::Transient {
+                    carrier_failed: true,
+                    ..
+                } => CallOutcome::Failed,
+                _ => CallOutcome::Healthy,
+            };
+            self.fulfillment.record_push(carrier, outcome);
             match &pushed {
-                Pushed::Accepted { .. } => self.fulfillment.record_push(carrier, true),
-                Pushed::Refused { .. } => {}
-                Pushed::Transient { reason } => {
-                    self.fulfillment.record_push(carrier, false);
+                Pushed::Accepted { .. } | Pushed::Refused { .. } => {}
+                Pushed::Transient { reason, .. } => {
                     tracing::warn!(shipment.id = %shipment.id, carrier, attempt, reason = %reason,
                         "carrier push failed; retrying");
                 }
             }
             match pushed {
-                Pushed::Transient { reason } if attempt >= max_attempts => {
+                Pushed::Transient { reason, .. } if attempt >= max_attempts => {
                     break Err(format!("no success after {attempt} attempts ({reason})"));
                 }
                 Pushed::Transient { .. } => {
@@ -825,6 +855,7 @@ impl Service {
                     },
                     PushOutcome::Retry => Pushed::Transient {
                         reason: format!("status {status}"),
+                        carrier_failed: status >= 500,
                     },
                     PushOutcome::Final => Pushed::Refused { status },
                 }
@@ -836,7 +867,10 @@ impl Service {
                 } else {
                     format!("transport error: {error}")
                 };
-                Pushed::Transient { reason }
+                Pushed::Transient {
+                    reason,
+                    carrier_failed: true,
+                }
             }
         }
     }
@@ -899,39 +933,27 @@ impl Service {
 mod tests {
     use super::*;
 
+    /// The carrier's breaker is the domain's state machine (tested there); here: one per
+    /// carrier, fed by push outcomes, its state published as `circuit_breaker_state`.
     #[test]
-    fn the_breaker_opens_after_consecutive_failures_and_a_success_closes_it() {
+    fn each_carrier_has_its_own_breaker_and_its_state_is_published() {
         let fulfillment = Fulfillment::new(FulfillmentSettings {
-            breaker_threshold: 3,
+            breaker_threshold: 2,
             breaker_cooldown: Duration::from_secs(60),
             ..FulfillmentSettings::default()
         });
         for _ in 0..2 {
-            fulfillment.record_push("dhl", false);
+            assert_eq!(fulfillment.admit_push("dhl"), Admission::Allowed);
+            fulfillment.record_push("dhl", CallOutcome::Failed);
         }
-        assert!(!fulfillment.breaker_open("dhl"));
-        fulfillment.record_push("dhl", true);
-        for _ in 0..2 {
-            fulfillment.record_push("dhl", false);
-        }
+        assert_eq!(fulfillment.admit_push("dhl"), Admission::Rejected);
+        assert_eq!(fulfillment.admit_push("ups"), Admission::Allowed);
+        let exposition = ordo_telemetry::metrics::encode(false).1;
         assert!(
-            !fulfillment.breaker_open("dhl"),
-            "a success resets the count"
+            exposition.contains("circuit_breaker_state{target=\"carrier:dhl\"} 2"),
+            "{exposition}"
         );
-        fulfillment.record_push("dhl", false);
-        assert!(fulfillment.breaker_open("dhl"));
-        assert!(!fulfillment.breaker_open("ups"), "breakers are per carrier");
-    }
-
-    #[test]
-    fn the_breaker_closes_after_its_cool_down() {
-        let fulfillment = Fulfillment::new(FulfillmentSettings {
-            breaker_threshold: 1,
-            breaker_cooldown: Duration::ZERO,
-            ..FulfillmentSettings::default()
-        });
-        fulfillment.record_push("dhl", false);
-        assert!(!fulfillment.breaker_open("dhl"));
+        assert!(exposition.contains("circuit_breaker_state{target=\"carrier:ups\"} 0"));
     }
 
     #[test]

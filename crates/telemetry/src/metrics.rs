@@ -147,6 +147,16 @@ impl<const N: usize> EncodeLabelSet for StaticLabel<N> {
     }
 }
 
+/// The `target` label of an outbound dependency (a carrier); few, chosen by configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TargetLabel(String);
+
+impl EncodeLabelSet for TargetLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("target", self.0.as_str())].encode(encoder)
+    }
+}
+
 /// The exemplar of an HTTP observation: the trace id, 32 lower-case hex digits, kept inline so
 /// that recording one allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,6 +260,7 @@ pub struct Metrics {
     orders_cancelled: Counter,
     orders_rejected: Family<StaticLabel<1>, Counter>,
     cache_requests: Family<StaticLabel<2>, Counter>,
+    circuit_breakers: Family<TargetLabel, Gauge>,
     tokio_alive_tasks: Gauge,
     tokio_workers: Gauge,
     tokio_busy_ratio: FloatGauge,
@@ -423,6 +434,12 @@ impl Metrics {
             "Cache lookups by cache (local, redis) and result (hit, miss, absent, error)",
             cache_requests.clone(),
         );
+        let circuit_breakers = Family::<TargetLabel, Gauge>::default();
+        registry.register(
+            "circuit_breaker_state",
+            "State of the circuit breaker of an outbound target (0 closed, 1 half-open, 2 open)",
+            circuit_breakers.clone(),
+        );
         let tokio_alive_tasks = Gauge::default();
         registry.register(
             "tokio_alive_tasks",
@@ -464,6 +481,7 @@ impl Metrics {
             orders_cancelled,
             orders_rejected,
             cache_requests,
+            circuit_breakers,
             tokio_alive_tasks,
             tokio_workers,
             tokio_busy_ratio,
@@ -572,6 +590,15 @@ pub fn count_cache_request(cache: &'static str, result: &'static str) {
         .cache_requests
         .get_or_create(&StaticLabel([("cache", cache), ("result", result)]))
         .inc();
+}
+
+/// Publishes the state of the circuit breaker of `target` (e.g. `carrier:dhl`): 0 closed,
+/// 1 half-open, 2 open.
+pub fn set_circuit_breaker_state(target: &str, state: i64) {
+    let breakers = &global().circuit_breakers;
+    breakers
+        .get_or_create(&TargetLabel(target.to_owned()))
+        .set(state);
 }
 
 /// Counts one relay round's outcome.
