@@ -6,6 +6,7 @@
 //! - `extract`: JSON, path and query extractors that reject with the contract's error body.
 //! - [`error`]: the error body; statuses come from the error kind, decided in `ordo_domain`.
 //! - `middleware`: the per-request span, deadline and `traceparent` response header.
+//! - [`server`]: the accept loop (header-read timeout, connection caps, graceful drain).
 //!
 //! Invariant: every response, success or error, leaves through `middleware::serve_request`,
 //! so every response carries `traceparent` and every error has the one body shape.
@@ -14,6 +15,7 @@ pub mod error;
 mod extract;
 mod middleware;
 mod routes;
+pub mod server;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -261,6 +261,7 @@ pub struct Metrics {
     orders_rejected: Family<StaticLabel<1>, Counter>,
     cache_requests: Family<StaticLabel<2>, Counter>,
     circuit_breakers: Family<TargetLabel, Gauge>,
+    refused_connections: Family<StaticLabel<1>, Counter>,
     tokio_alive_tasks: Gauge,
     tokio_workers: Gauge,
     tokio_busy_ratio: FloatGauge,
@@ -440,6 +441,13 @@ impl Metrics {
             "State of the circuit breaker of an outbound target (0 closed, 1 half-open, 2 open)",
             circuit_breakers.clone(),
         );
+        let refused_connections = Family::<StaticLabel<1>, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "API connections answered 503 and closed at once, by the cap they hit \
+             (max_connections, max_connections_per_client)",
+            refused_connections.clone(),
+        );
         let tokio_alive_tasks = Gauge::default();
         registry.register(
             "tokio_alive_tasks",
@@ -482,6 +490,7 @@ impl Metrics {
             orders_rejected,
             cache_requests,
             circuit_breakers,
+            refused_connections,
             tokio_alive_tasks,
             tokio_workers,
             tokio_busy_ratio,
@@ -599,6 +608,14 @@ pub fn set_circuit_breaker_state(target: &str, state: i64) {
     breakers
         .get_or_create(&TargetLabel(target.to_owned()))
         .set(state);
+}
+
+/// Counts one API connection refused at the cap `reason`.
+pub fn count_refused_connection(reason: &'static str) {
+    global()
+        .refused_connections
+        .get_or_create(&StaticLabel([(labels::REASON, reason)]))
+        .inc();
 }
 
 /// Counts one relay round's outcome.
