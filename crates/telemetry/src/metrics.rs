@@ -7,6 +7,8 @@
 //! - Errors and panics: `errors_total{error_kind}` ([`count_error`]), `panics_total`.
 //! - Business: `orders_created_total`, `orders_cancelled_total`, `orders_rejected_total{reason}`.
 //! - Cache: `cache_requests_total{cache, result}`.
+//! - Admission: `rate_limited_requests_total`, `shed_requests_total{reason}` (`max_in_flight`,
+//!   `overload`).
 //! - Async runtime health: `tokio_alive_tasks`, `tokio_workers`, `tokio_busy_ratio`,
 //!   `tokio_global_queue_depth`, sampled every second by [`spawn_runtime_sampler`].
 //! - Process (Linux): `process_resident_memory_bytes`, `process_cpu_seconds_total`,
@@ -250,6 +252,8 @@ pub struct Metrics {
     orders_cancelled: Counter,
     orders_rejected: Family<StaticLabel<1>, Counter>,
     cache_requests: Family<StaticLabel<2>, Counter>,
+    rate_limited_requests: Counter,
+    shed_requests: Family<StaticLabel<1>, Counter>,
     tokio_alive_tasks: Gauge,
     tokio_workers: Gauge,
     tokio_busy_ratio: FloatGauge,
@@ -423,6 +427,21 @@ impl Metrics {
             "Cache lookups by cache (local, redis) and result (hit, miss, absent, error)",
             cache_requests.clone(),
         );
+        let rate_limited_requests = Counter::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused because their caller spent its rate limit (HTTP 429, gRPC \
+             RESOURCE_EXHAUSTED)",
+            rate_limited_requests.clone(),
+        );
+        let shed_requests = Family::<StaticLabel<1>, Counter>::default();
+        registry.register(
+            "shed_requests",
+            "Requests refused at once to protect the process (HTTP 503, gRPC UNAVAILABLE), by \
+             reason: max_in_flight (ORDO_MAX_IN_FLIGHT reached) or overload (CPU over its \
+             threshold and more requests in progress than the measured capacity)",
+            shed_requests.clone(),
+        );
         let tokio_alive_tasks = Gauge::default();
         registry.register(
             "tokio_alive_tasks",
@@ -464,6 +483,8 @@ impl Metrics {
             orders_cancelled,
             orders_rejected,
             cache_requests,
+            rate_limited_requests,
+            shed_requests,
             tokio_alive_tasks,
             tokio_workers,
             tokio_busy_ratio,
@@ -571,6 +592,19 @@ pub fn count_cache_request(cache: &'static str, result: &'static str) {
     global()
         .cache_requests
         .get_or_create(&StaticLabel([("cache", cache), ("result", result)]))
+        .inc();
+}
+
+/// Counts one request refused by its caller's rate limit.
+pub fn count_rate_limited_request() {
+    global().rate_limited_requests.inc();
+}
+
+/// Counts one request shed; `reason` is `max_in_flight` or `overload`.
+pub fn count_shed_request(reason: &'static str) {
+    global()
+        .shed_requests
+        .get_or_create(&StaticLabel([(labels::REASON, reason)]))
         .inc();
 }
 
