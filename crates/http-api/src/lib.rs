@@ -35,6 +35,9 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// `ORDO_API_KEYS`; empty: open. Payment callbacks (signed) and `/openapi.json` are open.
     pub api_keys: ApiKeys,
+    /// Load shedding and rate limits, shared with the gRPC server. Payment callbacks pass
+    /// without.
+    pub admission: ordo_admission::Admission,
 }
 
 #[derive(OpenApi)]
@@ -103,6 +106,7 @@ fn with_edge_layers(router: Router, limits: HttpLimits) -> Router {
                 middleware::Edge {
                     timeout: limits.request_timeout,
                     api_keys: limits.api_keys,
+                    admission: limits.admission,
                 },
                 middleware::serve_request,
             ))
@@ -123,6 +127,7 @@ mod tests {
             max_body_bytes: 1024,
             request_timeout: Duration::from_millis(200),
             api_keys: ApiKeys::default(),
+            admission: ordo_admission::Admission::default(),
         }
     }
 
