@@ -70,9 +70,7 @@ pub(crate) async fn serve_request(
         .as_ref()
         .is_some_and(|r| OPEN_ROUTES.contains(&r.as_str()));
     let authorized = open || edge.api_keys.admits(request.headers());
-    let admitted = !route
-        .as_ref()
-        .is_some_and(|r| r.as_str() == CALLBACKS_ROUTE);
+    let admitted = route.as_ref().is_none_or(|r| r.as_str() != CALLBACKS_ROUTE);
 
     let mut response = async move {
         if !authorized {
