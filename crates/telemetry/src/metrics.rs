@@ -950,6 +950,7 @@ mod tests {
         );
         observe_db("sqlite", "create_order", 0.0004);
         count_error("invalid_argument");
+        count_shed_request("overload");
         let (content_type, openmetrics) = encode(true);
         assert_eq!(content_type, OPENMETRICS_TEXT);
         assert!(openmetrics.ends_with("# EOF\n"));
@@ -963,6 +964,8 @@ mod tests {
             "errors_total{error_kind=\"invalid_argument\"} 1",
             "# TYPE panics_total counter",
             "# TYPE tokio_busy_ratio gauge",
+            "# TYPE rate_limited_requests_total counter",
+            "shed_requests_total{reason=\"overload\"} 1",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
