@@ -142,9 +142,34 @@ pub struct Config {
     pub outbox_retry_base: Duration,
     /// The fulfillment pipeline: risk rules, carrier, retries, scheduling.
     pub fulfillment: FulfillmentConfig,
+    /// Requests in progress beyond which a new one is refused at once with `503`
+    /// (`ORDO_MAX_IN_FLIGHT`; default 1,024 per available core).
+    pub max_in_flight: usize,
+    /// Adaptive load shedding on CPU and latency (`ORDO_SHED_ADAPTIVE`, default on).
+    pub shed_adaptive: bool,
+    /// The CPU usage, per mille of this process's CPU quota, above which adaptive shedding may
+    /// drop requests (`ORDO_SHED_CPU_THRESHOLD`, 1 to 1000, default 900).
+    pub shed_cpu_threshold_permille: u32,
     /// The file the configuration came from; SIGHUP re-reads its [`LiveSettings`].
     pub file: Option<std::path::PathBuf>,
     pub live: LiveSettings,
+    /// The environment's values of the live settings that have one: a reload takes the file's
+    /// value, and this one where the file names none.
+    live_env: LiveEnv,
+}
+
+/// The `ORDO_*` variables behind [`LiveSettings`], kept as read at start-up.
+#[derive(Debug, Clone, Default)]
+struct LiveEnv {
+    rate_limit_per_second: Option<String>,
+    rate_limit_burst: Option<String>,
+}
+
+/// A token bucket per caller: `per_second` tokens added each second, at most `burst` kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -180,6 +205,12 @@ impl std::fmt::Debug for Config {
             .field("payment_timeout", &self.payment_timeout)
             .field("outbox_retry_base", &self.outbox_retry_base)
             .field("fulfillment", &self.fulfillment)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("shed_adaptive", &self.shed_adaptive)
+            .field(
+                "shed_cpu_threshold_permille",
+                &self.shed_cpu_threshold_permille,
+            )
             .field("file", &self.file)
             .field("live", &self.live)
             .finish()
@@ -208,6 +239,9 @@ pub struct LiveSettings {
     pub log_filter: Option<String>,
     /// Head-sampling ratio for new traces, 0..=1.
     pub trace_sampling_ratio: Option<f64>,
+    /// Requests per caller (API key, or client address without keys); `None`: no limit
+    /// (`ORDO_RATE_LIMIT_PER_SECOND`, `ORDO_RATE_LIMIT_BURST`; the burst defaults to the rate).
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,12 +308,31 @@ struct FileConfig {
     carrier_breaker_threshold: Option<u64>,
     carrier_breaker_cooldown_ms: Option<u64>,
     pickup_lead_secs: Option<u64>,
+    max_in_flight: Option<u64>,
+    shed_adaptive: Option<bool>,
+    shed_cpu_threshold: Option<u64>,
     log_filter: Option<String>,
     trace_sampling_ratio: Option<f64>,
+    rate_limit_per_second: Option<u64>,
+    rate_limit_burst: Option<u64>,
 }
 
 impl FileConfig {
-    fn live(&self) -> Result<LiveSettings, ConfigError> {
+    /// The live settings of this file and `env`: at start-up the environment wins
+    /// (`env_first`), on a reload the file does, as for the log filter.
+    fn live(&self, env: &LiveEnv, env_first: bool) -> Result<LiveSettings, ConfigError> {
+        let choose = |from_env: &Option<String>, from_file: Option<u64>| {
+            let from_file = from_file.map(|v| v.to_string());
+            if env_first {
+                from_env.clone().or(from_file)
+            } else {
+                from_file.or_else(|| from_env.clone())
+            }
+        };
+        let rate_limit = parse_rate_limit(
+            choose(&env.rate_limit_per_second, self.rate_limit_per_second),
+            choose(&env.rate_limit_burst, self.rate_limit_burst),
+        )?;
         if let Some(ratio) = self.trace_sampling_ratio
             && !(0.0..=1.0).contains(&ratio)
         {
@@ -291,6 +344,7 @@ impl FileConfig {
         Ok(LiveSettings {
             log_filter: self.log_filter.clone(),
             trace_sampling_ratio: self.trace_sampling_ratio,
+            rate_limit,
         })
     }
 }
@@ -306,7 +360,11 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let live = file_config.live()?;
+        let live_env = LiveEnv {
+            rate_limit_per_second: env("ORDO_RATE_LIMIT_PER_SECOND").filter(|v| !v.is_empty()),
+            rate_limit_burst: env("ORDO_RATE_LIMIT_BURST").filter(|v| !v.is_empty()),
+        };
+        let live = file_config.live(&live_env, true)?;
         // Each key: environment first, then file, then default.
         let pick = |name: &'static str, from_file: Option<String>| -> Option<String> {
             env(name).filter(|v| !v.is_empty()).or(from_file)
@@ -388,6 +446,34 @@ impl Config {
             peers,
             grpc_advertise_addr: pick("ORDO_GRPC_ADVERTISE_ADDR", file_config.grpc_advertise_addr),
             live,
+            live_env,
+            max_in_flight: match number("ORDO_MAX_IN_FLIGHT", file_config.max_in_flight, 0)? {
+                // Enough for any healthy load (a request in progress costs little memory), yet
+                // a bound a flood reaches long before the process runs out of memory.
+                0 => {
+                    1024 * std::thread::available_parallelism()
+                        .map(usize::from)
+                        .unwrap_or(1)
+                }
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            shed_adaptive: match pick("ORDO_SHED_ADAPTIVE", None) {
+                Some(raw) => parse_bool("ORDO_SHED_ADAPTIVE", &raw)?,
+                None => file_config.shed_adaptive.unwrap_or(true),
+            },
+            shed_cpu_threshold_permille: match number(
+                "ORDO_SHED_CPU_THRESHOLD",
+                file_config.shed_cpu_threshold,
+                900,
+            )? {
+                n @ 1..=1000 => n as u32,
+                n => {
+                    return Err(ConfigError::Invalid {
+                        name: "ORDO_SHED_CPU_THRESHOLD",
+                        reason: format!("{n} is not per mille in 1..=1000"),
+                    });
+                }
+            },
             profile,
             http_addr: addr("ORDO_HTTP_ADDR", file_config.http_addr, "127.0.0.1:8080")?,
             grpc_addr: addr("ORDO_GRPC_ADDR", file_config.grpc_addr, "127.0.0.1:50051")?,
@@ -527,7 +613,7 @@ impl Config {
     pub fn reload_live(&self) -> Result<Option<LiveSettings>, ConfigError> {
         self.file
             .as_deref()
-            .map(|path| read_file(path)?.live())
+            .map(|path| read_file(path)?.live(&self.live_env, false))
             .transpose()
     }
 
@@ -670,6 +756,52 @@ fn parse_velocity(raw: Option<String>) -> Result<(i64, i64), ConfigError> {
             name: "ORDO_RISK_VELOCITY",
             reason: format!("{raw:?} is not count/seconds"),
         })
+}
+
+/// `ORDO_RATE_LIMIT_PER_SECOND` and `ORDO_RATE_LIMIT_BURST`: both unset is no limit; a burst
+/// without a rate is a mistake, not a silent "no limit".
+fn parse_rate_limit(
+    per_second: Option<String>,
+    burst: Option<String>,
+) -> Result<Option<RateLimit>, ConfigError> {
+    let positive = |name: &'static str, raw: &str| {
+        raw.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ConfigError::Invalid {
+                name,
+                reason: format!("{raw:?} is not a whole number from 1 to {}", u32::MAX),
+            })
+    };
+    let burst = burst
+        .map(|raw| positive("ORDO_RATE_LIMIT_BURST", &raw))
+        .transpose()?;
+    let Some(per_second) = per_second else {
+        return match burst {
+            None => Ok(None),
+            Some(_) => Err(ConfigError::Invalid {
+                name: "ORDO_RATE_LIMIT_BURST",
+                reason: "is set without ORDO_RATE_LIMIT_PER_SECOND".to_owned(),
+            }),
+        };
+    };
+    let per_second = positive("ORDO_RATE_LIMIT_PER_SECOND", &per_second)?;
+    Ok(Some(RateLimit {
+        per_second,
+        burst: burst.unwrap_or(per_second),
+    }))
+}
+
+fn parse_bool(name: &'static str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            name,
+            reason: format!("{raw:?} is neither true nor false"),
+        }),
+    }
 }
 
 fn parse_profile(raw: &str) -> Result<Profile, ConfigError> {
@@ -822,6 +954,93 @@ mod tests {
         assert_eq!(live.trace_sampling_ratio, Some(0.25));
         std::fs::write(&path, "trace_sampling_ratio = 2.0\n").unwrap();
         assert!(config.reload_live().is_err());
+    }
+
+    #[test]
+    fn rate_limits_come_from_env_or_file_and_a_reload_takes_the_file() {
+        assert_eq!(Config::load(None, env(&[])).unwrap().live.rate_limit, None);
+        let config = Config::load(None, env(&[("ORDO_RATE_LIMIT_PER_SECOND", "5")])).unwrap();
+        assert_eq!(
+            config.live.rate_limit,
+            Some(RateLimit {
+                per_second: 5,
+                burst: 5
+            })
+        );
+        for (name, bad) in [
+            ("ORDO_RATE_LIMIT_PER_SECOND", "0"),
+            ("ORDO_RATE_LIMIT_PER_SECOND", "-3"),
+            ("ORDO_RATE_LIMIT_PER_SECOND", "1.5"),
+            ("ORDO_RATE_LIMIT_BURST", "7"),
+        ] {
+            let err = Config::load(None, env(&[(name, bad)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
+        }
+
+        let dir = std::env::temp_dir().join(format!("ordo-config-rate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ordo.toml");
+        std::fs::write(&path, "rate_limit_per_second = 10\nrate_limit_burst = 20\n").unwrap();
+        let config = Config::load(Some(&path), env(&[("ORDO_RATE_LIMIT_BURST", "30")])).unwrap();
+        // Start-up: the environment wins.
+        assert_eq!(
+            config.live.rate_limit,
+            Some(RateLimit {
+                per_second: 10,
+                burst: 30
+            })
+        );
+        // Reload: the file wins; what it leaves out keeps the environment's value.
+        std::fs::write(&path, "rate_limit_per_second = 2\n").unwrap();
+        let live = config.reload_live().unwrap().unwrap();
+        assert_eq!(
+            live.rate_limit,
+            Some(RateLimit {
+                per_second: 2,
+                burst: 30
+            })
+        );
+        std::fs::write(&path, "rate_limit_per_second = 2\nrate_limit_burst = 4\n").unwrap();
+        let live = config.reload_live().unwrap().unwrap();
+        assert_eq!(
+            live.rate_limit,
+            Some(RateLimit {
+                per_second: 2,
+                burst: 4
+            })
+        );
+        std::fs::write(&path, "rate_limit_per_second = 0\n").unwrap();
+        assert!(config.reload_live().is_err());
+    }
+
+    #[test]
+    fn shedding_has_machine_sized_defaults_and_checked_values() {
+        let config = Config::load(None, env(&[])).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(config.max_in_flight, 1024 * cores);
+        assert!(config.shed_adaptive);
+        assert_eq!(config.shed_cpu_threshold_permille, 900);
+        let config = Config::load(
+            None,
+            env(&[
+                ("ORDO_MAX_IN_FLIGHT", "1"),
+                ("ORDO_SHED_ADAPTIVE", "false"),
+                ("ORDO_SHED_CPU_THRESHOLD", "750"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.max_in_flight, 1);
+        assert!(!config.shed_adaptive);
+        assert_eq!(config.shed_cpu_threshold_permille, 750);
+        for (name, bad) in [
+            ("ORDO_SHED_CPU_THRESHOLD", "0"),
+            ("ORDO_SHED_CPU_THRESHOLD", "1001"),
+            ("ORDO_SHED_ADAPTIVE", "maybe"),
+            ("ORDO_MAX_IN_FLIGHT", "many"),
+        ] {
+            let err = Config::load(None, env(&[(name, bad)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
+        }
     }
 
     #[test]

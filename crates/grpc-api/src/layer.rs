@@ -1,6 +1,8 @@
 //! The tower layer every gRPC call passes (health, reflection and gRPC-Web calls included):
 //! the SERVER span (a child of a valid incoming `traceparent` in the metadata, through the
-//! propagation module), API-key authentication, the deadline (`grpc-timeout`, capped by the
+//! propagation module), API-key authentication, admission (load shedding → UNAVAILABLE, the
+//! caller's rate limit → RESOURCE_EXHAUSTED, both with `retry-after` in seconds; health and
+//! payment callbacks are exempt), the deadline (`grpc-timeout`, capped by the
 //! request timeout), the `traceparent` response metadata, and the call's telemetry when its
 //! status is known — from the trailers, at the end of the response body: the span's
 //! `rpc.grpc.status_code`, `rpc_server_duration_seconds` by service, method and code (with the
@@ -13,6 +15,7 @@ use crate::error::{ERROR_CODE_KEY, status_of};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame};
+use ordo_admission::{Admission, Caller, Rejection};
 use ordo_domain::{Error, ErrorKind};
 use ordo_service::auth::ApiKeys;
 use ordo_telemetry::metrics::{self, OTHER_RPC, RpcLabels, TraceExemplar, labels};
@@ -30,6 +33,12 @@ const OPEN_PATHS: [&str; 2] = [
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
 ];
+/// Never shed nor limited: probes, and payment callbacks (a provider's retry is no substitute).
+const UNLIMITED_PATHS: [&str; 3] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/ordo.v1.PaymentsService/PaymentCallback",
+];
 /// Kept from the caller's deadline to answer DEADLINE_EXCEEDED before the caller gives up.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
@@ -42,6 +51,7 @@ pub struct GrpcServerLayer {
 struct Shared {
     keys: ApiKeys,
     request_timeout: Duration,
+    admission: Admission,
     /// `/package.Service/Method` → (service, method): the label values, bounded to the methods
     /// served; any other path is `_OTHER`.
     methods: HashMap<String, (&'static str, &'static str)>,
@@ -52,6 +62,7 @@ impl GrpcServerLayer {
     pub fn new<'a>(
         keys: ApiKeys,
         request_timeout: Duration,
+        admission: Admission,
         methods: impl IntoIterator<Item = &'a str>,
     ) -> Self {
         let methods = methods
@@ -67,6 +78,7 @@ impl GrpcServerLayer {
             shared: Arc::new(Shared {
                 keys,
                 request_timeout,
+                admission,
                 methods,
             }),
         }
@@ -141,6 +153,7 @@ where
             finished: false,
         };
         let authorized = OPEN_PATHS.contains(&path) || shared.keys.admits(request.headers());
+        let admitted = !UNLIMITED_PATHS.contains(&path);
         let timeout = grpc_timeout(request.headers())
             .map(|t| t.saturating_sub(DEADLINE_MARGIN))
             .map_or(shared.request_timeout, |t| t.min(shared.request_timeout));
@@ -152,10 +165,27 @@ where
                         "a valid API key is required (x-api-key or authorization: Bearer)",
                     ))
                 } else {
+                    let ticket = match admitted {
+                        true => {
+                            let caller = match shared.keys.caller_key(request.headers()) {
+                                Some(key) => Caller::ApiKey(key),
+                                None => request
+                                    .extensions()
+                                    .get::<tonic::transport::server::TcpConnectInfo>()
+                                    .and_then(|info| info.remote_addr())
+                                    .map_or(Caller::Unknown, |peer| Caller::Address(peer.ip())),
+                            };
+                            match shared.admission.admit(caller).await {
+                                Ok(ticket) => Some(ticket),
+                                Err(rejection) => return Ok(call.observe(refused(rejection))),
+                            }
+                        }
+                        false => None,
+                    };
                     let late = |what: String| {
                         error_response(Error::new(ErrorKind::DeadlineExceeded, what))
                     };
-                    if timeout.is_zero() {
+                    let response = if timeout.is_zero() {
                         // A deadline already spent starts no work at all.
                         late("the call's deadline had passed before it began".to_owned())
                     } else {
@@ -168,7 +198,19 @@ where
                                 timeout.as_millis()
                             )),
                         }
+                    };
+                    if let Some(ticket) = ticket {
+                        // A status in the headers (a trailers-only answer) is known now; a
+                        // streamed answer counts as served.
+                        let fault = response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse().ok())
+                            .is_some_and(is_server_fault);
+                        ticket.finish(!fault);
                     }
+                    response
                 };
                 Ok(call.observe(response))
             }
@@ -179,6 +221,15 @@ where
 
 fn error_response(error: Error) -> Response<tonic::body::Body> {
     status_of(error).into_http()
+}
+
+/// A call admission turned away: its status, and `retry-after` (seconds) as HTTP has it.
+fn refused(rejection: Rejection) -> Response<tonic::body::Body> {
+    let mut response = error_response(rejection.error());
+    response
+        .headers_mut()
+        .insert("retry-after", rejection.retry_after_secs().into());
+    response
 }
 
 /// The caller's `grpc-timeout` (`<up to 8 digits><H|M|S|m|u|n>`); absent or malformed: none.

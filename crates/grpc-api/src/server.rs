@@ -32,6 +32,8 @@ pub struct GrpcServerConfig {
     pub max_message_bytes: usize,
     /// Origins browsers may call gRPC-Web from (`*`: any); empty: same origin only.
     pub cors_allowed_origins: Vec<String>,
+    /// Load shedding and rate limits, shared with the HTTP edge.
+    pub admission: ordo_admission::Admission,
 }
 
 /// The names of the services this server has, as health reports them ("" is the server).
@@ -98,6 +100,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header("ordo-error-code"),
             header("idempotent-replayed"),
             header("traceparent"),
+            header("retry-after"),
         ])
         .max_age(Duration::from_secs(600))
 }
@@ -186,6 +189,7 @@ pub async fn serve(
         .layer(GrpcServerLayer::new(
             config.api_keys,
             config.request_timeout,
+            config.admission,
             methods.iter().map(String::as_str),
         ))
         .add_routes(routes)

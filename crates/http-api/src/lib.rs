@@ -37,6 +37,9 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// `ORDO_API_KEYS`; empty: open. Payment callbacks (signed) and `/openapi.json` are open.
     pub api_keys: ApiKeys,
+    /// Load shedding and rate limits, shared with the gRPC server. Payment callbacks pass
+    /// without.
+    pub admission: ordo_admission::Admission,
 }
 
 #[derive(OpenApi)]
@@ -105,6 +108,7 @@ fn with_edge_layers(router: Router, limits: HttpLimits) -> Router {
                 middleware::Edge {
                     timeout: limits.request_timeout,
                     api_keys: limits.api_keys,
+                    admission: limits.admission,
                 },
                 middleware::serve_request,
             ))
@@ -125,6 +129,7 @@ mod tests {
             max_body_bytes: 1024,
             request_timeout: Duration::from_millis(200),
             api_keys: ApiKeys::default(),
+            admission: ordo_admission::Admission::default(),
         }
     }
 
@@ -166,6 +171,92 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    fn admission(
+        rate_limit: Option<(u32, u32)>,
+        max_in_flight: usize,
+    ) -> ordo_admission::Admission {
+        ordo_admission::Admission::new(
+            ordo_admission::AdmissionSettings {
+                rate_limit: rate_limit
+                    .map(|(per_second, burst)| ordo_admission::RateLimit { per_second, burst }),
+                max_in_flight,
+                adaptive_cpu_threshold_permille: None,
+            },
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_caller_over_its_rate_limit_gets_429_with_retry_after_and_callbacks_pass() {
+        let app = with_edge_layers(
+            Router::new()
+                .route("/fine", get(|| async { "fine" }))
+                .route("/v1/payments/callbacks/{provider}", get(|| async { "ack" })),
+            HttpLimits {
+                admission: admission(Some((1, 2)), usize::MAX),
+                ..limits()
+            },
+        );
+        let get_status = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                app.oneshot(Request::get(path).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(get_status("/fine").await.status(), StatusCode::OK);
+        assert_eq!(get_status("/fine").await.status(), StatusCode::OK);
+        let limited = get_status("/fine").await;
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[http::header::RETRY_AFTER], "1");
+        assert_eq!(body_json(limited).await["error"]["code"], "rate_limited");
+        for _ in 0..5 {
+            let callback = get_status("/v1/payments/callbacks/sandbox").await;
+            assert_eq!(callback.status(), StatusCode::OK);
+        }
+    }
+
+    #[tokio::test]
+    async fn past_max_in_flight_a_request_gets_503_with_retry_after_at_once() {
+        let admission = admission(None, 1);
+        let app = with_edge_layers(
+            Router::new().route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            ),
+            HttpLimits {
+                admission: admission.clone(),
+                request_timeout: Duration::from_secs(120),
+                ..limits()
+            },
+        );
+        let first = tokio::spawn(
+            app.clone()
+                .oneshot(Request::get("/slow").body(Body::empty()).unwrap()),
+        );
+        while admission.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let shed = tokio::time::timeout(
+            Duration::from_secs(1),
+            app.oneshot(Request::get("/slow").body(Body::empty()).unwrap()),
+        )
+        .await
+        .expect("a shed request answers at once")
+        .unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()[http::header::RETRY_AFTER], "1");
+        assert_eq!(body_json(shed).await["error"]["code"], "unavailable");
+        // A cancelled request leaves the count.
+        first.abort();
+        let _ = first.await;
+        assert_eq!(admission.in_flight(), 0);
     }
 
     #[tokio::test]

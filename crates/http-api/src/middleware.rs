@@ -1,14 +1,17 @@
 //! The cross-cutting layer every request goes through: the SERVER span (a child of a valid
-//! incoming `traceparent`), the request deadline, the error body for statuses axum produces
-//! itself (405), the `traceparent` response header, and the request's telemetry: the duration
-//! histogram (with the trace as exemplar), `errors_total` and one access log line.
+//! incoming `traceparent`), API keys, admission (load shedding and the caller's rate limit,
+//! decided by `ordo_admission`; a refusal carries `Retry-After`), the request deadline, the
+//! error body for statuses axum produces itself (405), the `traceparent` response header, and
+//! the request's telemetry: the duration histogram (with the trace as exemplar),
+//! `errors_total` and one access log line.
 
 use crate::error::ApiError;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use http::header::{CONTENT_TYPE, HeaderName};
+use http::header::{CONTENT_TYPE, HeaderName, RETRY_AFTER};
+use ordo_admission::{Admission, Caller, Rejection};
 use ordo_domain::{Error, ErrorKind};
 use ordo_service::auth::ApiKeys;
 use ordo_telemetry::metrics::{self, HttpLabels, TraceExemplar, labels};
@@ -20,13 +23,17 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Routes served without an API key: payment callbacks authenticate by their signature, and
 /// the API's description is public.
-const OPEN_ROUTES: [&str; 2] = ["/v1/payments/callbacks/{provider}", "/openapi.json"];
+const OPEN_ROUTES: [&str; 2] = [CALLBACKS_ROUTE, "/openapi.json"];
+/// Never shed nor limited: a provider's callback refused would be retried later at best, and a
+/// payment's outcome must not wait on our load.
+const CALLBACKS_ROUTE: &str = "/v1/payments/callbacks/{provider}";
 
 /// The middleware's settings.
 #[derive(Clone)]
 pub(crate) struct Edge {
     pub timeout: Duration,
     pub api_keys: ApiKeys,
+    pub admission: Admission,
 }
 
 pub(crate) async fn serve_request(
@@ -63,6 +70,7 @@ pub(crate) async fn serve_request(
         .as_ref()
         .is_some_and(|r| OPEN_ROUTES.contains(&r.as_str()));
     let authorized = open || edge.api_keys.admits(request.headers());
+    let admitted = route.as_ref().is_none_or(|r| r.as_str() != CALLBACKS_ROUTE);
 
     let mut response = async move {
         if !authorized {
@@ -72,6 +80,22 @@ pub(crate) async fn serve_request(
             ))
             .into_response();
         }
+        let ticket = match admitted {
+            true => {
+                let caller = match edge.api_keys.caller_key(request.headers()) {
+                    Some(key) => Caller::ApiKey(key),
+                    None => request
+                        .extensions()
+                        .get::<ConnectInfo<std::net::SocketAddr>>()
+                        .map_or(Caller::Unknown, |peer| Caller::Address(peer.0.ip())),
+                };
+                match edge.admission.admit(caller).await {
+                    Ok(ticket) => Some(ticket),
+                    Err(rejection) => return refused(rejection),
+                }
+            }
+            false => None,
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         let handled = ordo_service::deadline::within(deadline, next.run(request));
         let response = match tokio::time::timeout_at(deadline, handled).await {
@@ -82,6 +106,9 @@ pub(crate) async fn serve_request(
             ))
             .into_response(),
         };
+        if let Some(ticket) = ticket {
+            ticket.finish(!response.status().is_server_error());
+        }
         // axum answers a wrong method itself, with an empty body; give it the contract's body.
         if response.status() == StatusCode::METHOD_NOT_ALLOWED
             && !response.headers().contains_key(CONTENT_TYPE)
@@ -138,6 +165,15 @@ pub(crate) async fn serve_request(
             "request"
         )
     });
+    response
+}
+
+/// A request admission turned away: the error body of its kind, and when to come back.
+fn refused(rejection: Rejection) -> Response {
+    let mut response = ApiError(rejection.error()).into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, rejection.retry_after_secs().into());
     response
 }
 

@@ -5,11 +5,13 @@
 //! - `serve`: start-up in an explicit order (config → telemetry → database → migrations →
 //!   listeners → ready), and the admin endpoints.
 //! - `shutdown`: signals and the bounded drain.
+//! - `redis`: the Redis connection (optional; shared rate limits, the cache).
 //! - `loadgen`: the load generator, a client of a running instance.
 
 mod admin;
 mod cli;
 mod loadgen;
+mod redis;
 mod serve;
 mod shutdown;
 

@@ -144,6 +144,16 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let api_keys = ApiKeys::new(&config.api_keys);
+    let admission = ordo_admission::Admission::new(
+        ordo_admission::AdmissionSettings {
+            rate_limit: config.live.rate_limit.map(rate_limit),
+            max_in_flight: config.max_in_flight,
+            adaptive_cpu_threshold_permille: config
+                .shed_adaptive
+                .then_some(config.shed_cpu_threshold_permille),
+        },
+        crate::redis::connect_redis(config.redis_url.as_deref()).await,
+    );
 
     let draining = Arc::new(AtomicBool::new(false));
     let admin = admin::router(AdminState {
@@ -162,6 +172,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: config.request_timeout,
                 api_keys: api_keys.clone(),
+                admission: admission.clone(),
             },
         );
         tokio::spawn(
@@ -170,7 +181,8 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
                     // Small JSON responses: do not wait to coalesce them.
                     let _ = tcp.set_nodelay(true);
                 }),
-                router,
+                // The client's address: the rate limit's caller when API keys are off.
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .into_future(),
@@ -184,6 +196,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
             request_timeout: config.request_timeout,
             max_message_bytes: config.max_body_bytes,
             cors_allowed_origins: config.cors_allowed_origins.clone(),
+            admission: admission.clone(),
         },
         token.clone().cancelled_owned(),
     ));
@@ -223,7 +236,11 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         "ordo is ready"
     );
 
-    let reloader = tokio::spawn(shutdown::reload_on_sighup(config.clone(), reload));
+    let reloader = tokio::spawn(shutdown::reload_on_sighup(
+        config.clone(),
+        reload,
+        admission,
+    ));
     shutdown::signal().await;
     reloader.abort();
     // Leave discovery first, so peers stop sending before this process stops accepting.
@@ -445,6 +462,14 @@ async fn start_transport(
         "event transport ready"
     );
     Ok(started)
+}
+
+/// The configuration's rate limit as admission takes it.
+pub(crate) fn rate_limit(limit: ordo_config::RateLimit) -> ordo_admission::RateLimit {
+    ordo_admission::RateLimit {
+        per_second: limit.per_second,
+        burst: limit.burst,
+    }
 }
 
 fn fulfillment_settings(config: &ordo_config::FulfillmentConfig) -> FulfillmentSettings {

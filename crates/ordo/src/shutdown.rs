@@ -1,5 +1,6 @@
 //! Signals: which ones stop ordo, the bounded wait for in-flight work, and SIGHUP, which
-//! reloads the live settings (log filter, sampling ratio) from the configuration file.
+//! reloads the live settings (log filter, sampling ratio, rate limits) from the configuration
+//! file.
 
 use std::future::Future;
 use std::time::Duration;
@@ -47,7 +48,11 @@ pub async fn drain(
 
 /// Applies the configuration file's live settings on every SIGHUP until aborted. A file that
 /// does not parse changes nothing and says why.
-pub async fn reload_on_sighup(config: ordo_config::Config, handle: ordo_telemetry::ReloadHandle) {
+pub async fn reload_on_sighup(
+    config: ordo_config::Config,
+    handle: ordo_telemetry::ReloadHandle,
+    admission: ordo_admission::Admission,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -60,17 +65,21 @@ pub async fn reload_on_sighup(config: ordo_config::Config, handle: ordo_telemetr
         };
         while hangups.recv().await.is_some() {
             match config.reload_live() {
-                Ok(Some(live)) => apply(&handle, &live),
+                Ok(Some(live)) => apply(&handle, &admission, &live),
                 Ok(None) => tracing::warn!("SIGHUP: no configuration file to reload (--config)"),
                 Err(error) => tracing::error!(%error, "SIGHUP: configuration not reloaded"),
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = (config, handle);
+    let _ = (config, handle, admission);
 }
 
-fn apply(handle: &ordo_telemetry::ReloadHandle, live: &ordo_config::LiveSettings) {
+fn apply(
+    handle: &ordo_telemetry::ReloadHandle,
+    admission: &ordo_admission::Admission,
+    live: &ordo_config::LiveSettings,
+) {
     let filter = live.log_filter.as_deref().unwrap_or("info");
     if let Err(error) = handle.set_log_filter(filter) {
         tracing::error!(%error, "SIGHUP: log filter not changed");
@@ -80,9 +89,12 @@ fn apply(handle: &ordo_telemetry::ReloadHandle, live: &ordo_config::LiveSettings
     {
         tracing::error!(%error, "SIGHUP: sampling ratio not changed");
     }
+    admission.set_rate_limit(live.rate_limit.map(crate::serve::rate_limit));
     tracing::warn!(
         log_filter = filter,
         trace_sampling_ratio = live.trace_sampling_ratio,
+        rate_limit_per_second = live.rate_limit.map(|l| l.per_second),
+        rate_limit_burst = live.rate_limit.map(|l| l.burst),
         "configuration reloaded"
     );
 }

@@ -37,17 +37,7 @@ impl ApiKeys {
         if !self.enforced() {
             return true;
         }
-        let presented = headers
-            .get("x-api-key")
-            .map(http::HeaderValue::as_bytes)
-            .or_else(|| {
-                let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
-                value
-                    .get(..7)
-                    .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-                    .map(|_| value[7..].trim_ascii())
-            });
-        let Some(presented) = presented else {
+        let Some(presented) = presented(headers) else {
             return false;
         };
         // Every key is compared, match or not.
@@ -58,6 +48,26 @@ impl ApiKeys {
             })
             .into()
     }
+
+    /// The key a request presents when keys are enforced: after [`ApiKeys::admits`], the key
+    /// it was admitted with (rate limits are per key). `None` when the API is open.
+    pub fn caller_key<'h>(&self, headers: &'h http::HeaderMap) -> Option<&'h [u8]> {
+        self.enforced().then(|| presented(headers)).flatten()
+    }
+}
+
+/// The key in `x-api-key`, else in `authorization: Bearer`.
+fn presented(headers: &http::HeaderMap) -> Option<&[u8]> {
+    headers
+        .get("x-api-key")
+        .map(http::HeaderValue::as_bytes)
+        .or_else(|| {
+            let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+            value
+                .get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+                .map(|_| value[7..].trim_ascii())
+        })
 }
 
 #[cfg(test)]
@@ -93,6 +103,19 @@ mod tests {
         assert!(!keys.admits(&headers("x-api-key", "k-one2")));
         assert!(!keys.admits(&headers("authorization", "Basic k-one")));
         assert!(!keys.admits(&headers("authorization", "Bearer")));
+    }
+
+    #[test]
+    fn the_caller_key_is_the_presented_one_and_none_when_open() {
+        let keys = ApiKeys::new(&["k-one"]);
+        assert_eq!(
+            keys.caller_key(&headers("authorization", "Bearer k-one")),
+            Some(&b"k-one"[..])
+        );
+        assert_eq!(
+            ApiKeys::default().caller_key(&headers("x-api-key", "k-one")),
+            None
+        );
     }
 
     #[test]

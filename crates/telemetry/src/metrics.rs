@@ -7,6 +7,8 @@
 //! - Errors and panics: `errors_total{error_kind}` ([`count_error`]), `panics_total`.
 //! - Business: `orders_created_total`, `orders_cancelled_total`, `orders_rejected_total{reason}`.
 //! - Cache: `cache_requests_total{cache, result}`.
+//! - Admission: `rate_limited_requests_total`, `shed_requests_total{reason}` (`max_in_flight`,
+//!   `overload`).
 //! - Async runtime health: `tokio_alive_tasks`, `tokio_workers`, `tokio_busy_ratio`,
 //!   `tokio_global_queue_depth`, sampled every second by [`spawn_runtime_sampler`].
 //! - Process (Linux): `process_resident_memory_bytes`, `process_cpu_seconds_total`,
@@ -262,6 +264,8 @@ pub struct Metrics {
     cache_requests: Family<StaticLabel<2>, Counter>,
     circuit_breakers: Family<TargetLabel, Gauge>,
     refused_connections: Family<StaticLabel<1>, Counter>,
+    rate_limited_requests: Counter,
+    shed_requests: Family<StaticLabel<1>, Counter>,
     tokio_alive_tasks: Gauge,
     tokio_workers: Gauge,
     tokio_busy_ratio: FloatGauge,
@@ -448,6 +452,21 @@ impl Metrics {
              (max_connections, max_connections_per_client)",
             refused_connections.clone(),
         );
+        let rate_limited_requests = Counter::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused because their caller spent its rate limit (HTTP 429, gRPC \
+             RESOURCE_EXHAUSTED)",
+            rate_limited_requests.clone(),
+        );
+        let shed_requests = Family::<StaticLabel<1>, Counter>::default();
+        registry.register(
+            "shed_requests",
+            "Requests refused at once to protect the process (HTTP 503, gRPC UNAVAILABLE), by \
+             reason: max_in_flight (ORDO_MAX_IN_FLIGHT reached) or overload (CPU over its \
+             threshold and more requests in progress than the measured capacity)",
+            shed_requests.clone(),
+        );
         let tokio_alive_tasks = Gauge::default();
         registry.register(
             "tokio_alive_tasks",
@@ -491,6 +510,8 @@ impl Metrics {
             cache_requests,
             circuit_breakers,
             refused_connections,
+            rate_limited_requests,
+            shed_requests,
             tokio_alive_tasks,
             tokio_workers,
             tokio_busy_ratio,
@@ -614,6 +635,19 @@ pub fn set_circuit_breaker_state(target: &str, state: i64) {
 pub fn count_refused_connection(reason: &'static str) {
     global()
         .refused_connections
+        .get_or_create(&StaticLabel([(labels::REASON, reason)]))
+        .inc();
+}
+
+/// Counts one request refused by its caller's rate limit.
+pub fn count_rate_limited_request() {
+    global().rate_limited_requests.inc();
+}
+
+/// Counts one request shed; `reason` is `max_in_flight` or `overload`.
+pub fn count_shed_request(reason: &'static str) {
+    global()
+        .shed_requests
         .get_or_create(&StaticLabel([(labels::REASON, reason)]))
         .inc();
 }
@@ -960,6 +994,7 @@ mod tests {
         );
         observe_db("sqlite", "create_order", 0.0004);
         count_error("invalid_argument");
+        count_shed_request("overload");
         let (content_type, openmetrics) = encode(true);
         assert_eq!(content_type, OPENMETRICS_TEXT);
         assert!(openmetrics.ends_with("# EOF\n"));
@@ -973,6 +1008,8 @@ mod tests {
             "errors_total{error_kind=\"invalid_argument\"} 1",
             "# TYPE panics_total counter",
             "# TYPE tokio_busy_ratio gauge",
+            "# TYPE rate_limited_requests_total counter",
+            "shed_requests_total{reason=\"overload\"} 1",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
