@@ -145,6 +145,15 @@ pub struct Config {
     /// Requests in progress beyond which a new one is refused at once with `503`
     /// (`ORDO_MAX_IN_FLIGHT`; default 1,024 per available core).
     pub max_in_flight: usize,
+    /// Open API connections at most (`ORDO_MAX_CONNECTIONS`); `None`: sized from the
+    /// open-files limit at start-up.
+    pub max_connections: Option<usize>,
+    /// Open API connections of one client address at most
+    /// (`ORDO_MAX_CONNECTIONS_PER_CLIENT`); `None`: a quarter of the total.
+    pub max_connections_per_client: Option<usize>,
+    /// How long a request's headers may take to arrive, and a kept-alive connection may idle
+    /// (`ORDO_HEADER_READ_TIMEOUT_MS`, default 10,000).
+    pub header_read_timeout: Duration,
     /// Adaptive load shedding on CPU and latency (`ORDO_SHED_ADAPTIVE`, default on).
     pub shed_adaptive: bool,
     /// The CPU usage, per mille of this process's CPU quota, above which adaptive shedding may
@@ -206,6 +215,12 @@ impl std::fmt::Debug for Config {
             .field("outbox_retry_base", &self.outbox_retry_base)
             .field("fulfillment", &self.fulfillment)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_client",
+                &self.max_connections_per_client,
+            )
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("shed_adaptive", &self.shed_adaptive)
             .field(
                 "shed_cpu_threshold_permille",
@@ -309,6 +324,9 @@ struct FileConfig {
     carrier_breaker_cooldown_ms: Option<u64>,
     pickup_lead_secs: Option<u64>,
     max_in_flight: Option<u64>,
+    max_connections: Option<u64>,
+    max_connections_per_client: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
     shed_adaptive: Option<bool>,
     shed_cpu_threshold: Option<u64>,
     log_filter: Option<String>,
@@ -457,6 +475,28 @@ impl Config {
                 }
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
+            max_connections: match number("ORDO_MAX_CONNECTIONS", file_config.max_connections, 0)? {
+                0 => None,
+                n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            },
+            max_connections_per_client: match number(
+                "ORDO_MAX_CONNECTIONS_PER_CLIENT",
+                file_config.max_connections_per_client,
+                0,
+            )? {
+                0 => None,
+                n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            },
+            header_read_timeout: Duration::from_millis(
+                match number(
+                    "ORDO_HEADER_READ_TIMEOUT_MS",
+                    file_config.header_read_timeout_ms,
+                    10_000,
+                )? {
+                    0 => 10_000,
+                    n => n,
+                },
+            ),
             shed_adaptive: match pick("ORDO_SHED_ADAPTIVE", None) {
                 Some(raw) => parse_bool("ORDO_SHED_ADAPTIVE", &raw)?,
                 None => file_config.shed_adaptive.unwrap_or(true),

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the accept loop enforces.
@@ -114,12 +114,14 @@ impl Drop for Slot {
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown` completes, then drains.
+/// Accept errors are waited out, never returned (the result has the shape of the other
+/// servers').
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
-) {
+) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -164,26 +166,41 @@ pub async fn serve(
         };
         // Small JSON responses: do not wait to coalesce them.
         let _ = tcp.set_nodelay(true);
+        let header_read_timeout = limits.header_read_timeout;
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             tower::ServiceExt::oneshot(router.clone(), request)
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // hyper's header-read timeout starts with the first byte (before it, the builder
+            // is still finding out the protocol): a connection that sends nothing is closed
+            // after the same time.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_read_timeout, tcp.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let connection = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .into_owned();
             // A connection's errors (a reset, a header-read timeout) end only that connection.
-            let _ = connection.await;
+            let _ = watcher.watch(connection).await;
             drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+    Ok(())
 }
 
-/// The answer to a connection over the cap: `503` with the error body, then close.
+/// The answer to a connection over the cap: `503` with the error body, then close. What the
+/// client already sent is read and dropped for a moment first: closing a socket with unread
+/// input resets it, and the reset could destroy the answer before the client reads it.
 async fn refuse(mut tcp: TcpStream) {
     const BODY: &str = r#"{"error":{"code":"unavailable","message":"too many open connections; retry later","details":[],"trace_id":null}}"#;
     let response = format!(
@@ -191,11 +208,14 @@ async fn refuse(mut tcp: TcpStream) {
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()
     );
-    let write = async {
+    let answer = async {
         tcp.write_all(response.as_bytes()).await?;
-        tcp.shutdown().await
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while tcp.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), answer).await;
 }
 
 #[cfg(test)]

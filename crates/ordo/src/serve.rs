@@ -4,11 +4,11 @@
 use crate::admin::{self, AdminState};
 use crate::shutdown;
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use ordo_config::Config;
 use ordo_config::Role;
 use ordo_grpc_api::client::{RemoteCatalog, RemoteOrders, RemotePayments, RoleChannel};
 use ordo_http_api::HttpLimits;
+use ordo_http_api::server::ConnectionLimits;
 use ordo_outbox::consumer::ConsumerRunner;
 use ordo_outbox::{Relay, Wakeup};
 use ordo_service::auth::ApiKeys;
@@ -24,18 +24,36 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    match raise_open_files_limit() {
+    // The usual soft limit of 1,024 descriptors is a flood's easiest target: take the hard one.
+    let open_files = match raise_open_files_limit() {
         Ok((limit, Some(before))) => {
             tracing::info!(
                 limit,
                 before,
                 "raised the open-files limit to its hard limit"
-            )
+            );
+            limit
         }
-        Ok((_, None)) => {}
-        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
-    }
+        Ok((limit, None)) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-files limit");
+            1024
+        }
+    };
+    let connection_limits = {
+        let sized = ConnectionLimits::for_open_files(open_files);
+        let max_connections = config.max_connections.unwrap_or(sized.max_connections);
+        ConnectionLimits {
+            max_connections,
+            max_connections_per_client: config
+                .max_connections_per_client
+                .unwrap_or((max_connections / 4).max(16)),
+            header_read_timeout: config.header_read_timeout,
+        }
+    };
+    // One connection to Redis (optional: unreachable, a warning) for the read cache and the
+    // rate limits.
+    let redis = crate::redis::connect_redis(config.redis_url.as_deref()).await;
     let roles: BTreeSet<Role> = config.roles.iter().copied().collect();
     let runs = |role: Role| roles.contains(&role);
     // Every role but the edge works on the database; an edge-only process never opens it.
@@ -43,7 +61,9 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         .into_iter()
         .any(runs)
     {
-        let shared_cache = shared_cache(&config).await?;
+        let shared_cache = redis.clone().map(|connection| {
+            Arc::new(SharedCache::with_connection(connection, &redis_namespace()))
+        });
         let db = connect_database(&config, shared_cache).await?;
         db.migrate()
             .await
@@ -152,7 +172,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
                 .shed_adaptive
                 .then_some(config.shed_cpu_threshold_permille),
         },
-        crate::redis::connect_redis(config.redis_url.as_deref()).await,
+        redis,
     );
 
     let draining = Arc::new(AtomicBool::new(false));
@@ -175,18 +195,12 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
                 admission: admission.clone(),
             },
         );
-        tokio::spawn(
-            axum::serve(
-                listener.tap_io(|tcp| {
-                    // Small JSON responses: do not wait to coalesce them.
-                    let _ = tcp.set_nodelay(true);
-                }),
-                // The client's address: the rate limit's caller when API keys are off.
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .into_future(),
-        )
+        tokio::spawn(ordo_http_api::server::serve(
+            listener,
+            router,
+            connection_limits,
+            token.clone().cancelled_owned(),
+        ))
     });
     let grpc_server = tokio::spawn(ordo_grpc_api::serve(
         grpc_listener,
@@ -389,24 +403,7 @@ impl Faces<'_> {
     }
 }
 
-/// The Redis read cache named by `ORDO_REDIS_URL`, if any. Redis is optional: unreachable, it
-/// is named in a warning and ordo starts anyway (reads go to the database until it answers).
-pub async fn shared_cache(config: &Config) -> anyhow::Result<Option<Arc<SharedCache>>> {
-    let Some(url) = config.redis_url.as_deref() else {
-        return Ok(None);
-    };
-    let shared = SharedCache::new(url, &redis_namespace()).context("ORDO_REDIS_URL")?;
-    if let Err(error) = shared.ping().await {
-        tracing::warn!(
-            redis = %ordo_config::redact_url(url),
-            %error,
-            "redis is unreachable: reads go to the database until it answers"
-        );
-    }
-    Ok(Some(Arc::new(shared)))
-}
-
-/// `ORDO_REDIS_NAMESPACE` (default `ordo`): the prefix of every key ordo keeps in Redis, so
+/// `ORDO_REDIS_NAMESPACE` (default `ordo`): the prefix of the read cache's keys in Redis, so
 /// that several deployments (or test runs) can share one Redis.
 pub fn redis_namespace() -> String {
     std::env::var("ORDO_REDIS_NAMESPACE")

@@ -550,3 +550,126 @@ async fn the_open_files_limit_is_raised_and_the_listen_backlog_sized_for_bursts(
         .unwrap_or(4096);
     assert_eq!(backlog, 4096.min(somaxconn), "{listening}");
 }
+
+/// Connection floods (issue 11): one client opens 1,500 sockets — half of them silent, half
+/// sending a request's headers and never finishing them. Beyond its share of connections
+/// (`ORDO_MAX_CONNECTIONS_PER_CLIENT`) each is answered `503` with the error body and closed at
+/// once; the ones let in are closed when the header-read timeout passes; meanwhile another
+/// client is served as usual, and so is `/readyz` on the admin port.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_flood_from_one_client_does_not_starve_the_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const FLOOD: usize = 1_500;
+    const PER_CLIENT: usize = 300;
+    // This test's own descriptors: the flood needs more than the usual 1,024.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given, which lives for the call.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur > 2 * FLOOD as u64,
+        "hard limit {}",
+        limit.rlim_cur
+    );
+    let server = TestServer::start_with_env(
+        Backend::sqlite(),
+        &[
+            ("ORDO_MAX_CONNECTIONS", "1000"),
+            ("ORDO_MAX_CONNECTIONS_PER_CLIENT", "300"),
+            ("ORDO_HEADER_READ_TIMEOUT_MS", "4000"),
+        ],
+    )
+    .await;
+    let addr = server.base_url().trim_start_matches("http://").to_owned();
+    let flood_started = Instant::now();
+
+    let mut flood = Vec::with_capacity(FLOOD);
+    for i in 0..FLOOD {
+        let mut socket = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect (the listen backlog takes the burst)");
+        if i % 2 == 1 {
+            socket
+                .write_all(b"GET /v1/products/FLOOD HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        flood.push(socket);
+    }
+
+    // Another client, from another address, is served while the flood holds its sockets.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let reply = other
+        .get(server.url("/v1/products/UNKNOWN"))
+        .send()
+        .await
+        .expect("the other client is served");
+    assert_eq!(reply.status(), 404);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.admin_get("/readyz").await.expect_status(200);
+
+    // The flood's sockets beyond its share were answered 503 and closed (all looked at
+    // together: one by one, the last would be looked at after the header-read timeout).
+    let looks = flood.into_iter().map(|mut socket| async move {
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_millis(300), socket.read_to_end(&mut answer)).await;
+        (socket, read.map(|read| read.map(|_| answer)))
+    });
+    let mut refused = 0;
+    let mut held = Vec::new();
+    for (socket, look) in futures::future::join_all(looks).await {
+        match look {
+            Ok(answer) => {
+                let answer = answer.expect("the refusal arrives before the close");
+                let answer = String::from_utf8_lossy(&answer);
+                assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+                assert!(answer.contains("retry-after: 1"), "{answer}");
+                assert!(answer.contains("\"code\":\"unavailable\""), "{answer}");
+                refused += 1;
+            }
+            Err(_) => held.push(socket),
+        }
+    }
+    assert!(
+        flood_started.elapsed() < Duration::from_secs(4),
+        "the checks above must end before the header-read timeout"
+    );
+    assert_eq!(
+        (refused, held.len()),
+        (FLOOD - PER_CLIENT, PER_CLIENT),
+        "the client's share is let in, the rest refused at once"
+    );
+
+    // Past the header-read timeout the server closes the held ones, silent or slow alike.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    for mut socket in held {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_millis(500), socket.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "a held socket is still open past the timeout"
+        );
+    }
+    // The flooding client is served again once it behaves.
+    server.get("/v1/products/UNKNOWN").await.expect_status(404);
+    let metrics = server.admin_get("/metrics").await.expect_status(200).text;
+    let counted = format!(
+        "http_connections_refused_total{{reason=\"max_connections_per_client\"}} {}",
+        FLOOD - PER_CLIENT
+    );
+    assert!(metrics.lines().any(|line| line == counted), "{metrics}");
+}

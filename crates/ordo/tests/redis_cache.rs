@@ -156,7 +156,7 @@ async fn an_unreachable_redis_at_start_up_is_a_warning_not_a_failure() {
     let warning = server
         .logs()
         .into_iter()
-        .find(|line| line.contains("redis is unreachable"))
+        .find(|line| line.contains("Redis is unreachable"))
         .unwrap_or_else(|| panic!("no warning names Redis:\n{}", server.output()));
     assert!(
         warning.contains("\"WARN\"") || warning.contains("warn"),

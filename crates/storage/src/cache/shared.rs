@@ -114,30 +114,35 @@ impl std::fmt::Display for Failure {
 }
 
 impl SharedCache {
-    /// A cache on the Redis at `url`. Nothing is connected yet: an unreachable Redis does not
-    /// stop the start-up (the first calls fail, the database answers, and Redis is tried again
-    /// after each cool-off). Only a malformed URL is an error.
+    /// A cache on the Redis at `url`, with a connection of its own (tests, tools). Nothing is
+    /// connected yet; only a malformed URL is an error.
     pub fn new(url: &str, namespace: &str) -> Result<SharedCache> {
-        let client = redis::Client::open(url).map_err(|error| {
+        let invalid = |error: redis::RedisError| {
             ordo_domain::Error::new(
                 ordo_domain::ErrorKind::InvalidArgument,
                 format!("ORDO_REDIS_URL: {error}"),
             )
-        })?;
+        };
+        let client = redis::Client::open(url).map_err(invalid)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
             // Reconnection is driven by the calls themselves (one per cool-off).
             .set_number_of_retries(1)
             .set_max_delay(COOL_OFF);
-        let connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|error| {
-                ordo_domain::Error::new(
-                    ordo_domain::ErrorKind::InvalidArgument,
-                    format!("ORDO_REDIS_URL: {error}"),
-                )
-            })?;
-        Ok(SharedCache {
+        let connection =
+            redis::aio::ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
+        Ok(SharedCache::with_connection(connection, namespace))
+    }
+
+    /// A cache on `connection`, shared with the process's other users of Redis. An
+    /// unreachable Redis does not matter here: the first calls fail, the database answers,
+    /// and Redis is tried again after each cool-off.
+    pub fn with_connection(
+        connection: redis::aio::ConnectionManager,
+        namespace: &str,
+    ) -> SharedCache {
+        SharedCache {
             connection,
             store_if_current: redis::Script::new(STORE_IF_CURRENT),
             prefix: format!("{namespace}:cache"),
@@ -151,7 +156,7 @@ impl SharedCache {
             renewing: AtomicBool::new(false),
             tokens: std::hash::RandomState::new(),
             token_counter: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Whether Redis answers now (start-up names an unreachable Redis in a warning).
@@ -167,11 +172,6 @@ impl SharedCache {
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {:?}", CALL_TIMEOUT * 5)),
         }
-    }
-
-    /// The connection, for the other users of the same Redis (rate limits).
-    pub fn connection(&self) -> redis::aio::ConnectionManager {
-        self.connection.clone()
     }
 
     fn elapsed_ms(&self) -> u64 {
