@@ -3,12 +3,20 @@
 //! same room as Latin.
 
 use crate::error::{Error, Result};
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 /// Normalises `raw` to NFC, trims surrounding white space and checks it is 1..=`max_chars`
 /// characters with no control characters (NUL included). `field` names the field in errors.
 pub fn parse_text(field: &str, raw: &str, max_chars: usize) -> Result<String> {
-    let normalized: String = raw.trim().nfc().collect();
+    let trimmed = raw.trim();
+    // Most text (every id, most names) is already NFC — all ASCII is: a quick check spares the
+    // decomposition and recomposition, which cost more than the rest of a cached read.
+    let normalized: String =
+        if trimmed.is_ascii() || is_nfc_quick(trimmed.chars()) == IsNormalized::Yes {
+            trimmed.to_owned()
+        } else {
+            trimmed.nfc().collect()
+        };
     if normalized.is_empty() {
         return Err(Error::invalid_field(field, "must not be empty"));
     }
