@@ -145,6 +145,9 @@ pub struct Config {
     /// Requests in progress beyond which a new one is refused at once with `503`
     /// (`ORDO_MAX_IN_FLIGHT`; default 1,024 per available core).
     pub max_in_flight: usize,
+    /// How old (hours) a POS terminal's sale may be when its batch arrives
+    /// (`ORDO_POS_OFFLINE_WINDOW_HOURS`, default 72).
+    pub pos_offline_window_hours: u64,
     /// Open API connections at most (`ORDO_MAX_CONNECTIONS`); `None`: sized from the
     /// open-files limit at start-up.
     pub max_connections: Option<usize>,
@@ -216,6 +219,7 @@ impl std::fmt::Debug for Config {
             .field("fulfillment", &self.fulfillment)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_connections", &self.max_connections)
+            .field("pos_offline_window_hours", &self.pos_offline_window_hours)
             .field(
                 "max_connections_per_client",
                 &self.max_connections_per_client,
@@ -326,6 +330,7 @@ struct FileConfig {
     max_in_flight: Option<u64>,
     max_connections: Option<u64>,
     max_connections_per_client: Option<u64>,
+    pos_offline_window_hours: Option<u64>,
     header_read_timeout_ms: Option<u64>,
     shed_adaptive: Option<bool>,
     shed_cpu_threshold: Option<u64>,
@@ -474,6 +479,19 @@ impl Config {
                         .unwrap_or(1)
                 }
                 n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            pos_offline_window_hours: match number(
+                "ORDO_POS_OFFLINE_WINDOW_HOURS",
+                file_config.pos_offline_window_hours,
+                72,
+            )? {
+                0 => {
+                    return Err(ConfigError::Invalid {
+                        name: "ORDO_POS_OFFLINE_WINDOW_HOURS",
+                        reason: "must be at least 1".to_owned(),
+                    });
+                }
+                hours => hours,
             },
             max_connections: match number("ORDO_MAX_CONNECTIONS", file_config.max_connections, 0)? {
                 0 => None,

@@ -37,7 +37,7 @@ macro_rules! string_newtype {
 
 /// Identifiers appear in URL paths and logs, so they are restricted to letters, digits and
 /// `-_.:` (any script's letters and digits: a Thai SKU is fine).
-fn parse_identifier(field: &str, raw: &str, max_chars: usize) -> Result<String> {
+pub(crate) fn parse_identifier(field: &str, raw: &str, max_chars: usize) -> Result<String> {
     let text = parse_text(field, raw, max_chars)?;
     let allowed = |c: char| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
     if !text.chars().all(allowed) {

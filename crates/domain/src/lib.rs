@@ -12,6 +12,7 @@
 //! - [`named`]: enums whose variants have stable names (stored, shown, used as labels).
 //! - [`payment`]: payment statuses, providers, routing rules and what a provider's callback does.
 //! - [`signature`]: the `Ordo-Signature` HMAC scheme of callbacks and webhooks.
+//! - [`pos`]: offline POS terminals: sale ids, payment methods, the offline window.
 //! - [`breaker`]: the circuit breaker of outbound calls, as a state machine.
 //!
 //! Invariant: a value of any type here is valid by construction. Parsing happens at the edge
@@ -25,6 +26,7 @@ pub mod named;
 pub mod order;
 pub mod payment;
 pub mod personal;
+pub mod pos;
 pub mod risk;
 pub mod shipment;
 pub mod signature;

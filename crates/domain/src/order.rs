@@ -32,6 +32,8 @@ named_enum! {
         Cancelled = "cancelled",
         Rejected = "rejected",
         FulfillmentFailed = "fulfillment_failed",
+        /// A sale a POS terminal recorded: the goods left the shop, nothing follows.
+        Completed = "completed",
     }
 }
 
@@ -57,6 +59,7 @@ impl OrderStatus {
                 | OrderStatus::Cancelled
                 | OrderStatus::Rejected
                 | OrderStatus::FulfillmentFailed
+                | OrderStatus::Completed
         )
     }
 
@@ -69,6 +72,7 @@ impl OrderStatus {
                 | OrderStatus::Paid
                 | OrderStatus::RiskApproved
                 | OrderStatus::Cancelled
+                | OrderStatus::Completed
         )
     }
 

@@ -32,6 +32,8 @@ named_enum! {
         ShipmentFailed = "shipment_failed",
         Shipped = "shipped",
         FulfillmentFailed = "fulfillment_failed",
+        /// A POS terminal's sale, recorded as a completed order.
+        PosSaleRecorded = "pos_sale_recorded",
     }
 }
 
@@ -45,6 +47,7 @@ impl TimelineKind {
                 | TimelineKind::OrderRejected
                 | TimelineKind::FulfillmentFailed
                 | TimelineKind::OrderCancelled
+                | TimelineKind::PosSaleRecorded
         )
     }
 }

@@ -22,6 +22,7 @@ use crate::pb;
 use crate::pb::catalog_service_client::CatalogServiceClient;
 use crate::pb::orders_service_client::OrdersServiceClient;
 use crate::pb::payments_service_client::PaymentsServiceClient;
+use crate::pb::pos_service_client::PosServiceClient;
 use async_trait::async_trait;
 use ordo_discovery::{Instance, Members};
 use ordo_domain::error::FieldViolation;
@@ -618,6 +619,23 @@ impl OrdersApi for RemoteOrders {
                 OrdersServiceClient::new(channel)
                     .get_order_timeline(request)
                     .await
+            });
+        Ok(reply.await?.into_inner().into())
+    }
+
+    async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
+        // A replay of a batch returns its first answer and changes nothing: safe to retry.
+        let method = rpc(
+            "ordo.v1.PosService/SubmitBatch",
+            ORDERS,
+            "SubmitBatch",
+            true,
+        );
+        let message = pb::PosBatchRequest::from(input);
+        let reply = self
+            .0
+            .call(method, message, &[], |channel, request| async move {
+                PosServiceClient::new(channel).submit_batch(request).await
             });
         Ok(reply.await?.into_inner().into())
     }

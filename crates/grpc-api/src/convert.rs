@@ -159,8 +159,8 @@ impl From<api::OrderView> for pb::Order {
                 })
                 .collect(),
             total: Some(o.total.into()),
-            shipping_address: Some(o.shipping_address.into()),
-            contact: Some(o.contact.into()),
+            shipping_address: o.shipping_address.map(Into::into),
+            contact: o.contact.map(Into::into),
             created_at: o.created_at,
             updated_at: o.updated_at,
             trace_id: o.trace_id,
@@ -336,8 +336,8 @@ impl From<pb::Order> for api::OrderView {
                 })
                 .collect(),
             total: money(o.total),
-            shipping_address: o.shipping_address.unwrap_or_default().into(),
-            contact: o.contact.unwrap_or_default().into(),
+            shipping_address: o.shipping_address.map(Into::into),
+            contact: o.contact.map(Into::into),
             created_at: o.created_at,
             updated_at: o.updated_at,
             trace_id: o.trace_id,
@@ -481,5 +481,144 @@ mod tests {
             serde_json::to_value(&back).unwrap(),
             serde_json::to_value(&original).unwrap()
         );
+    }
+}
+
+// ---- POS terminals ----
+
+impl From<pb::PosBatchRequest> for api::PosBatchInput {
+    fn from(r: pb::PosBatchRequest) -> Self {
+        api::PosBatchInput {
+            terminal_id: r.terminal_id,
+            warehouse: r.warehouse,
+            batch_seq: r.batch_seq,
+            sales: r
+                .sales
+                .into_iter()
+                .map(|s| {
+                    let payment = s.payment.unwrap_or_default();
+                    api::PosSaleInput {
+                        client_sale_id: s.client_sale_id,
+                        sold_at: s.sold_at,
+                        customer_id: s.customer_id,
+                        currency: s.currency,
+                        items: s
+                            .items
+                            .into_iter()
+                            .map(|i| api::OrderItemInput {
+                                sku: i.sku,
+                                quantity: i.quantity,
+                            })
+                            .collect(),
+                        payment: api::PosPaymentInput {
+                            method: payment.method,
+                            amount: money(payment.amount),
+                        },
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<api::PosBatchInput> for pb::PosBatchRequest {
+    fn from(b: api::PosBatchInput) -> Self {
+        pb::PosBatchRequest {
+            terminal_id: b.terminal_id,
+            warehouse: b.warehouse,
+            batch_seq: b.batch_seq,
+            sales: b
+                .sales
+                .into_iter()
+                .map(|s| pb::PosSale {
+                    client_sale_id: s.client_sale_id,
+                    sold_at: s.sold_at,
+                    customer_id: s.customer_id,
+                    currency: s.currency,
+                    items: s
+                        .items
+                        .into_iter()
+                        .map(|i| pb::OrderItemInput {
+                            sku: i.sku,
+                            quantity: i.quantity,
+                        })
+                        .collect(),
+                    payment: Some(pb::PosPayment {
+                        method: s.payment.method,
+                        amount: Some(s.payment.amount.into()),
+                    }),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<api::PosBatchView> for pb::PosBatchResult {
+    fn from(v: api::PosBatchView) -> Self {
+        pb::PosBatchResult {
+            terminal_id: v.terminal_id,
+            batch_seq: v.batch_seq,
+            results: v
+                .results
+                .into_iter()
+                .map(|r| pb::PosSaleResult {
+                    client_sale_id: r.client_sale_id,
+                    outcome: r.outcome,
+                    order_id: r.order_id,
+                    stock_deficit: r
+                        .stock_deficit
+                        .into_iter()
+                        .map(|d| pb::StockDeficit {
+                            sku: d.sku,
+                            quantity: d.quantity,
+                        })
+                        .collect(),
+                    price_difference: r.price_difference.map(|m| pb::Money {
+                        amount_minor: m.amount_minor,
+                        currency: m.currency,
+                    }),
+                    error: r.error.map(|e| pb::PosSaleError {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                })
+                .collect(),
+            missing_batch_seqs: v.missing_batch_seqs,
+        }
+    }
+}
+
+impl From<pb::PosBatchResult> for api::PosBatchView {
+    fn from(r: pb::PosBatchResult) -> Self {
+        api::PosBatchView {
+            terminal_id: r.terminal_id,
+            batch_seq: r.batch_seq,
+            results: r
+                .results
+                .into_iter()
+                .map(|r| api::PosSaleResultView {
+                    client_sale_id: r.client_sale_id,
+                    outcome: r.outcome,
+                    order_id: r.order_id,
+                    stock_deficit: r
+                        .stock_deficit
+                        .into_iter()
+                        .map(|d| api::StockDeficitView {
+                            sku: d.sku,
+                            quantity: d.quantity,
+                        })
+                        .collect(),
+                    price_difference: r.price_difference.map(|m| api::MoneyDifferenceDto {
+                        amount_minor: m.amount_minor,
+                        currency: m.currency,
+                    }),
+                    error: r.error.map(|e| api::PosSaleErrorView {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                })
+                .collect(),
+            missing_batch_seqs: r.missing_batch_seqs,
+        }
     }
 }

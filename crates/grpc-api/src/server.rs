@@ -8,6 +8,7 @@ use crate::pb;
 use crate::pb::catalog_service_server::CatalogServiceServer;
 use crate::pb::orders_service_server::OrdersServiceServer;
 use crate::pb::payments_service_server::PaymentsServiceServer;
+use crate::pb::pos_service_server::PosServiceServer;
 use crate::services::GrpcApi;
 use http::{HeaderName, HeaderValue, Method};
 use ordo_service::auth::ApiKeys;
@@ -37,12 +38,13 @@ pub struct GrpcServerConfig {
 }
 
 /// The names of the services this server has, as health reports them ("" is the server).
-fn health_names() -> [&'static str; 4] {
+fn health_names() -> [&'static str; 5] {
     [
         "",
         "ordo.v1.CatalogService",
         "ordo.v1.OrdersService",
         "ordo.v1.PaymentsService",
+        "ordo.v1.PosService",
     ]
 }
 
@@ -133,6 +135,7 @@ pub async fn serve(
     let mut routes = tonic::service::Routes::new(health_service)
         .add_service(CatalogServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(OrdersServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(PosServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(PaymentsServiceServer::new(api).max_decoding_message_size(limit));
     if let Some(reflection) = reflection_v1 {
         routes = routes.add_service(reflection);

@@ -7,6 +7,7 @@ use crate::pb;
 use crate::pb::catalog_service_server::CatalogService;
 use crate::pb::orders_service_server::OrdersService;
 use crate::pb::payments_service_server::PaymentsService;
+use crate::pb::pos_service_server::PosService;
 use ordo_domain::Error;
 use ordo_service::api;
 use ordo_service::ports::Api;
@@ -134,6 +135,17 @@ impl OrdersService for GrpcApi {
         request: Request<pb::GetOrderTimelineRequest>,
     ) -> Reply<pb::Timeline> {
         reply(self.api.orders.timeline(&request.into_inner().id).await)
+    }
+}
+
+#[tonic::async_trait]
+impl PosService for GrpcApi {
+    async fn submit_batch(
+        &self,
+        request: Request<pb::PosBatchRequest>,
+    ) -> Reply<pb::PosBatchResult> {
+        let input = api::PosBatchInput::from(request.into_inner());
+        reply(self.api.orders.submit_pos_batch(input).await)
     }
 }
 

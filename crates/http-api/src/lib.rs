@@ -42,6 +42,10 @@ pub struct HttpLimits {
     pub admission: ordo_admission::Admission,
 }
 
+/// The body limit of `POST /v1/pos/batches` (500 sales of several lines each), whatever
+/// `ORDO_MAX_BODY_BYTES` says for the other routes.
+pub const POS_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -72,6 +76,12 @@ fn api_router() -> OpenApiRouter<Api> {
         .routes(routes!(routes::order_timeline))
         .routes(routes!(routes::create_payment, routes::list_payments))
         .routes(routes!(routes::payment_callback))
+        .merge(
+            // A POS batch holds up to 500 sales: it may need more room than any other body.
+            OpenApiRouter::new()
+                .routes(routes!(routes::submit_pos_batch))
+                .layer(DefaultBodyLimit::max(POS_BATCH_MAX_BYTES)),
+        )
 }
 
 /// The whole REST API over `api` (each face local or another role's).

@@ -229,3 +229,18 @@ pub(crate) async fn payment_callback(
 pub(crate) async fn not_found() -> ApiError {
     ApiError(Error::not_found("path"))
 }
+
+#[utoipa::path(post, path = "/v1/pos/batches", tag = "pos",
+    request_body = PosBatchInput,
+    responses(
+        (status = 200, description = "Each sale's outcome; a replay of the batch (same \
+            terminal_id and batch_seq) returns the first answer again", body = PosBatchView),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "unknown warehouse", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub(crate) async fn submit_pos_batch(
+    State(api): State<Api>,
+    Json(input): Json<PosBatchInput>,
+) -> ApiResult<PosBatchView> {
+    Ok(axum::Json(api.orders.submit_pos_batch(input).await?))
+}

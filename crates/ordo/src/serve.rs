@@ -88,6 +88,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     let service = db.clone().map(|db| {
         Service::new(db)
             .with_wakeup(wakeup.clone())
+            .with_pos_offline_window_hours(config.pos_offline_window_hours)
             .with_payments(PaymentSettings {
                 webhook_secret: config.payment_webhook_secret.clone(),
                 sandbox_secret: config.sandbox_secret.clone(),

@@ -154,13 +154,15 @@ pub struct OrderView {
     pub id: String,
     pub customer_id: String,
     /// One of pending_payment, paid, risk_approved, split, scheduled, shipped, cancelled,
-    /// rejected, fulfillment_failed.
+    /// rejected, fulfillment_failed, completed (a POS terminal's sale).
     pub status: String,
     pub currency: String,
     pub items: Vec<OrderItemView>,
     pub total: MoneyDto,
-    pub shipping_address: AddressDto,
-    pub contact: ContactDto,
+    /// `null` for a sale a POS terminal recorded (nothing ships).
+    pub shipping_address: Option<AddressDto>,
+    /// `null` for a sale a POS terminal recorded.
+    pub contact: Option<ContactDto>,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
@@ -257,4 +259,95 @@ pub struct PaymentCallbackAck {
     pub event_id: String,
     /// One of succeeded, failed, amount_mismatch, order_not_payable, payment_not_pending.
     pub outcome: String,
+}
+
+/// `POST /v1/pos/batches`: the sales a terminal made while offline.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PosBatchInput {
+    #[schema(example = "till-07", max_length = 64)]
+    pub terminal_id: String,
+    /// The terminal's warehouse: where the sold goods' stock is taken from.
+    #[schema(example = "bkk-1", max_length = 64)]
+    pub warehouse: String,
+    /// 1 for a terminal's first batch, one more for each next one.
+    #[schema(minimum = 1)]
+    pub batch_seq: i64,
+    /// At most 500.
+    #[schema(max_items = 500)]
+    pub sales: Vec<PosSaleInput>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PosSaleInput {
+    /// Unique per terminal.
+    #[schema(example = "sale-000123", max_length = 64)]
+    pub client_sale_id: String,
+    /// RFC 3339 with an offset: the terminal's local time of the sale.
+    #[schema(example = "2026-11-29T14:03:00+07:00")]
+    pub sold_at: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[schema(example = "THB")]
+    pub currency: String,
+    /// 1 to 100 lines.
+    pub items: Vec<OrderItemInput>,
+    pub payment: PosPaymentInput,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PosPaymentInput {
+    /// `cash` or `card_offline`.
+    #[schema(example = "cash")]
+    pub method: String,
+    /// What the customer paid: the amount the order records.
+    pub amount: MoneyDto,
+}
+
+/// The answer to a batch; a replay of the batch gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PosBatchView {
+    pub terminal_id: String,
+    pub batch_seq: i64,
+    /// One per sale, in the batch's order.
+    pub results: Vec<PosSaleResultView>,
+    /// This terminal's batch numbers below this one never received (at most 1,000, oldest
+    /// first).
+    pub missing_batch_seqs: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PosSaleResultView {
+    pub client_sale_id: String,
+    /// `accepted`, `duplicate` (accepted before: `order_id` is that order) or `rejected`.
+    pub outcome: String,
+    pub order_id: Option<String>,
+    /// Units the warehouse's free stock did not cover (the sale is accepted all the same).
+    pub stock_deficit: Vec<StockDeficitView>,
+    /// Amount paid minus the catalogue total (negative: paid less); accepted sales only.
+    pub price_difference: Option<MoneyDifferenceDto>,
+    /// Why a sale was rejected.
+    pub error: Option<PosSaleErrorView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StockDeficitView {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// A signed amount of money (a difference may be negative).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MoneyDifferenceDto {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PosSaleErrorView {
+    /// An error code of the error model (`invalid_argument`, `not_found`, ...).
+    pub code: String,
+    pub message: String,
 }

@@ -27,6 +27,7 @@ mod fulfillment;
 mod orders;
 mod payments;
 pub mod ports;
+mod pos;
 
 pub use fulfillment::{FulfillmentSettings, PushStage, RiskStage, ScheduleStage, SplitStage};
 pub use orders::Created;
@@ -68,6 +69,8 @@ pub struct Service {
     /// Where order prices come from when the `inventory` role runs in another process; `None`:
     /// this database, read inside the order's transaction.
     price_source: Option<std::sync::Arc<dyn ports::CatalogApi>>,
+    /// How old a POS terminal's sale may be when it syncs (`ORDO_POS_OFFLINE_WINDOW_HOURS`).
+    pos_offline_window_hours: u64,
 }
 
 impl Service {
@@ -80,6 +83,7 @@ impl Service {
                 FulfillmentSettings::default(),
             )),
             price_source: None,
+            pos_offline_window_hours: ordo_domain::pos::DEFAULT_OFFLINE_WINDOW_HOURS,
         }
     }
 
@@ -104,6 +108,12 @@ impl Service {
     }
 
     /// Wakes `wakeup`'s relay whenever a write commits events (else they wait for its poll).
+    /// How old (in hours) a POS terminal's sale may be when its batch arrives.
+    pub fn with_pos_offline_window_hours(mut self, hours: u64) -> Self {
+        self.pos_offline_window_hours = hours;
+        self
+    }
+
     pub fn with_wakeup(mut self, wakeup: ordo_outbox::Wakeup) -> Self {
         self.wakeup = wakeup;
         self

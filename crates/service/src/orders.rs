@@ -111,7 +111,7 @@ impl CancelCause {
     }
 }
 
-fn new_order_id() -> OrderId {
+pub(crate) fn new_order_id() -> OrderId {
     OrderId::from_u128(uuid::Uuid::now_v7().as_u128())
 }
 
@@ -438,10 +438,11 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::internal(format!("cannot encode: {e}")))
 }
 
-fn view(record: OrderRecord) -> Result<OrderView> {
-    let shipping_address: AddressDto = serde_json::from_str(&record.shipping_address)
+pub(crate) fn view(record: OrderRecord) -> Result<OrderView> {
+    // A POS sale stores `null` for both.
+    let shipping_address: Option<AddressDto> = serde_json::from_str(&record.shipping_address)
         .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
-    let contact: ContactDto = serde_json::from_str(&record.contact)
+    let contact: Option<ContactDto> = serde_json::from_str(&record.contact)
         .map_err(|_| Error::internal("a stored contact is not valid"))?;
     let currency = record.currency;
     Ok(OrderView {

@@ -38,6 +38,9 @@ pub trait OrdersApi: Send + Sync + 'static {
     async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage>;
     async fn cancel_order(&self, id: &str) -> Result<OrderView>;
     async fn timeline(&self, id: &str) -> Result<TimelineView>;
+    /// A POS terminal's batch of offline sales (they become orders, so the orders role owns
+    /// them).
+    async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView>;
     async fn ready(&self) -> Result<()>;
 }
 
@@ -133,6 +136,9 @@ impl OrdersApi for Service {
     async fn timeline(&self, id: &str) -> Result<TimelineView> {
         Service::timeline(self, id).await
     }
+    async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
+        Service::submit_pos_batch(self, input).await
+    }
     async fn ready(&self) -> Result<()> {
         Service::ready(self).await
     }
@@ -213,6 +219,9 @@ impl OrdersApi for NotServedHere {
         self.refuse()
     }
     async fn timeline(&self, _: &str) -> Result<TimelineView> {
+        self.refuse()
+    }
+    async fn submit_pos_batch(&self, _: PosBatchInput) -> Result<PosBatchView> {
         self.refuse()
     }
     async fn ready(&self) -> Result<()> {

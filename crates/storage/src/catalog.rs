@@ -61,6 +61,21 @@ impl Database {
             .await
     }
 
+    /// Whether warehouse `id` exists.
+    pub async fn warehouse_exists(&self, id: &str) -> Result<bool> {
+        let lease = self.read().await?;
+        Ok(lease
+            .conn()
+            .query_opt(
+                "SELECT warehouses",
+                "SELECT 1 FROM warehouses WHERE id = $1",
+                &params![id],
+                |_| Ok(()),
+            )
+            .await?
+            .is_some())
+    }
+
     /// Creates or replaces a warehouse.
     pub async fn upsert_warehouse(&self, warehouse: &WarehouseRecord, now_ms: i64) -> Result<()> {
         let lease = self.write().await?;

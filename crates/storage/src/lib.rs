@@ -7,6 +7,7 @@
 //! - [`transaction`]: [`WriteTx`], the steps of a write that commit together; the steps live
 //!   with their tables, one module per aggregate:
 //! - [`catalog`]: products, warehouses and stock levels; [`stock`]: reservations.
+//! - [`pos`]: the batches POS terminals sync and the sales in them.
 //! - [`cache`]: the in-process caches of order and product reads, invalidated after every
 //!   commit that changed them (`WriteTx` and placement batches report the orders they touched).
 //! - [`orders`]: orders and their items; [`timeline`]: an order's timeline entries;
@@ -37,6 +38,7 @@ pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod placement;
+pub mod pos;
 pub mod records;
 pub mod shipments;
 pub mod sql;

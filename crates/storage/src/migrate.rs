@@ -36,6 +36,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_outbox_attempts"),
     migration!(6, "0006_place_orders"),
     migration!(7, "0007_scan_free_housekeeping"),
+    migration!(8, "0008_pos"),
 ];
 
 /// An arbitrary constant naming ordo's migration lock among PostgreSQL advisory locks.
@@ -107,10 +108,12 @@ async fn apply_pending(conn: &Conn<'_>, backend: Backend) -> Result<()> {
             record(conn, *version, "applied before (sqlx)").await?;
         }
     }
+    let mut ran = false;
     for migration in MIGRATIONS {
         if applied.contains(&migration.version) {
             continue;
         }
+        ran = true;
         let sql = match backend {
             Backend::Sqlite => migration.sqlite,
             Backend::Postgres => migration.postgres,
@@ -121,7 +124,29 @@ async fn apply_pending(conn: &Conn<'_>, backend: Backend) -> Result<()> {
         record(conn, migration.version, migration.description).await?;
         tracing::info!(migration = migration.description, "migration applied");
     }
+    if ran && backend == Backend::Sqlite {
+        reload_sqlite_schema(conn).await?;
+    }
     Ok(())
+}
+
+/// A SQLite migration may edit a table's definition in `sqlite_master` (widening a CHECK):
+/// a new schema version makes every connection, this one included, read the definitions
+/// again instead of enforcing the ones it parsed before.
+async fn reload_sqlite_schema(conn: &Conn<'_>) -> Result<()> {
+    let version: i64 = conn
+        .query_one(
+            "PRAGMA schema_version",
+            "PRAGMA schema_version",
+            &[],
+            |row| row.get(0),
+        )
+        .await?;
+    conn.batch(
+        "PRAGMA schema_version",
+        &format!("PRAGMA schema_version = {}", version + 1),
+    )
+    .await
 }
 
 async fn record(conn: &Conn<'_>, version: i64, description: &str) -> Result<()> {

@@ -159,6 +159,16 @@ impl EncodeLabelSet for TargetLabel {
     }
 }
 
+/// The `terminal` label of a POS terminal (one series per terminal of the deployment).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TerminalLabel(String);
+
+impl EncodeLabelSet for TerminalLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("terminal", self.0.as_str())].encode(encoder)
+    }
+}
+
 /// The exemplar of an HTTP observation: the trace id, 32 lower-case hex digits, kept inline so
 /// that recording one allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -264,6 +274,9 @@ pub struct Metrics {
     cache_requests: Family<StaticLabel<2>, Counter>,
     circuit_breakers: Family<TargetLabel, Gauge>,
     refused_connections: Family<StaticLabel<1>, Counter>,
+    pos_sales: Family<StaticLabel<1>, Counter>,
+    pos_stock_deficit: Counter,
+    pos_terminal_last_sync: Family<TerminalLabel, FloatGauge>,
     rate_limited_requests: Counter,
     shed_requests: Family<StaticLabel<1>, Counter>,
     tokio_alive_tasks: Gauge,
@@ -467,6 +480,25 @@ impl Metrics {
              threshold and more requests in progress than the measured capacity)",
             shed_requests.clone(),
         );
+        let pos_sales = Family::<StaticLabel<1>, Counter>::default();
+        registry.register(
+            "pos_sales",
+            "Sales in POS batches by outcome (accepted, duplicate, rejected); replays not counted",
+            pos_sales.clone(),
+        );
+        let pos_stock_deficit = Counter::default();
+        registry.register(
+            "pos_stock_deficit_units",
+            "Units POS terminals sold that the warehouse's free stock did not cover",
+            pos_stock_deficit.clone(),
+        );
+        let pos_terminal_last_sync = Family::<TerminalLabel, FloatGauge>::default();
+        registry.register(
+            "pos_terminal_last_sync_timestamp_seconds",
+            "When each POS terminal's last new batch was recorded (Unix seconds): a terminal \
+             that stops syncing shows as an old value",
+            pos_terminal_last_sync.clone(),
+        );
         let tokio_alive_tasks = Gauge::default();
         registry.register(
             "tokio_alive_tasks",
@@ -510,6 +542,9 @@ impl Metrics {
             cache_requests,
             circuit_breakers,
             refused_connections,
+            pos_sales,
+            pos_stock_deficit,
+            pos_terminal_last_sync,
             rate_limited_requests,
             shed_requests,
             tokio_alive_tasks,
@@ -637,6 +672,27 @@ pub fn count_refused_connection(reason: &'static str) {
         .refused_connections
         .get_or_create(&StaticLabel([(labels::REASON, reason)]))
         .inc();
+}
+
+/// Counts one sale of a POS batch by its `outcome`.
+pub fn count_pos_sale(outcome: &'static str) {
+    global()
+        .pos_sales
+        .get_or_create(&StaticLabel([("outcome", outcome)]))
+        .inc();
+}
+
+/// Counts units POS terminals sold beyond the free stock.
+pub fn count_pos_stock_deficit(units: u64) {
+    global().pos_stock_deficit.inc_by(units);
+}
+
+/// Records that `terminal` synced a new batch at `at_ms` (Unix milliseconds).
+pub fn set_pos_terminal_last_sync(terminal: &str, at_ms: i64) {
+    global()
+        .pos_terminal_last_sync
+        .get_or_create(&TerminalLabel(terminal.to_owned()))
+        .set(at_ms as f64 / 1000.0);
 }
 
 /// Counts one request refused by its caller's rate limit.
