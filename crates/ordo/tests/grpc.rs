@@ -800,3 +800,79 @@ async fn a_grpc_call_is_one_trace_under_the_callers_parent_and_is_measured() {
         .expect("an access line for the call");
     assert!(access.contains(&trace_id), "{access}");
 }
+
+/// `ordo.v1.PosService/SubmitBatch` answers what `POST /v1/pos/batches` answers: a batch sent
+/// over gRPC and replayed over REST gets the same answer, and the sale's order reads back
+/// over gRPC as a completed order without an address.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pos_batch_over_grpc_is_the_rest_batch() {
+    use ordo_grpc_api::pb::pos_service_client::PosServiceClient;
+    let server = TestServer::start(Backend::sqlite()).await;
+    seed_catalog(&server).await;
+    let sold_at = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let request = pb::PosBatchRequest {
+        terminal_id: "till-grpc".to_owned(),
+        warehouse: BKK.to_owned(),
+        batch_seq: 2,
+        sales: vec![pb::PosSale {
+            client_sale_id: "g-1".to_owned(),
+            sold_at: sold_at.clone(),
+            customer_id: None,
+            currency: "USD".to_owned(),
+            items: vec![pb::OrderItemInput {
+                sku: TEA.to_owned(),
+                quantity: 2,
+            }],
+            payment: Some(pb::PosPayment {
+                method: "card_offline".to_owned(),
+                amount: Some(pb::Money {
+                    amount_minor: 2 * TEA_PRICE - 1,
+                    currency: "USD".to_owned(),
+                }),
+            }),
+        }],
+    };
+    let mut client = PosServiceClient::new(channel(&server).await);
+    let answer = client
+        .submit_batch(request)
+        .await
+        .expect("SubmitBatch")
+        .into_inner();
+    assert_eq!(answer.missing_batch_seqs, [1]);
+    let sale = &answer.results[0];
+    assert_eq!(sale.outcome, "accepted");
+    assert_eq!(
+        sale.price_difference,
+        Some(pb::Money {
+            amount_minor: -1,
+            currency: "USD".to_owned()
+        })
+    );
+    let order_id = sale.order_id.clone().expect("an order");
+
+    let replay = json!({
+        "terminal_id": "till-grpc", "warehouse": BKK, "batch_seq": 2,
+        "sales": [{"client_sale_id": "g-1", "sold_at": sold_at, "currency": "USD",
+            "items": [{"sku": TEA, "quantity": 2}],
+            "payment": {"method": "card_offline",
+                "amount": {"amount_minor": 2 * TEA_PRICE - 1, "currency": "USD"}}}],
+    });
+    let rest = server
+        .post_json("/v1/pos/batches", &replay)
+        .await
+        .expect_status(200)
+        .body;
+    assert_eq!(rest["results"][0]["order_id"], order_id.as_str());
+    assert_eq!(rest["missing_batch_seqs"], json!([1]));
+
+    let order = OrdersServiceClient::new(channel(&server).await)
+        .get_order(pb::GetOrderRequest { id: order_id })
+        .await
+        .expect("GetOrder")
+        .into_inner();
+    assert_eq!(order.status, "completed");
+    assert_eq!(order.shipping_address, None);
+    assert_eq!(order.contact, None);
+}
