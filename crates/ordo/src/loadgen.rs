@@ -87,6 +87,18 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     pub follow_timeout: Duration,
 
+    /// Play POS terminals instead of shoppers: each unit of work is a batch of --pos-sales
+    /// offline sales (`POST /v1/pos/batches`) from one of --concurrency terminals; every 10th
+    /// batch is sent twice (the replay must get the same answer) and every 25th is left out
+    /// (the terminal's next batches must report it missing).
+    #[arg(long, conflicts_with = "pay")]
+    pub pos: bool,
+
+    /// Sales per POS batch (1 to 500).
+    #[arg(long, default_value_t = 100, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=500))]
+    pub pos_sales: u64,
+
     /// Timeout of each HTTP request.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -173,6 +185,7 @@ enum Op {
     Pay,
     Poll,
     Timeline,
+    PosBatch,
 }
 
 impl Op {
@@ -183,6 +196,7 @@ impl Op {
             Op::Pay => "pay",
             Op::Poll => "poll",
             Op::Timeline => "timeline",
+            Op::PosBatch => "pos batch",
         }
     }
 }
@@ -197,6 +211,9 @@ struct Stats {
     create: Vec<Duration>,
     pay: Vec<Duration>,
     paid_to_terminal: Vec<Duration>,
+    pos_batch: Vec<Duration>,
+    /// POS sales by outcome (`accepted`, `duplicate`, `rejected`).
+    pos_sales: BTreeMap<String, u64>,
     /// Requests that got a 5xx or a transport error, and followed orders that timed out.
     failures: u64,
     /// The first few failure descriptions, for the summary.
@@ -214,6 +231,10 @@ impl Stats {
         self.create.extend(other.create);
         self.pay.extend(other.pay);
         self.paid_to_terminal.extend(other.paid_to_terminal);
+        self.pos_batch.extend(other.pos_batch);
+        for (key, count) in other.pos_sales {
+            *self.pos_sales.entry(key).or_default() += count;
+        }
         self.failures += other.failures;
         for example in other.examples {
             if self.examples.len() < 5 {
@@ -324,8 +345,83 @@ impl Shared {
         })
     }
 
+    /// Batch number `n`: terminal `n % concurrency`, its batch `n / concurrency + 1`.
+    async fn one_pos_batch(&self, stats: &mut Stats, n: u64) {
+        let terminals = self.args.concurrency;
+        let (terminal, seq) = (n % terminals, n / terminals + 1);
+        // A batch lost on its way: the terminal's next answers must name it.
+        if seq % 25 == 0 {
+            stats.final_status("pos batch left out");
+            return;
+        }
+        let sold_at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let sales: Vec<Value> = (0..self.args.pos_sales)
+            .map(|i| {
+                json!({
+                    "client_sale_id": format!("{seq}-{i}"),
+                    "sold_at": sold_at,
+                    "currency": "USD",
+                    "items": [{ "sku": format!("LOADGEN-{}", (n + i) % u64::from(self.args.skus)), "quantity": 1 }],
+                    "payment": { "method": if i % 2 == 0 { "cash" } else { "card_offline" },
+                                 "amount": { "amount_minor": 1999, "currency": "USD" } },
+                })
+            })
+            .collect();
+        let body = json!({
+            "terminal_id": format!("loadgen-{}-{terminal}", self.run_id),
+            "warehouse": WAREHOUSE,
+            "batch_seq": seq,
+            "sales": sales,
+        });
+        let started = Instant::now();
+        let request = self
+            .client
+            .post(format!("{}/v1/pos/batches", self.base))
+            .json(&body);
+        let Some(answer) = self
+            .send(stats, Op::PosBatch, request)
+            .await
+            .filter(|a| a.status == 200)
+        else {
+            stats.final_status("pos batch failed");
+            return;
+        };
+        stats.pos_batch.push(started.elapsed());
+        for result in answer.body["results"].as_array().into_iter().flatten() {
+            let outcome = result["outcome"].as_str().unwrap_or("?").to_owned();
+            *stats.pos_sales.entry(outcome).or_default() += 1;
+        }
+        let missing = answer.body["missing_batch_seqs"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if seq > 25 && missing == 0 {
+            stats.failure(format!(
+                "pos: batch {seq} of terminal {terminal} reports no gap"
+            ));
+            self.count_error();
+        }
+        if seq % 10 == 0 {
+            let request = self
+                .client
+                .post(format!("{}/v1/pos/batches", self.base))
+                .json(&body);
+            if let Some(replay) = self.send(stats, Op::PosBatch, request).await
+                && replay.body != answer.body
+            {
+                stats.failure(format!("pos: the replay of batch {seq} got another answer"));
+                self.count_error();
+            }
+        }
+        stats.final_status("pos batch recorded");
+    }
+
     /// Creates, pays and follows order number `n`.
     async fn one_order(&self, stats: &mut Stats, n: u64) {
+        if self.args.pos {
+            return self.one_pos_batch(stats, n).await;
+        }
         let started = Instant::now();
         let request = self
             .client
@@ -617,7 +713,19 @@ fn summary(args: &LoadgenArgs, base: &str, stats: &mut Stats, elapsed: Duration)
         if args.follow { ", followed" } else { "" },
     );
     let created = stats.create.len() as f64;
-    let _ = writeln!(out, "throughput: {:.1} orders/s created", created / seconds);
+    if args.pos {
+        let sales: u64 = stats.pos_sales.values().sum();
+        let _ = writeln!(
+            out,
+            "throughput: {:.1} POS batches/s, {:.1} sales/s ({} sales per batch)",
+            stats.pos_batch.len() as f64 / seconds,
+            sales as f64 / seconds,
+            args.pos_sales
+        );
+        let _ = writeln!(out, "POS sales by outcome: {:?}", stats.pos_sales);
+    } else {
+        let _ = writeln!(out, "throughput: {:.1} orders/s created", created / seconds);
+    }
     if args.follow {
         let shipped = stats
             .finals
@@ -643,6 +751,9 @@ fn summary(args: &LoadgenArgs, base: &str, stats: &mut Stats, elapsed: Duration)
         "\nlatency                      count       p50       p90       p99       max"
     );
     let mut rows: Vec<(&str, &mut Vec<Duration>)> = vec![("create (client)", &mut stats.create)];
+    if args.pos {
+        rows = vec![("pos batch (client)", &mut stats.pos_batch)];
+    }
     if args.pay {
         rows.push(("pay (client)", &mut stats.pay));
     }

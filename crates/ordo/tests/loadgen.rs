@@ -116,3 +116,37 @@ async fn loadgen_sends_the_api_key_an_instance_requires() {
     assert!(report.contains("401"), "{report}");
     assert!(report.contains("unauthenticated"), "{report}");
 }
+
+/// `--pos` plays terminals: 2 terminals × 30 batches of 10 sales, with replays (every 10th
+/// batch, which must get the same answer) and left-out batches (every 25th, which the next
+/// answers must report missing); the load generator checks both and exits 0 only if they hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_plays_pos_terminals_with_replays_and_gaps() {
+    let server = TestServer::start(Backend::sqlite()).await;
+    let target = server.base_url();
+    let output = loadgen(&[
+        "--target",
+        &target,
+        "--pos",
+        "--pos-sales",
+        "10",
+        "--orders",
+        "60",
+        "--concurrency",
+        "2",
+    ])
+    .await;
+    let report = describe(&output);
+    assert!(output.status.success(), "{report}\n{}", server.output());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    // 60 batches, 2 left out (seq 25 of each terminal), 6 replayed (seq 10, 20, 30).
+    assert!(lines.contains(&"pos batch recorded: 58"), "{report}");
+    assert!(lines.contains(&"pos batch left out: 2"), "{report}");
+    assert!(lines.contains(&"pos batch  200: 64"), "{report}");
+    assert!(
+        lines.contains(&"POS sales by outcome: {\"accepted\": 580}"),
+        "{report}"
+    );
+    assert!(stdout.contains("sales/s"), "{report}");
+}
