@@ -10,6 +10,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// What an erased personal value becomes.
+pub const ERASED: &str = "[erased]";
+
 #[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Personal<T>(T);

@@ -34,6 +34,8 @@ named_enum! {
         FulfillmentFailed = "fulfillment_failed",
         /// A POS terminal's sale, recorded as a completed order.
         PosSaleRecorded = "pos_sale_recorded",
+        /// The customer's personal data in this order became `[erased]`.
+        PersonalDataErased = "personal_data_erased",
     }
 }
 

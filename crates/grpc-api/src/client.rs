@@ -20,6 +20,7 @@
 use crate::error::{ERROR_CODE_KEY, kind_of};
 use crate::pb;
 use crate::pb::catalog_service_client::CatalogServiceClient;
+use crate::pb::customers_service_client::CustomersServiceClient;
 use crate::pb::orders_service_client::OrdersServiceClient;
 use crate::pb::payments_service_client::PaymentsServiceClient;
 use crate::pb::pos_service_client::PosServiceClient;
@@ -636,6 +637,27 @@ impl OrdersApi for RemoteOrders {
             .0
             .call(method, message, &[], |channel, request| async move {
                 PosServiceClient::new(channel).submit_batch(request).await
+            });
+        Ok(reply.await?.into_inner().into())
+    }
+
+    async fn erase_customer(&self, customer_id: &str) -> Result<ErasureView> {
+        // A repeated erasure changes nothing more: safe to retry.
+        let method = rpc(
+            "ordo.v1.CustomersService/EraseCustomer",
+            ORDERS,
+            "EraseCustomer",
+            true,
+        );
+        let message = pb::EraseCustomerRequest {
+            customer_id: customer_id.to_owned(),
+        };
+        let reply = self
+            .0
+            .call(method, message, &[], |channel, request| async move {
+                CustomersServiceClient::new(channel)
+                    .erase_customer(request)
+                    .await
             });
         Ok(reply.await?.into_inner().into())
     }

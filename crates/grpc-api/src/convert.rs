@@ -622,3 +622,27 @@ impl From<pb::PosBatchResult> for api::PosBatchView {
         }
     }
 }
+
+// ---- customers ----
+
+impl From<api::ErasureView> for pb::Erasure {
+    fn from(v: api::ErasureView) -> Self {
+        pb::Erasure {
+            customer_id: v.customer_id,
+            orders_erased: v.orders_erased,
+            orders_pending: v.orders_pending,
+            erased_at: v.erased_at,
+        }
+    }
+}
+
+impl From<pb::Erasure> for api::ErasureView {
+    fn from(e: pb::Erasure) -> Self {
+        api::ErasureView {
+            customer_id: e.customer_id,
+            orders_erased: e.orders_erased,
+            orders_pending: e.orders_pending,
+            erased_at: e.erased_at,
+        }
+    }
+}

@@ -6,6 +6,7 @@
 use crate::layer::GrpcServerLayer;
 use crate::pb;
 use crate::pb::catalog_service_server::CatalogServiceServer;
+use crate::pb::customers_service_server::CustomersServiceServer;
 use crate::pb::orders_service_server::OrdersServiceServer;
 use crate::pb::payments_service_server::PaymentsServiceServer;
 use crate::pb::pos_service_server::PosServiceServer;
@@ -38,10 +39,11 @@ pub struct GrpcServerConfig {
 }
 
 /// The names of the services this server has, as health reports them ("" is the server).
-fn health_names() -> [&'static str; 5] {
+fn health_names() -> [&'static str; 6] {
     [
         "",
         "ordo.v1.CatalogService",
+        "ordo.v1.CustomersService",
         "ordo.v1.OrdersService",
         "ordo.v1.PaymentsService",
         "ordo.v1.PosService",
@@ -136,6 +138,7 @@ pub async fn serve(
         .add_service(CatalogServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(OrdersServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(PosServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(CustomersServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(PaymentsServiceServer::new(api).max_decoding_message_size(limit));
     if let Some(reflection) = reflection_v1 {
         routes = routes.add_service(reflection);

@@ -5,6 +5,7 @@ use crate::convert::money;
 use crate::error::status_of;
 use crate::pb;
 use crate::pb::catalog_service_server::CatalogService;
+use crate::pb::customers_service_server::CustomersService;
 use crate::pb::orders_service_server::OrdersService;
 use crate::pb::payments_service_server::PaymentsService;
 use crate::pb::pos_service_server::PosService;
@@ -135,6 +136,21 @@ impl OrdersService for GrpcApi {
         request: Request<pb::GetOrderTimelineRequest>,
     ) -> Reply<pb::Timeline> {
         reply(self.api.orders.timeline(&request.into_inner().id).await)
+    }
+}
+
+#[tonic::async_trait]
+impl CustomersService for GrpcApi {
+    async fn erase_customer(
+        &self,
+        request: Request<pb::EraseCustomerRequest>,
+    ) -> Reply<pb::Erasure> {
+        reply(
+            self.api
+                .orders
+                .erase_customer(&request.into_inner().customer_id)
+                .await,
+        )
     }
 }
 

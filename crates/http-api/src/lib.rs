@@ -76,6 +76,7 @@ fn api_router() -> OpenApiRouter<Api> {
         .routes(routes!(routes::order_timeline))
         .routes(routes!(routes::create_payment, routes::list_payments))
         .routes(routes!(routes::payment_callback))
+        .routes(routes!(routes::erase_customer))
         .merge(
             // A POS batch holds up to 500 sales: it may need more room than any other body.
             OpenApiRouter::new()

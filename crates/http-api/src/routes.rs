@@ -244,3 +244,17 @@ pub(crate) async fn submit_pos_batch(
 ) -> ApiResult<PosBatchView> {
     Ok(axum::Json(api.orders.submit_pos_batch(input).await?))
 }
+
+#[utoipa::path(post, path = "/v1/customers/{customer_id}/erasure", tag = "customers",
+    params(("customer_id" = String, Path)),
+    responses(
+        (status = 200, description = "Erased (or erased before: a repeat changes nothing \
+            more); orders still in fulfillment are listed in `orders_pending` and erased by \
+            themselves once terminal", body = ErasureView),
+        (status = 400, body = ErrorBody)))]
+pub(crate) async fn erase_customer(
+    State(api): State<Api>,
+    Path(customer_id): Path<String>,
+) -> ApiResult<ErasureView> {
+    Ok(axum::Json(api.orders.erase_customer(&customer_id).await?))
+}

@@ -21,6 +21,7 @@
 pub mod api;
 pub mod auth;
 mod catalog;
+mod erasure;
 /// The deadline of the call being served (it lives with the trace context: both travel with every call).
 pub use ordo_telemetry::deadline;
 mod fulfillment;

@@ -654,6 +654,10 @@ impl Service {
                     }
                 }
             }
+            // Orders of customers who asked for erasure, terminal since: erased now.
+            if let Err(error) = self.sweep_pending_erasures().await {
+                tracing::warn!(error = %error, "erasure sweep failed; next run retries");
+            }
         }
         tracing::info!("payment timeout job stopped");
     }

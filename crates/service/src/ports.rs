@@ -41,6 +41,8 @@ pub trait OrdersApi: Send + Sync + 'static {
     /// A POS terminal's batch of offline sales (they become orders, so the orders role owns
     /// them).
     async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView>;
+    /// Erases a customer's personal data in every order (the orders role owns them).
+    async fn erase_customer(&self, customer_id: &str) -> Result<ErasureView>;
     async fn ready(&self) -> Result<()>;
 }
 
@@ -139,6 +141,9 @@ impl OrdersApi for Service {
     async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
         Service::submit_pos_batch(self, input).await
     }
+    async fn erase_customer(&self, customer_id: &str) -> Result<ErasureView> {
+        Service::erase_customer(self, customer_id).await
+    }
     async fn ready(&self) -> Result<()> {
         Service::ready(self).await
     }
@@ -222,6 +227,9 @@ impl OrdersApi for NotServedHere {
         self.refuse()
     }
     async fn submit_pos_batch(&self, _: PosBatchInput) -> Result<PosBatchView> {
+        self.refuse()
+    }
+    async fn erase_customer(&self, _: &str) -> Result<ErasureView> {
         self.refuse()
     }
     async fn ready(&self) -> Result<()> {

@@ -63,11 +63,13 @@ pub(crate) fn sqlite(url: &str, max_connections: u32) -> Result<SqliteConnection
         // process crash (not power loss). No connection checkpoints by itself: a checkpoint
         // copies the WAL into the database file and syncs it, milliseconds that must not be
         // spent inside a commit while every other write waits; the checkpointer thread does it.
+        // `secure_delete` zeroes what a delete or an update frees, so an erased value leaves no
+        // copy in free space.
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                 PRAGMA wal_autocheckpoint = 0;",
+                 PRAGMA wal_autocheckpoint = 0; PRAGMA secure_delete = ON;",
             )
             .map_err(sqlite_error)?;
         connection.set_prepared_statement_cache_capacity(128);

@@ -7,6 +7,7 @@
 //! - [`transaction`]: [`WriteTx`], the steps of a write that commit together; the steps live
 //!   with their tables, one module per aggregate:
 //! - [`catalog`]: products, warehouses and stock levels; [`stock`]: reservations.
+//! - [`erasure`]: erasure of a customer's personal data, and scrubbing the files after it.
 //! - [`pos`]: the batches POS terminals sync and the sales in them.
 //! - [`cache`]: the in-process caches of order and product reads, invalidated after every
 //!   commit that changed them (`WriteTx` and placement batches report the orders they touched).
@@ -30,6 +31,7 @@
 pub mod cache;
 pub mod catalog;
 mod connect;
+pub mod erasure;
 mod error;
 mod group_commit;
 pub mod idempotency;

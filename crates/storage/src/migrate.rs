@@ -37,6 +37,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_place_orders"),
     migration!(7, "0007_scan_free_housekeeping"),
     migration!(8, "0008_pos"),
+    migration!(9, "0009_erasure"),
 ];
 
 /// An arbitrary constant naming ordo's migration lock among PostgreSQL advisory locks.
@@ -108,12 +109,10 @@ async fn apply_pending(conn: &Conn<'_>, backend: Backend) -> Result<()> {
             record(conn, *version, "applied before (sqlx)").await?;
         }
     }
-    let mut ran = false;
     for migration in MIGRATIONS {
         if applied.contains(&migration.version) {
             continue;
         }
-        ran = true;
         let sql = match backend {
             Backend::Sqlite => migration.sqlite,
             Backend::Postgres => migration.postgres,
@@ -121,18 +120,20 @@ async fn apply_pending(conn: &Conn<'_>, backend: Backend) -> Result<()> {
         conn.batch("MIGRATE", sql).await.inspect_err(|_| {
             tracing::error!(migration = migration.description, "migration failed");
         })?;
+        if backend == Backend::Sqlite {
+            // At once, not after the last one: a later migration's `ALTER TABLE` must edit
+            // the definition as it is now, not as this connection parsed it before.
+            reload_sqlite_schema(conn).await?;
+        }
         record(conn, migration.version, migration.description).await?;
         tracing::info!(migration = migration.description, "migration applied");
-    }
-    if ran && backend == Backend::Sqlite {
-        reload_sqlite_schema(conn).await?;
     }
     Ok(())
 }
 
 /// A SQLite migration may edit a table's definition in `sqlite_master` (widening a CHECK):
 /// a new schema version makes every connection, this one included, read the definitions
-/// again instead of enforcing the ones it parsed before.
+/// again instead of enforcing (or altering) the ones it parsed before.
 async fn reload_sqlite_schema(conn: &Conn<'_>) -> Result<()> {
     let version: i64 = conn
         .query_one(

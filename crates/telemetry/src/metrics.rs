@@ -275,6 +275,8 @@ pub struct Metrics {
     circuit_breakers: Family<TargetLabel, Gauge>,
     refused_connections: Family<StaticLabel<1>, Counter>,
     pos_sales: Family<StaticLabel<1>, Counter>,
+    erasure_requests: Counter,
+    orders_erased: Counter,
     pos_stock_deficit: Counter,
     pos_terminal_last_sync: Family<TerminalLabel, FloatGauge>,
     rate_limited_requests: Counter,
@@ -480,6 +482,18 @@ impl Metrics {
              threshold and more requests in progress than the measured capacity)",
             shed_requests.clone(),
         );
+        let erasure_requests = Counter::default();
+        registry.register(
+            "customer_erasure_requests",
+            "Requests to erase a customer's personal data (repeats included)",
+            erasure_requests.clone(),
+        );
+        let orders_erased = Counter::default();
+        registry.register(
+            "orders_personal_data_erased",
+            "Orders whose personal data was erased (at the request, or once terminal)",
+            orders_erased.clone(),
+        );
         let pos_sales = Family::<StaticLabel<1>, Counter>::default();
         registry.register(
             "pos_sales",
@@ -543,6 +557,8 @@ impl Metrics {
             circuit_breakers,
             refused_connections,
             pos_sales,
+            erasure_requests,
+            orders_erased,
             pos_stock_deficit,
             pos_terminal_last_sync,
             rate_limited_requests,
@@ -672,6 +688,16 @@ pub fn count_refused_connection(reason: &'static str) {
         .refused_connections
         .get_or_create(&StaticLabel([(labels::REASON, reason)]))
         .inc();
+}
+
+/// Counts one request to erase a customer's personal data.
+pub fn count_erasure_request() {
+    global().erasure_requests.inc();
+}
+
+/// Counts orders whose personal data was erased.
+pub fn count_orders_erased(orders: u64) {
+    global().orders_erased.inc_by(orders);
 }
 
 /// Counts one sale of a POS batch by its `outcome`.
