@@ -8,7 +8,9 @@
 //!   `docs/runbooks.md`, and has a unit test;
 //! - every metric a rule or a dashboard names, and every label it selects on, is one that a
 //!   running ordo exports after traffic through every kind of request;
-//! - `docker-compose config` accepts `deploy/compose.yaml`.
+//! - `docker-compose config` accepts `deploy/compose.yaml`, `promtool check config` its
+//!   Prometheus configuration. The OpenTelemetry Collector configuration is checked by no tool
+//!   here: no collector binary is packaged for Debian.
 //!
 //! A missing tool (promtool, python3, docker-compose) skips loudly outside CI and fails in CI,
 //! as a missing service does: scripts/test.sh installs them.
@@ -113,6 +115,8 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     args.extend(rules.iter().map(String::as_str));
     let checked = run(&promtool, &args, &dir);
     assert!(!checked.contains("WARNING"), "{checked}");
+    // The compose stack's Prometheus configuration (its rule_files glob is the container's).
+    run(&promtool, &["check", "config", "prometheus.yml"], &dir);
 
     let tests: Vec<String> = files(&dir.join("tests"), "yml")
         .iter()
