@@ -15,6 +15,7 @@
 //! A missing tool (promtool, python3, docker-compose) skips loudly outside CI and fails in CI,
 //! as a missing service does: scripts/test.sh installs them.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -770,12 +771,14 @@ async fn shed_a_request_and_refuse_a_connection(server: &TestServer) {
     drop(held);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rules_and_dashboards_name_only_metrics_and_labels_ordo_exports() {
+// On both storage backends: each exports its own `db_system` and statements.
+backend_tests!(rules_and_dashboards_name_only_metrics_and_labels_ordo_exports);
+
+async fn rules_and_dashboards_name_only_metrics_and_labels_ordo_exports(backend: Backend) {
     // Low admission caps, so that the test can make ordo shed and refuse once: those families
     // exist only once they have counted something.
     let server = TestServer::start_with_env(
-        Backend::sqlite(),
+        backend,
         &[
             ("ORDO_MAX_IN_FLIGHT", "4"),
             ("ORDO_MAX_CONNECTIONS_PER_CLIENT", "16"),
