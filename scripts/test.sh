@@ -12,7 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # given as an absolute path is a file that must exist).
 REQUIRED_PACKAGES=(
   "wrk:wrk"
-  "promtool:prometheus"
+  "promtool:prometheus"       # the metrics exposition and deploy/prometheus (rules and their unit tests)
+  "python3:python3"           # deploy/*/generate.py --check: generated rules and dashboards up to date
+  "docker-compose:docker-compose" # `docker-compose config` validates deploy/compose.yaml (nothing is pulled)
   "protoc:protobuf-compiler" # etcd-client's build (the `etcd` feature)...
   "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev" # ...and protoc's includes
   "etcd:etcd-server"         # the split-deployment and discovery tests start their own etcd

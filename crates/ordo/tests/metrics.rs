@@ -647,7 +647,7 @@ async fn openmetrics_exemplars_name_our_traces() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn promtool_accepts_the_text_format() {
-    let Some(promtool) = promtool() else {
+    let Some(promtool) = required_tool("promtool", "prometheus") else {
         return;
     };
     let server = TestServer::start(Backend::sqlite()).await;
@@ -677,31 +677,6 @@ async fn promtool_accepts_the_text_format() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(findings.trim().is_empty(), "promtool findings:\n{findings}");
-}
-
-/// The promtool binary, or `None` (after a loud notice) outside CI. In CI a missing promtool
-/// fails the test: scripts/test.sh installs it.
-fn promtool() -> Option<String> {
-    let found = std::process::Command::new("promtool")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if found {
-        return Some("promtool".to_owned());
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "promtool is missing in CI (Debian package `prometheus`; scripts/test.sh installs it)"
-        );
-    }
-    eprintln!(
-        "\n**********************************************************\n\
-         SKIPPED: promtool not found (apt-get install prometheus, or run scripts/test.sh)\n\
-         **********************************************************\n"
-    );
-    None
 }
 
 fn run_with_stdin(program: &str, args: &[&str], input: &[u8]) -> std::process::Output {

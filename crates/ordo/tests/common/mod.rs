@@ -1182,3 +1182,29 @@ pub async fn cache_requests(server: &TestServer, cache: &str, result: &str) -> u
         .find_map(|line| line.strip_prefix(&series))
         .map_or(0, |value| value.trim().parse().expect("a counter value"))
 }
+
+/// The program `name` if it runs (`NAME --version`), or `None` after a loud notice outside CI.
+/// In CI (`CI` set) a missing tool fails the test, as a missing service does: scripts/test.sh
+/// installs `debian_package`.
+pub fn required_tool(name: &str, debian_package: &str) -> Option<String> {
+    let found = Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if found {
+        return Some(name.to_owned());
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{name} is missing in CI (Debian package `{debian_package}`; scripts/test.sh installs it)"
+        );
+    }
+    eprintln!(
+        "\n**********************************************************\n\
+         SKIPPED: {name} not found (apt-get install {debian_package}, or run scripts/test.sh)\n\
+         **********************************************************\n"
+    );
+    None
+}
