@@ -89,8 +89,11 @@ impl Service {
         let received = tx
             .pos_batches_received_below(terminal.as_str(), input.batch_seq)
             .await?;
-        let mut results = Vec::with_capacity(input.sales.len());
+        let mut results: Vec<PosSaleResultView> = Vec::with_capacity(input.sales.len());
+        // The units each accepted sale takes, by its place in `results`.
+        let mut demands: Vec<(usize, Vec<(String, i64)>)> = Vec::new();
         for sale in &input.sales {
+            let results_so_far = results.len();
             let sale_span = tracing::info_span!(
                 "pos.sale",
                 pos.terminal_id = terminal.as_str(),
@@ -118,7 +121,6 @@ impl Service {
                         terminal_id: terminal.as_str(),
                         client_sale_id: &checked.client_sale_id,
                         batch_seq: input.batch_seq,
-                        warehouse: warehouse.as_str(),
                         sold_at_ms: checked.sold_at_ms,
                         order: &checked.order,
                         timeline: NewTimelineEntry {
@@ -132,17 +134,25 @@ impl Service {
                     })
                     .await?;
                 Ok::<_, Error>(match written {
-                    PosSaleWrite::Recorded { deficits } => PosSaleResultView {
-                        client_sale_id: checked.client_sale_id,
-                        outcome: "accepted".to_owned(),
-                        order_id: Some(checked.order.id),
-                        stock_deficit: deficits
-                            .into_iter()
-                            .map(|(sku, quantity)| StockDeficitView { sku, quantity })
-                            .collect(),
-                        price_difference: Some(checked.price_difference),
-                        error: None,
-                    },
+                    PosSaleWrite::Recorded => {
+                        demands.push((
+                            results_so_far,
+                            checked
+                                .order
+                                .items
+                                .iter()
+                                .map(|item| (item.sku.clone(), item.quantity))
+                                .collect::<Vec<_>>(),
+                        ));
+                        PosSaleResultView {
+                            client_sale_id: checked.client_sale_id,
+                            outcome: "accepted".to_owned(),
+                            order_id: Some(checked.order.id),
+                            stock_deficit: Vec::new(),
+                            price_difference: Some(checked.price_difference),
+                            error: None,
+                        }
+                    }
                     PosSaleWrite::Duplicate { order_id } => PosSaleResultView {
                         client_sale_id: checked.client_sale_id,
                         outcome: "duplicate".to_owned(),
@@ -161,6 +171,8 @@ impl Service {
             }
             results.push(result);
         }
+        self.take_batch_stock(&mut tx, warehouse.as_str(), &demands, &mut results, now)
+            .await?;
         let view = PosBatchView {
             terminal_id: terminal.as_str().to_owned(),
             batch_seq: input.batch_seq,
@@ -212,6 +224,50 @@ impl Service {
             "POS batch recorded"
         );
         Ok(view)
+    }
+
+    /// Takes the stock of the batch's accepted sales, sale by sale in the batch's order, out
+    /// of the warehouse's free units (on hand, not reserved: online orders were promised
+    /// first); what they do not cover is each sale's deficit — reported, never refused, the
+    /// goods have left the shop. The rows are locked only now, at the end of the batch.
+    async fn take_batch_stock(
+        &self,
+        tx: &mut ordo_storage::WriteTx,
+        warehouse: &str,
+        demands: &[(usize, Vec<(String, i64)>)],
+        results: &mut [PosSaleResultView],
+        now: i64,
+    ) -> Result<()> {
+        let mut skus: Vec<&str> = demands
+            .iter()
+            .flat_map(|(_, lines)| lines.iter().map(|(sku, _)| sku.as_str()))
+            .collect();
+        skus.sort_unstable();
+        skus.dedup();
+        let mut free = tx.lock_free_stock(warehouse, &skus).await?;
+        let mut taken: HashMap<&str, i64> = HashMap::new();
+        for (index, lines) in demands {
+            for (sku, quantity) in lines {
+                let left = free.entry(sku.clone()).or_insert(0);
+                let take = (*quantity).min((*left).max(0));
+                *left -= take;
+                *taken.entry(sku.as_str()).or_insert(0) += take;
+                if take < *quantity {
+                    results[*index].stock_deficit.push(StockDeficitView {
+                        sku: sku.clone(),
+                        quantity: quantity - take,
+                    });
+                }
+            }
+        }
+        for sku in skus {
+            if let Some(&quantity) = taken.get(sku)
+                && quantity > 0
+            {
+                tx.take_on_hand(warehouse, sku, quantity, now).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks one sale against the catalogue and the clock into the order it becomes.

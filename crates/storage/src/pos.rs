@@ -1,13 +1,14 @@
 //! POS terminals: the batches they sync and the sales in them. A batch is one transaction;
 //! each sale in it claims its `(terminal_id, client_sale_id)` first (so a sale sent twice, even
-//! by two uploads racing, is recorded once), then becomes a `completed` order whose stock
-//! leaves `on_hand` at the terminal's warehouse.
+//! by two uploads racing, is recorded once), then becomes a `completed` order; at the end the
+//! batch's stock leaves `on_hand` at the terminal's warehouse.
 
-use crate::WriteTx;
 use crate::records::OrderRecord;
 use crate::sql::params;
 use crate::timeline::NewTimelineEntry;
+use crate::{Backend, WriteTx};
 use ordo_domain::Result;
+use std::collections::HashMap;
 
 /// A sale to record, already checked by the service (known SKUs, currency, time window).
 #[derive(Debug)]
@@ -15,7 +16,6 @@ pub struct NewPosSale<'a> {
     pub terminal_id: &'a str,
     pub client_sale_id: &'a str,
     pub batch_seq: i64,
-    pub warehouse: &'a str,
     pub sold_at_ms: i64,
     /// The order it becomes (status `completed`, the amount paid as its total).
     pub order: &'a OrderRecord,
@@ -25,8 +25,8 @@ pub struct NewPosSale<'a> {
 /// What recording a sale did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PosSaleWrite {
-    /// A new order; `deficits` lists the units per SKU that `on_hand` did not cover.
-    Recorded { deficits: Vec<(String, i64)> },
+    /// A new order (its stock is taken at the end of the batch).
+    Recorded,
     /// The terminal sent this sale before: the order it became then.
     Duplicate { order_id: String },
 }
@@ -65,10 +65,8 @@ impl WriteTx {
             .await
     }
 
-    /// Records one sale: claims its id for the terminal, writes its order, takes its stock.
-    /// Stock comes out of what is on hand and not reserved for other orders (those were
-    /// promised first); what that does not cover is reported as a deficit, never refused: the
-    /// goods have left the shop.
+    /// Records one sale: claims its id for the terminal, writes its order. Its stock is taken
+    /// for the whole batch at its end ([`WriteTx::lock_free_stock`], [`WriteTx::take_on_hand`]).
     pub async fn record_pos_sale(&mut self, sale: &NewPosSale<'_>) -> Result<PosSaleWrite> {
         let claimed = self
             .conn()
@@ -101,49 +99,63 @@ impl WriteTx {
         }
         self.insert_order(sale.order).await?;
         self.touch_order(&sale.order.id);
-        let mut deficits = Vec::new();
-        for item in &sale.order.items {
-            let taken = self
-                .take_on_hand(&item.sku, sale.warehouse, item.quantity, sale.sold_at_ms)
-                .await?;
-            if taken < item.quantity {
-                deficits.push((item.sku.clone(), item.quantity - taken));
-            }
-        }
         self.append_timeline(&sale.timeline).await?;
-        Ok(PosSaleWrite::Recorded { deficits })
+        Ok(PosSaleWrite::Recorded)
     }
 
-    /// Takes up to `quantity` units of `sku` out of `on_hand` at `warehouse`, never below what
-    /// is reserved; returns how many it took. The first statement locks the row (PostgreSQL)
-    /// and reads what is free, so the second cannot race another sale.
-    async fn take_on_hand(
+    /// The units of each of `skus` (sorted, distinct) on hand and not reserved at `warehouse`,
+    /// locked until commit (PostgreSQL: in SKU order, the order every writer of stock rows
+    /// takes them in, so two batches cannot deadlock). Taken at the end of a batch, so the
+    /// locks are held for a few statements, not the whole batch.
+    pub async fn lock_free_stock(
         &mut self,
-        sku: &str,
         warehouse: &str,
+        skus: &[&str],
+    ) -> Result<HashMap<String, i64>> {
+        let mut free = HashMap::with_capacity(skus.len());
+        if skus.is_empty() {
+            return Ok(free);
+        }
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT sku, on_hand - reserved FROM stock WHERE warehouse = $1 AND sku IN ({})
+             ORDER BY sku{lock}",
+            crate::placeholders(2, skus.len())
+        );
+        let mut binds: Vec<crate::sql::Param<'_>> = Vec::with_capacity(skus.len() + 1);
+        binds.push(warehouse.into());
+        binds.extend(skus.iter().map(|sku| crate::sql::Param::from(*sku)));
+        let rows: Vec<(String, i64)> = self
+            .conn()
+            .query("SELECT stock", &sql, &binds, |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .await?;
+        free.extend(rows);
+        Ok(free)
+    }
+
+    /// Takes `quantity` units of `sku` out of `on_hand` at `warehouse` (at most what
+    /// [`WriteTx::lock_free_stock`] found free).
+    pub async fn take_on_hand(
+        &mut self,
+        warehouse: &str,
+        sku: &str,
         quantity: i64,
         now_ms: i64,
-    ) -> Result<i64> {
-        let conn = self.conn();
-        let free: Option<i64> = conn
-            .query_opt(
+    ) -> Result<()> {
+        self.conn()
+            .execute(
                 "UPDATE stock",
-                "UPDATE stock SET updated_at_ms = $1 WHERE sku = $2 AND warehouse = $3
-                 RETURNING on_hand - reserved",
-                &params![now_ms, sku, warehouse],
-                |row| row.get(0),
+                "UPDATE stock SET on_hand = on_hand - $1, updated_at_ms = $2
+                 WHERE sku = $3 AND warehouse = $4",
+                &params![quantity, now_ms, sku, warehouse],
             )
             .await?;
-        let taken = quantity.min(free.unwrap_or(0).max(0));
-        if taken > 0 {
-            conn.execute(
-                "UPDATE stock",
-                "UPDATE stock SET on_hand = on_hand - $1 WHERE sku = $2 AND warehouse = $3",
-                &params![taken, sku, warehouse],
-            )
-            .await?;
-        }
-        Ok(taken)
+        Ok(())
     }
 
     /// Keeps the answer of a batch for its replays; `false` when an upload of the same batch
