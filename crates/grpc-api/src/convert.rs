@@ -449,17 +449,17 @@ mod tests {
                 amount_minor: 200,
                 currency: "USD".into(),
             },
-            shipping_address: api::AddressDto {
+            shipping_address: Some(api::AddressDto {
                 name: Personal::new("สมชาย".into()),
                 line1: Personal::new("l".into()),
                 city: Personal::new("c".into()),
                 postal_code: Personal::new("1".into()),
                 country: "TH".into(),
-            },
-            contact: api::ContactDto {
+            }),
+            contact: Some(api::ContactDto {
                 email: Personal::new("a@b.c".into()),
                 phone: None,
-            },
+            }),
             created_at: "t1".into(),
             updated_at: "t2".into(),
             trace_id: "0af7".into(),
