@@ -423,67 +423,6 @@ impl From<pb::PaymentCallbackAck> for api::PaymentCallbackAck {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn order() -> api::OrderView {
-        api::OrderView {
-            id: "ord_1".into(),
-            customer_id: "c".into(),
-            status: "shipped".into(),
-            currency: "USD".into(),
-            items: vec![api::OrderItemView {
-                sku: "TEA".into(),
-                quantity: 2,
-                unit_price: api::MoneyDto {
-                    amount_minor: 100,
-                    currency: "USD".into(),
-                },
-                line_total: api::MoneyDto {
-                    amount_minor: 200,
-                    currency: "USD".into(),
-                },
-            }],
-            total: api::MoneyDto {
-                amount_minor: 200,
-                currency: "USD".into(),
-            },
-            shipping_address: Some(api::AddressDto {
-                name: Personal::new("สมชาย".into()),
-                line1: Personal::new("l".into()),
-                city: Personal::new("c".into()),
-                postal_code: Personal::new("1".into()),
-                country: "TH".into(),
-            }),
-            contact: Some(api::ContactDto {
-                email: Personal::new("a@b.c".into()),
-                phone: None,
-            }),
-            created_at: "t1".into(),
-            updated_at: "t2".into(),
-            trace_id: "0af7".into(),
-            shipments: vec![api::ShipmentView {
-                id: "shp".into(),
-                warehouse: "W".into(),
-                status: "accepted".into(),
-                carrier: Some("dhl".into()),
-                pickup_slot: None,
-            }],
-        }
-    }
-
-    #[test]
-    fn an_order_survives_the_round_trip_through_its_message() {
-        let original = order();
-        let back = api::OrderView::from(pb::Order::from(original.clone()));
-        assert_eq!(
-            serde_json::to_value(&back).unwrap(),
-            serde_json::to_value(&original).unwrap()
-        );
-    }
-}
-
 // ---- POS terminals ----
 
 impl From<pb::PosBatchRequest> for api::PosBatchInput {
@@ -644,5 +583,66 @@ impl From<pb::Erasure> for api::ErasureView {
             orders_pending: e.orders_pending,
             erased_at: e.erased_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> api::OrderView {
+        api::OrderView {
+            id: "ord_1".into(),
+            customer_id: "c".into(),
+            status: "shipped".into(),
+            currency: "USD".into(),
+            items: vec![api::OrderItemView {
+                sku: "TEA".into(),
+                quantity: 2,
+                unit_price: api::MoneyDto {
+                    amount_minor: 100,
+                    currency: "USD".into(),
+                },
+                line_total: api::MoneyDto {
+                    amount_minor: 200,
+                    currency: "USD".into(),
+                },
+            }],
+            total: api::MoneyDto {
+                amount_minor: 200,
+                currency: "USD".into(),
+            },
+            shipping_address: Some(api::AddressDto {
+                name: Personal::new("สมชาย".into()),
+                line1: Personal::new("l".into()),
+                city: Personal::new("c".into()),
+                postal_code: Personal::new("1".into()),
+                country: "TH".into(),
+            }),
+            contact: Some(api::ContactDto {
+                email: Personal::new("a@b.c".into()),
+                phone: None,
+            }),
+            created_at: "t1".into(),
+            updated_at: "t2".into(),
+            trace_id: "0af7".into(),
+            shipments: vec![api::ShipmentView {
+                id: "shp".into(),
+                warehouse: "W".into(),
+                status: "accepted".into(),
+                carrier: Some("dhl".into()),
+                pickup_slot: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn an_order_survives_the_round_trip_through_its_message() {
+        let original = order();
+        let back = api::OrderView::from(pb::Order::from(original.clone()));
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&original).unwrap()
+        );
     }
 }
