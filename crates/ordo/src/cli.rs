@@ -39,6 +39,20 @@ pub enum Command {
     /// Example: `ordo loadgen --orders 1000 --concurrency 32 --pay --follow`.
     /// Exits non-zero when any request got a 5xx or a transport error.
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Operate on the transactional outbox of the database (ORDO_DATABASE_URL).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum OutboxCommand {
+    /// Put dead-lettered events back for the relay to publish (with a fresh count of
+    /// attempts), once what killed them is fixed. A running instance picks them up by itself.
+    Redrive {
+        /// Only the events of this topic (e.g. `order.paid`); every dead event otherwise.
+        #[arg(long)]
+        topic: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -94,10 +108,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::serve::serve(config, &instance_id, telemetry.reload_handle()).await
         }
         Command::Migrate => migrate(config).await,
+        Command::Outbox(OutboxCommand::Redrive { topic }) => {
+            redrive(config, topic.as_deref()).await
+        }
         Command::Openapi | Command::Loadgen(_) => Ok(()),
     };
     telemetry.shutdown();
     result
+}
+
+async fn redrive(config: Config, topic: Option<&str>) -> anyhow::Result<()> {
+    let db = crate::serve::connect_database(&config, None).await?;
+    let redriven = db
+        .redrive_dead_events(topic)
+        .await
+        .context("cannot redrive the dead events")?;
+    tracing::info!(
+        events = redriven,
+        topic = topic.unwrap_or("*"),
+        "dead events redriven"
+    );
+    println!("{redriven} dead event(s) put back for the relay");
+    db.close().await;
+    Ok(())
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 backend_tests!(
     every_committed_event_is_published_exactly_once,
     events_committed_before_a_crash_are_published_after_restart,
+    an_operator_redrives_dead_events_and_the_relay_publishes_them,
 );
 
 async fn execute(server: &TestServer, statement: &'static str) -> u64 {
@@ -197,4 +198,60 @@ async fn a_paid_order_publishes_order_paid_in_the_same_transaction_as_the_status
     let payload: serde_json::Value = serde_json::from_str(&paid[0][0]).unwrap();
     assert_eq!(payload["order_id"], id.as_str());
     assert_eq!(payload["amount"], order.body["total"]);
+}
+
+/// `ordo outbox redrive`: dead events go back to the relay with a fresh count of attempts
+/// (here only those of the topic named), and a running instance publishes them by itself; the
+/// consumers that had seen them already change nothing.
+async fn an_operator_redrives_dead_events_and_the_relay_publishes_them(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    seed_catalog(&server).await;
+    let order = server
+        .create_order(&order_body("redrive", &[(TEA, 1)]))
+        .await;
+    server
+        .create_order(&order_body("redrive-2", &[(TEA, 1)]))
+        .await;
+    wait_until_published(&server, 2).await;
+    // As the relay leaves an event it gave up on: unpublished, dead, attempts spent.
+    let killed = execute(
+        &server,
+        "UPDATE outbox SET published_at_ms = NULL, dead_at_ms = 1, attempts = 8",
+    )
+    .await;
+    assert_eq!(killed, 2);
+    let redrive = |topic: &'static str| {
+        let url = server.database_url().to_owned();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+                .args(["outbox", "redrive", "--topic", topic])
+                .env("ORDO_DATABASE_URL", url)
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .expect("run ordo outbox redrive")
+        }
+    };
+    let output = redrive("order.created").await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "2 dead event(s) put back for the relay"
+    );
+    let (rows, published, attempts) = wait_until_published(&server, 2).await;
+    assert_eq!((rows, published), (2, 2));
+    assert!(attempts <= 1, "a fresh count of attempts: {attempts}");
+    let dead = sql_i64s(
+        &server,
+        "SELECT COUNT(*) FROM outbox WHERE dead_at_ms IS NOT NULL",
+    )
+    .await;
+    assert_eq!(dead[0][0], 0);
+    // Nothing dead is left for another topic; the order is as it was.
+    let output = redrive("order.paid").await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "0 dead event(s) put back for the relay"
+    );
+    assert_eq!(server.get_order(order["id"].as_str().unwrap()).await, order);
 }

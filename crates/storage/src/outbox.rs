@@ -116,6 +116,36 @@ impl Database {
             .await
     }
 
+    /// Puts dead events (of `topic`, or every topic) back in the relay's way with a fresh count
+    /// of attempts, once an operator has fixed what killed them; returns how many. Their trace
+    /// context is kept, so their next publish continues the orders' traces.
+    pub async fn redrive_dead_events(&self, topic: Option<&str>) -> Result<u64> {
+        let lease = self.write().await?;
+        let conn = lease.conn();
+        match topic {
+            Some(topic) => {
+                conn.execute(
+                    "UPDATE outbox",
+                    "UPDATE outbox SET dead_at_ms = NULL, attempts = 0, claimed_until_ms = NULL,
+                         claim_token = NULL
+                     WHERE dead_at_ms IS NOT NULL AND topic = $1",
+                    &params![topic],
+                )
+                .await
+            }
+            None => {
+                conn.execute(
+                    "UPDATE outbox",
+                    "UPDATE outbox SET dead_at_ms = NULL, attempts = 0, claimed_until_ms = NULL,
+                         claim_token = NULL
+                     WHERE dead_at_ms IS NOT NULL",
+                    &[],
+                )
+                .await
+            }
+        }
+    }
+
     /// Lets row `seq` be claimed again from `retry_at_ms` (a publish failed, or was held back
     /// behind one that did: retry after backoff), keeping the failed attempt's trace context
     /// (`None`: not tried this time, keep the one stored). Unless `attempt_counts`, the claim's
