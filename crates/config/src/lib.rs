@@ -145,6 +145,9 @@ pub struct Config {
     /// Requests in progress beyond which a new one is refused at once with `503`
     /// (`ORDO_MAX_IN_FLIGHT`; default 1,024 per available core).
     pub max_in_flight: usize,
+    /// How long an order may sit in a stage of the saga before the watchdog re-drives it
+    /// (`ORDO_SAGA_STUCK_AFTER_SECS`, default 300).
+    pub saga_stuck_after: Duration,
     /// How old (hours) a POS terminal's sale may be when its batch arrives
     /// (`ORDO_POS_OFFLINE_WINDOW_HOURS`, default 72).
     pub pos_offline_window_hours: u64,
@@ -220,6 +223,7 @@ impl std::fmt::Debug for Config {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_connections", &self.max_connections)
             .field("pos_offline_window_hours", &self.pos_offline_window_hours)
+            .field("saga_stuck_after", &self.saga_stuck_after)
             .field(
                 "max_connections_per_client",
                 &self.max_connections_per_client,
@@ -331,6 +335,7 @@ struct FileConfig {
     max_connections: Option<u64>,
     max_connections_per_client: Option<u64>,
     pos_offline_window_hours: Option<u64>,
+    saga_stuck_after_secs: Option<u64>,
     header_read_timeout_ms: Option<u64>,
     shed_adaptive: Option<bool>,
     shed_cpu_threshold: Option<u64>,
@@ -480,6 +485,21 @@ impl Config {
                 }
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
+            saga_stuck_after: Duration::from_secs(
+                match number(
+                    "ORDO_SAGA_STUCK_AFTER_SECS",
+                    file_config.saga_stuck_after_secs,
+                    300,
+                )? {
+                    0 => {
+                        return Err(ConfigError::Invalid {
+                            name: "ORDO_SAGA_STUCK_AFTER_SECS",
+                            reason: "must be at least 1".to_owned(),
+                        });
+                    }
+                    secs => secs,
+                },
+            ),
             pos_offline_window_hours: match number(
                 "ORDO_POS_OFFLINE_WINDOW_HOURS",
                 file_config.pos_offline_window_hours,

@@ -36,6 +36,9 @@ named_enum! {
         PosSaleRecorded = "pos_sale_recorded",
         /// The customer's personal data in this order became `[erased]`.
         PersonalDataErased = "personal_data_erased",
+        /// The saga watchdog found the order sitting in a stage and sent its stage's event
+        /// again.
+        SagaRedriven = "saga_redriven",
     }
 }
 

@@ -89,6 +89,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         Service::new(db)
             .with_wakeup(wakeup.clone())
             .with_pos_offline_window_hours(config.pos_offline_window_hours)
+            .with_saga_stuck_after(config.saga_stuck_after)
             .with_payments(PaymentSettings {
                 webhook_secret: config.payment_webhook_secret.clone(),
                 sandbox_secret: config.sandbox_secret.clone(),

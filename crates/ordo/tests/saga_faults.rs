@@ -557,3 +557,51 @@ async fn kill_9_in_the_middle_of_a_burst_leaves_every_order_terminal_and_no_push
         log.accepted.len(),
     );
 }
+
+/// The saga watchdog: an order whose stage event was lost outside the outbox's guarantees
+/// (here: marked paid by hand, with no event) sits in `paid` until the watchdog finds it with
+/// nothing on its way, sends `order.paid` again, and the pipeline takes it to `shipped`; the
+/// timeline says so, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watchdog_redrives_an_order_whose_stage_event_was_lost() {
+    let server = TestServer::start_with_env(
+        Backend::sqlite(),
+        &[
+            ("ORDO_SAGA_STUCK_AFTER_SECS", "1"),
+            // The housekeeping job runs every quarter of the payment timeout.
+            ("ORDO_PAYMENT_TIMEOUT_SECS", "4"),
+        ],
+    )
+    .await;
+    seed_catalog(&server).await;
+    let order = server
+        .create_order(&order_body("lost-event", &[(TEA, 1)]))
+        .await;
+    let id = order["id"].as_str().unwrap();
+    let changed = sql_execute(
+        &server,
+        &format!("UPDATE orders SET status = 'paid', updated_at_ms = 0 WHERE id = '{id}'"),
+    )
+    .await;
+    assert_eq!(changed, 1);
+    server
+        .wait_for_order_status(id, "shipped", Duration::from_secs(20))
+        .await;
+    let timeline = server.timeline(id).await;
+    let kinds: Vec<&str> = timeline
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "saga_redriven").count(),
+        1,
+        "{kinds:?}"
+    );
+    let redriven = kinds.iter().position(|k| *k == "saga_redriven").unwrap();
+    assert_eq!(kinds[redriven + 1], "risk_approved", "{kinds:?}");
+    let metrics = server.admin_get("/metrics").await.expect_status(200).text;
+    assert!(
+        metrics.lines().any(|l| l == "saga_redriven_orders_total 1"),
+        "{metrics}"
+    );
+}

@@ -29,6 +29,7 @@ mod orders;
 mod payments;
 pub mod ports;
 mod pos;
+mod watchdog;
 
 pub use fulfillment::{FulfillmentSettings, PushStage, RiskStage, ScheduleStage, SplitStage};
 pub use orders::Created;
@@ -72,6 +73,9 @@ pub struct Service {
     price_source: Option<std::sync::Arc<dyn ports::CatalogApi>>,
     /// How old a POS terminal's sale may be when it syncs (`ORDO_POS_OFFLINE_WINDOW_HOURS`).
     pos_offline_window_hours: u64,
+    /// How long an order may sit in a stage before the watchdog re-drives it
+    /// (`ORDO_SAGA_STUCK_AFTER_SECS`).
+    saga_stuck_after: std::time::Duration,
 }
 
 impl Service {
@@ -85,6 +89,7 @@ impl Service {
             )),
             price_source: None,
             pos_offline_window_hours: ordo_domain::pos::DEFAULT_OFFLINE_WINDOW_HOURS,
+            saga_stuck_after: std::time::Duration::from_secs(300),
         }
     }
 
@@ -112,6 +117,12 @@ impl Service {
     /// How old (in hours) a POS terminal's sale may be when its batch arrives.
     pub fn with_pos_offline_window_hours(mut self, hours: u64) -> Self {
         self.pos_offline_window_hours = hours;
+        self
+    }
+
+    /// How long an order may sit in a stage of the saga before the watchdog re-drives it.
+    pub fn with_saga_stuck_after(mut self, bound: std::time::Duration) -> Self {
+        self.saga_stuck_after = bound;
         self
     }
 

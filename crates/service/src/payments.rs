@@ -654,6 +654,10 @@ impl Service {
                     }
                 }
             }
+            // Orders sitting in a stage with nothing on its way to move them: re-driven.
+            if let Err(error) = self.sweep_stuck_orders().await {
+                tracing::warn!(error = %error, "saga watchdog run failed; next run retries");
+            }
             // Orders of customers who asked for erasure, terminal since: erased now.
             if let Err(error) = self.sweep_pending_erasures().await {
                 tracing::warn!(error = %error, "erasure sweep failed; next run retries");

@@ -156,7 +156,76 @@ impl Database {
     }
 }
 
+/// An order sitting in a stage of the saga longer than it should.
+#[derive(Debug, Clone)]
+pub struct StuckOrder {
+    pub id: String,
+    pub status: OrderStatus,
+    pub updated_at_ms: i64,
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl Database {
+    /// Orders in a stage of the saga (paid to scheduled) unchanged since before
+    /// `updated_before_ms` that have no event waiting to be published (an event waiting, or
+    /// retried, will move them; a dead one is an operator's: `ordo outbox redrive`), oldest
+    /// first, at most `limit`.
+    pub async fn stuck_orders(
+        &self,
+        updated_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<StuckOrder>> {
+        let sql = format!(
+            "SELECT o.id, o.status, o.updated_at_ms, o.trace_id, o.span_id FROM orders o
+             WHERE o.status IN ('paid', 'risk_approved', 'split', 'scheduled')
+               AND o.updated_at_ms < $1
+               AND NOT EXISTS (SELECT 1 FROM outbox e
+                               WHERE e.aggregate_id = o.id AND e.published_at_ms IS NULL)
+             ORDER BY o.updated_at_ms LIMIT {limit}"
+        );
+        let lease = self.read().await?;
+        lease
+            .conn()
+            .query("SELECT orders", &sql, &params![updated_before_ms], |row| {
+                Ok(StuckOrder {
+                    id: row.get(0)?,
+                    status: row.named(1)?,
+                    updated_at_ms: row.get(2)?,
+                    trace_id: row.get(3)?,
+                    span_id: row.get(4)?,
+                })
+            })
+            .await
+    }
+}
+
 impl WriteTx {
+    /// Claims a stuck order for a re-drive: moves its `updated_at_ms` to now if it is still
+    /// in `status` and unchanged since `updated_at_ms` (so one instance re-drives it, once per
+    /// bound); `false` when it moved on meanwhile.
+    pub async fn claim_stuck_order(
+        &mut self,
+        id: &str,
+        status: OrderStatus,
+        updated_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let claimed = self
+            .conn()
+            .execute(
+                "UPDATE orders",
+                "UPDATE orders SET updated_at_ms = $1
+                 WHERE id = $2 AND status = $3 AND updated_at_ms = $4",
+                &params![now_ms, id, status.as_str(), updated_at_ms],
+            )
+            .await?;
+        if claimed == 1 {
+            self.touch_order(id);
+        }
+        Ok(claimed == 1)
+    }
+
     pub async fn insert_order(&mut self, order: &OrderRecord) -> Result<()> {
         let conn = self.conn();
         conn.execute(

@@ -276,6 +276,7 @@ pub struct Metrics {
     refused_connections: Family<StaticLabel<1>, Counter>,
     pos_sales: Family<StaticLabel<1>, Counter>,
     erasure_requests: Counter,
+    saga_redriven: Counter,
     orders_erased: Counter,
     pos_stock_deficit: Counter,
     pos_terminal_last_sync: Family<TerminalLabel, FloatGauge>,
@@ -482,6 +483,13 @@ impl Metrics {
              threshold and more requests in progress than the measured capacity)",
             shed_requests.clone(),
         );
+        let saga_redriven = Counter::default();
+        registry.register(
+            "saga_redriven_orders",
+            "Orders the saga watchdog found sitting in a stage with no event to move them, and \
+             whose stage event it sent again",
+            saga_redriven.clone(),
+        );
         let erasure_requests = Counter::default();
         registry.register(
             "customer_erasure_requests",
@@ -558,6 +566,7 @@ impl Metrics {
             refused_connections,
             pos_sales,
             erasure_requests,
+            saga_redriven,
             orders_erased,
             pos_stock_deficit,
             pos_terminal_last_sync,
@@ -688,6 +697,11 @@ pub fn count_refused_connection(reason: &'static str) {
         .refused_connections
         .get_or_create(&StaticLabel([(labels::REASON, reason)]))
         .inc();
+}
+
+/// Counts orders the saga watchdog re-drove.
+pub fn count_saga_redriven(orders: u64) {
+    global().saga_redriven.inc_by(orders);
 }
 
 /// Counts one request to erase a customer's personal data.

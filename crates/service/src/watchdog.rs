@@ -1,0 +1,107 @@
+//! The saga watchdog: finds orders that sit in a stage of the pipeline (paid to scheduled)
+//! longer than `ORDO_SAGA_STUCK_AFTER_SECS` with no event on its way to move them — an event
+//! lost outside the outbox's guarantees (a database restored from a backup, an event removed
+//! by hand, a consumer that acknowledged without acting) — and sends their stage's event
+//! again. Stages are idempotent by the order's status, so a re-sent event does the stage's
+//! work once; if it keeps failing, the stage's last delivery compensates as usual. Each
+//! re-drive is a span in the order's trace (linked to the run's span) and a `saga_redriven`
+//! timeline entry. Dead events are not touched: they wait for an operator
+//! (`ordo outbox redrive`).
+
+use crate::{Service, step_ids, topics};
+use ordo_domain::Result;
+use ordo_domain::order::OrderStatus;
+use ordo_domain::timeline::TimelineKind;
+use ordo_storage::now_ms;
+use ordo_storage::orders::StuckOrder;
+use ordo_storage::timeline::NewTimelineEntry;
+use ordo_telemetry::{metrics, propagation};
+use tracing::Instrument;
+
+/// Orders re-driven per run at most.
+const BATCH: u32 = 100;
+
+/// The event that starts the stage an order in `status` waits for.
+fn stage_topic(status: OrderStatus) -> Option<&'static str> {
+    match status {
+        OrderStatus::Paid => Some(topics::ORDER_PAID),
+        OrderStatus::RiskApproved => Some(topics::ORDER_RISK_APPROVED),
+        OrderStatus::Split => Some(topics::ORDER_SPLIT),
+        OrderStatus::Scheduled => Some(topics::ORDER_SCHEDULED),
+        _ => None,
+    }
+}
+
+impl Service {
+    /// One run of the watchdog; returns how many orders it re-drove.
+    pub async fn sweep_stuck_orders(&self) -> Result<usize> {
+        let stuck_after_ms = i64::try_from(self.saga_stuck_after.as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(stuck_after_ms);
+        let stuck = self
+            .db
+            .stuck_orders(before, BATCH)
+            .instrument(propagation::unexported_span("saga watchdog poll"))
+            .await?;
+        if stuck.is_empty() {
+            return Ok(0);
+        }
+        let run = tracing::info_span!(parent: None, "saga_watchdog", orders.stuck = stuck.len());
+        let redriven = async {
+            let mut redriven = 0;
+            for order in &stuck {
+                let span = tracing::info_span!(parent: None, "saga_redrive",
+                    order.id = %order.id, order.status = order.status.as_str());
+                propagation::adopt_parent_from_ids(&span, &order.trace_id, &order.span_id);
+                propagation::link_to(&span, &tracing::Span::current());
+                if self.redrive(order).instrument(span).await? {
+                    redriven += 1;
+                }
+            }
+            Ok::<_, ordo_domain::Error>(redriven)
+        }
+        .instrument(run)
+        .await?;
+        if redriven > 0 {
+            self.wakeup.wake();
+            metrics::count_saga_redriven(redriven as u64);
+            tracing::warn!(
+                orders = redriven,
+                "saga watchdog re-drove orders stuck in a stage"
+            );
+        }
+        Ok(redriven)
+    }
+
+    async fn redrive(&self, order: &StuckOrder) -> Result<bool> {
+        let Some(topic) = stage_topic(order.status) else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        if !tx
+            .claim_stuck_order(&order.id, order.status, order.updated_at_ms, now)
+            .await?
+        {
+            return Ok(false);
+        }
+        let payload = serde_json::json!({ "order_id": order.id, "redriven": true });
+        ordo_outbox::new_event(&mut tx, topic, &order.id, &payload, now).await?;
+        let ids = step_ids();
+        let detail = format!(
+            "no progress in status {} for {} s: {topic} sent again",
+            order.status,
+            (now - order.updated_at_ms) / 1000
+        );
+        tx.append_timeline(&NewTimelineEntry {
+            order_id: &order.id,
+            at_ms: now,
+            kind: TimelineKind::SagaRedriven,
+            detail: &detail,
+            trace_id: &ids.trace_id,
+            span_id: &ids.span_id,
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
