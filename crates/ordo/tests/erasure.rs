@@ -1,7 +1,7 @@
 //! Erasure of a customer's personal data (`POST /v1/customers/{customer_id}/erasure`), end to
 //! end on SQLite and PostgreSQL with Redis and an OTLP receiver: the personal fields become
-//! `"[erased]"` while the financial record stays, an order still on its way is erased by
-//! itself once it has shipped, a repeat changes nothing more — and afterwards the erased
+//! `"[erased]"` while the financial record stays, an order in fulfillment is erased by itself
+//! once it has shipped, a repeat changes nothing more — and afterwards the erased
 //! values are nowhere: not in the database (SQLite: the raw bytes of the file and its WAL;
 //! PostgreSQL: every text column of every table), Redis, the logs or the exported spans,
 //! while another customer's are intact.
@@ -77,23 +77,67 @@ fn assert_erased(order: &Value) {
 async fn an_erased_customer_leaves_no_trace_anywhere(backend: Backend) {
     let receiver = OtlpReceiver::grpc().await;
     let redis = RedisServer::start().await;
+    // A carrier that refuses (503) until the gate opens: an order stays in fulfillment.
+    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let carrier = {
+        let gate = std::sync::Arc::clone(&gate);
+        let app = axum::Router::new().route(
+            "/shipments",
+            axum::routing::post(move || {
+                let open = gate.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if open {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}/shipments")
+    };
     let mut env: Vec<(&str, String)> = receiver.env();
-    env.push(("ORDO_REDIS_URL", redis.url()));
+    env.extend([
+        ("ORDO_REDIS_URL", redis.url()),
+        ("ORDO_CARRIER_WEBHOOK_URL", carrier),
+        (
+            "ORDO_CARRIER_WEBHOOK_SECRET",
+            "carrier_secret_for_erasure_tests".to_owned(),
+        ),
+        ("ORDO_CARRIER_RETRY_BASE_MS", "20".to_owned()),
+        ("ORDO_CARRIER_MAX_ATTEMPTS", "100".to_owned()),
+        ("ORDO_CARRIER_BREAKER_THRESHOLD", "1000".to_owned()),
+    ]);
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = TestServer::start_with_env(backend.clone(), &env_refs).await;
     seed_catalog(&server).await;
 
-    // The customer's orders: one over (cancelled), one still to be paid; another customer's.
+    // The customer's orders: one over (cancelled), one awaiting payment, one in fulfillment
+    // (paid, its shipment held at the carrier); and another customer's.
     let done = server
         .create_order(&body("to-forget", NAME, LINE1, POSTAL, EMAIL, PHONE))
         .await;
     let done_id = done["id"].as_str().unwrap().to_owned();
     server.cancel_order(&done_id).await.expect_status(200);
     server.get_order(&done_id).await; // cached in process and in Redis
-    let open = server
+    let unpaid = server
         .create_order(&body("to-forget", NAME, LINE1, POSTAL, EMAIL, PHONE))
         .await;
-    let open_id = open["id"].as_str().unwrap().to_owned();
+    let unpaid_id = unpaid["id"].as_str().unwrap().to_owned();
+    let shipping = server
+        .create_order(&body("to-forget", NAME, LINE1, POSTAL, EMAIL, PHONE))
+        .await;
+    let shipping_id = shipping["id"].as_str().unwrap().to_owned();
+    server
+        .post_json(&format!("/v1/orders/{shipping_id}/payments"), &json!({}))
+        .await
+        .expect_status(201);
+    server
+        .wait_for_order_status(&shipping_id, "scheduled", Duration::from_secs(20))
+        .await;
     let other = server
         .create_order(&body(
             "to-keep",
@@ -107,33 +151,31 @@ async fn an_erased_customer_leaves_no_trace_anywhere(backend: Backend) {
 
     let first = erase(&server, "to-forget").await;
     assert_eq!(first["customer_id"], "to-forget");
-    assert_eq!(first["orders_erased"], 1);
-    assert_eq!(first["orders_pending"], json!([open_id]));
+    assert_eq!(first["orders_erased"], 2, "{first}");
+    assert_eq!(first["orders_pending"], json!([shipping_id]));
     assert!(first["erased_at"].as_str().unwrap().ends_with('Z'));
     assert_erased(&server.get_order(&done_id).await);
+    assert_erased(&server.get_order(&unpaid_id).await);
     let timeline = server.timeline(&done_id).await;
     let kinds: Vec<&str> = timeline
         .iter()
         .map(|e| e["type"].as_str().unwrap())
         .collect();
     assert_eq!(kinds.last(), Some(&"personal_data_erased"), "{kinds:?}");
-    // The order on its way keeps its address (the carrier needs it) ...
+    // The order in fulfillment keeps its address (the carrier needs it) ...
     assert_eq!(
-        server.get_order(&open_id).await["shipping_address"]["name"],
+        server.get_order(&shipping_id).await["shipping_address"]["name"],
         NAME
     );
 
-    // ... is paid, ships with it, and is erased by itself once shipped.
+    // ... ships with it, and is erased by itself once shipped.
+    gate.store(true, std::sync::atomic::Ordering::SeqCst);
     server
-        .post_json(&format!("/v1/orders/{open_id}/payments"), &json!({}))
-        .await
-        .expect_status(201);
-    server
-        .wait_for_order_status(&open_id, "shipped", Duration::from_secs(20))
+        .wait_for_order_status(&shipping_id, "shipped", Duration::from_secs(20))
         .await;
     let erased_by_itself = Instant::now() + Duration::from_secs(15);
     loop {
-        let order = server.get_order(&open_id).await;
+        let order = server.get_order(&shipping_id).await;
         if order["shipping_address"]["name"] == "[erased]" {
             assert_erased(&order);
             break;
@@ -147,7 +189,7 @@ async fn an_erased_customer_leaves_no_trace_anywhere(backend: Backend) {
 
     // A repeat changes nothing more.
     let again = erase(&server, "to-forget").await;
-    assert_eq!(again["orders_erased"], 2);
+    assert_eq!(again["orders_erased"], 3);
     assert_eq!(again["orders_pending"], json!([]));
     assert_eq!(again["erased_at"], first["erased_at"]);
     let timeline = server.timeline(&done_id).await;
@@ -234,7 +276,7 @@ async fn an_erased_customer_leaves_no_trace_anywhere(backend: Backend) {
     assert!(
         metrics
             .lines()
-            .any(|l| l == "orders_personal_data_erased_total 2"),
+            .any(|l| l == "orders_personal_data_erased_total 3"),
         "{metrics}"
     );
 }

@@ -358,7 +358,7 @@ pub struct ErasureView {
     pub customer_id: String,
     /// Orders of this customer whose personal data is erased (by this call or before).
     pub orders_erased: i64,
-    /// Orders still in fulfillment (or awaiting payment): erased by themselves once terminal.
+    /// Orders still in fulfillment (paid to scheduled): erased by themselves once terminal.
     pub orders_pending: Vec<String>,
     /// When erasure was first asked for (RFC 3339, UTC).
     pub erased_at: String,

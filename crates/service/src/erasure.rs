@@ -1,14 +1,17 @@
 //! Erasure of a customer's personal data (`POST /v1/customers/{customer_id}/erasure`): in
 //! every order of the customer, the shipping `name`, `line1`, `postal_code` and the contact
 //! `email` and `phone` become `"[erased]"`; city, country, items, amounts, statuses and the
-//! timeline stay (financial and tax records). An order still on its way (awaiting payment, or
-//! paid to scheduled) keeps its address until it is terminal — the carrier needs it — and is
-//! then erased by the housekeeping job ([`Service::sweep_pending_erasures`]). Each erased
+//! timeline stay (financial and tax records). An order in fulfillment (paid to scheduled)
+//! keeps its address until it is terminal — the carrier needs it — and is then erased by the
+//! housekeeping job ([`Service::sweep_pending_erasures`]); every other order is erased at once
+//! (one awaiting payment too: paid later, it would ship to `[erased]`, which is what its
+//! customer asked for). Each erased
 //! order gets a `personal_data_erased` timeline entry; a repeated call changes nothing more.
 
 use crate::api::ErasureView;
 use crate::{Service, rfc3339, step_ids};
 use ordo_domain::ids::CustomerId;
+use ordo_domain::order::OrderStatus;
 use ordo_domain::personal::ERASED;
 use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, Result};
@@ -53,7 +56,7 @@ impl Service {
         for order in &orders {
             if order.erased_at_ms.is_some() {
                 erased += 1;
-            } else if !order.status.is_terminal() {
+            } else if in_fulfillment(order.status) {
                 pending.push(order.id.clone());
             } else {
                 erase_order(&mut tx, order, now).await?;
@@ -102,7 +105,7 @@ impl Service {
                 let Some(order) = tx.order_for_erasure(id).await? else {
                     continue;
                 };
-                if order.erased_at_ms.is_some() || !order.status.is_terminal() {
+                if order.erased_at_ms.is_some() || in_fulfillment(order.status) {
                     continue;
                 }
                 let span = tracing::info_span!(parent: None, "erase_order", order.id = %order.id);
@@ -135,6 +138,12 @@ impl Service {
             tracing::warn!(%error, "cannot scrub the database files after an erasure");
         }
     }
+}
+
+/// Whether an order in `status` is in fulfillment (paid to scheduled): its address is still
+/// needed by the carrier.
+fn in_fulfillment(status: OrderStatus) -> bool {
+    !status.is_terminal() && status != OrderStatus::PendingPayment
 }
 
 /// Rewrites the personal fields of `order` in `tx`.
