@@ -124,8 +124,10 @@ pub(crate) async fn list_orders(
 pub(crate) async fn get_order(
     State(api): State<Api>,
     Path(id): Path<String>,
-) -> ApiResult<OrderView> {
-    Ok(axum::Json(api.orders.order(&id).await?))
+) -> Result<Response, ApiError> {
+    // Encoded once per cached snapshot, not once per read.
+    let json = api.orders.order_json(&id).await?;
+    Ok(([(http::header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",

@@ -239,6 +239,17 @@ impl Service {
     /// (one would only wrap the database span below it, or nothing on a hit); the order id goes
     /// on the caller's span (the SERVER span of a read).
     pub async fn order(&self, id: &str) -> Result<OrderView> {
+        Ok(self.order_derived(id).await?.0.clone())
+    }
+
+    /// [`Service::order`] as the JSON the REST API answers, encoded once per cached snapshot:
+    /// a cached read costs a reference count, not an encoding.
+    pub async fn order_json(&self, id: &str) -> Result<bytes::Bytes> {
+        Ok(self.order_derived(id).await?.1.clone())
+    }
+
+    /// The view of order `id` and its JSON, derived once per cached snapshot.
+    async fn order_derived(&self, id: &str) -> Result<std::sync::Arc<(OrderView, bytes::Bytes)>> {
         let id = OrderId::parse(id)?;
         tracing::Span::current().record("order.id", id.as_str());
         let Some(snapshot) = self.db.order_snapshot(id.as_str()).await? else {
@@ -257,7 +268,9 @@ impl Service {
                     pickup_slot: s.pickup_slot_ms.map(rfc3339),
                 })
                 .collect();
-            Ok(order)
+            let json = serde_json::to_vec(&order)
+                .map_err(|e| Error::internal(format!("cannot encode an order: {e}")))?;
+            Ok(std::sync::Arc::new((order, bytes::Bytes::from(json))))
         })
     }
 

@@ -35,6 +35,14 @@ pub trait OrdersApi: Send + Sync + 'static {
         input: CreateOrderInput,
     ) -> Result<Created>;
     async fn order(&self, id: &str) -> Result<OrderView>;
+    /// [`OrdersApi::order`] encoded as the REST API's JSON (the local service keeps it
+    /// encoded with its cached snapshot).
+    async fn order_json(&self, id: &str) -> Result<bytes::Bytes> {
+        let order = self.order(id).await?;
+        serde_json::to_vec(&order)
+            .map(bytes::Bytes::from)
+            .map_err(|e| ordo_domain::Error::internal(format!("cannot encode an order: {e}")))
+    }
     async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage>;
     async fn cancel_order(&self, id: &str) -> Result<OrderView>;
     async fn timeline(&self, id: &str) -> Result<TimelineView>;
@@ -128,6 +136,9 @@ impl OrdersApi for Service {
     }
     async fn order(&self, id: &str) -> Result<OrderView> {
         Service::order(self, id).await
+    }
+    async fn order_json(&self, id: &str) -> Result<bytes::Bytes> {
+        Service::order_json(self, id).await
     }
     async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage> {
         Service::orders(self, query).await
