@@ -4,8 +4,11 @@
 
 #[macro_use]
 mod common;
+#[path = "common/otlp.rs"]
+mod otlp;
 
 use common::*;
+use otlp::{KIND_SERVER, OtlpReceiver, assert_one_tree};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -401,4 +404,60 @@ async fn terminals_of_one_shop_sync_at_once_without_losing_a_unit(backend: Backe
     assert_eq!(on_hand(&server, MUG, BKK).await, 0);
     assert_eq!(deficits.get(TEA), Some(&20));
     assert_eq!(deficits.get(MUG), Some(&70));
+}
+
+/// Each sale is a `pos.sale` span, a child of the batch request's SERVER span, and the whole
+/// batch is one trace tree: the order a sale became names that trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_sale_is_a_span_under_the_batch_request() {
+    let receiver = OtlpReceiver::grpc().await;
+    let env = receiver.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start_with_env(Backend::sqlite(), &env).await;
+    seed_catalog(&server).await;
+    let reply = server
+        .post_json(
+            BATCHES,
+            &batch(
+                "till-trace",
+                1,
+                vec![
+                    sale("tr-1", &[(TEA, 1)], TEA_PRICE),
+                    sale("tr-2", &[("NO-SUCH-SKU", 1)], 100),
+                    sale("tr-3", &[(TEA, 2)], 2 * TEA_PRICE),
+                ],
+            ),
+        )
+        .await
+        .expect_status(200);
+    let (trace_id, _) = reply.traceparent();
+    let spans = receiver
+        .trace(&trace_id, |spans| {
+            spans.iter().filter(|s| s.name == "pos.sale").count() == 3
+                && spans.iter().any(|s| s.kind == KIND_SERVER)
+        })
+        .await;
+    let root = assert_one_tree(&spans, "");
+    assert_eq!(root.kind, KIND_SERVER);
+    assert_eq!(root.name, "POST /v1/pos/batches");
+    let sales: Vec<_> = spans.iter().filter(|s| s.name == "pos.sale").collect();
+    for sale in &sales {
+        assert_eq!(sale.parent_span_id, root.span_id, "{sale:#?}");
+    }
+    let outcomes: Vec<&str> = sales
+        .iter()
+        .map(|s| s.attributes.get("pos.outcome").map_or("", String::as_str))
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "accepted").count(),
+        2,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "rejected").count(),
+        1,
+        "{outcomes:?}"
+    );
+    let order_id = reply.body["results"][0]["order_id"].as_str().unwrap();
+    assert_eq!(server.get_order(order_id).await["trace_id"], trace_id);
 }
