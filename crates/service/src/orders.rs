@@ -2,15 +2,15 @@
 //! the timeline.
 
 use crate::api::{
-    AddressDto, ContactDto, CreateOrderInput, ListOrdersQuery, MoneyDto, OrderItemView, OrderPage,
-    OrderView, ShipmentView, TimelineEventView, TimelineView,
+    AddressDto, ContactDto, CreateOrderInput, ListOrdersQuery, MoneyDto, OrderItemInput,
+    OrderItemView, OrderPage, OrderView, ShipmentView, TimelineEventView, TimelineView,
 };
 use crate::{Service, rfc3339, step_ids, topics};
 use ordo_domain::ids::{CustomerId, OrderId, Sku};
 use ordo_domain::money::Currency;
 use ordo_domain::money::Money;
 use ordo_domain::order::{
-    Contact, NewOrder, OrderEvent, OrderStatus, ShippingAddress, price_lines,
+    Contact, NewOrder, OrderEvent, OrderStatus, PricedLine, ShippingAddress, price_lines,
 };
 use ordo_domain::stock::{Allocation, Quantity, StockLevel, allocate};
 use ordo_domain::timeline::TimelineKind;
@@ -39,17 +39,7 @@ impl CreateOrderInput {
     pub fn parse(&self) -> Result<NewOrder> {
         let customer_id = CustomerId::parse(&self.customer_id)?;
         let currency = Currency::parse(&self.currency)?;
-        let lines = self
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                Ok((
-                    Sku::parse(&item.sku).map_err(|e| e.in_field(&format!("items[{i}]")))?,
-                    Quantity::new(item.quantity).map_err(|e| e.in_field(&format!("items[{i}]")))?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let lines = parse_lines(&self.items)?;
         let a = &self.shipping_address;
         let shipping_address = ShippingAddress::parse(
             a.name.expose(),
@@ -109,6 +99,33 @@ impl CancelCause {
             CancelCause::PaymentTimeout => "payment timed out; reserved stock released",
         }
     }
+}
+
+/// The SKU and quantity of each line, checked; errors name the line (`items[i]`).
+pub(crate) fn parse_lines(items: &[OrderItemInput]) -> Result<Vec<(Sku, Quantity)>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            Ok((
+                Sku::parse(&item.sku).map_err(|e| e.in_field(&format!("items[{i}]")))?,
+                Quantity::new(item.quantity).map_err(|e| e.in_field(&format!("items[{i}]")))?,
+            ))
+        })
+        .collect()
+}
+
+/// The stored lines of an order priced by `price_lines`.
+pub(crate) fn item_records(priced: &[PricedLine]) -> Vec<OrderItemRecord> {
+    priced
+        .iter()
+        .map(|line| OrderItemRecord {
+            sku: line.sku.as_str().to_owned(),
+            quantity: i64::from(line.quantity.get()),
+            unit_price_minor: line.unit_price.amount_minor(),
+            line_total_minor: line.line_total.amount_minor(),
+        })
+        .collect()
 }
 
 pub(crate) fn new_order_id() -> OrderId {
@@ -425,15 +442,7 @@ fn decide(
         updated_at_ms: now,
         trace_id: ids.trace_id,
         span_id: ids.span_id,
-        items: priced
-            .iter()
-            .map(|line| OrderItemRecord {
-                sku: line.sku.as_str().to_owned(),
-                quantity: i64::from(line.quantity.get()),
-                unit_price_minor: line.unit_price.amount_minor(),
-                line_total_minor: line.line_total.amount_minor(),
-            })
-            .collect(),
+        items: item_records(&priced),
     };
     let mut warehouses: Vec<_> = allocations.iter().map(|a| &a.warehouse).collect();
     warehouses.sort();

@@ -10,18 +10,17 @@ use crate::api::{
     MoneyDifferenceDto, PosBatchInput, PosBatchView, PosSaleErrorView, PosSaleInput,
     PosSaleResultView, StockDeficitView,
 };
-use crate::orders::new_order_id;
+use crate::orders::{item_records, new_order_id, parse_lines};
 use crate::{Service, step_ids};
 use ordo_domain::ids::{CustomerId, Sku, WarehouseId};
 use ordo_domain::money::{Currency, Money};
 use ordo_domain::order::{OrderStatus, price_lines};
 use ordo_domain::pos::{self, PosPaymentMethod, TerminalId};
-use ordo_domain::stock::Quantity;
 use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, Result};
 use ordo_storage::now_ms;
 use ordo_storage::pos::{NewPosSale, PosSaleWrite};
-use ordo_storage::records::{OrderItemRecord, OrderRecord};
+use ordo_storage::records::OrderRecord;
 use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::metrics;
 use std::collections::HashMap;
@@ -307,17 +306,7 @@ impl Service {
                 format!("must hold 1 to {MAX_LINES} lines"),
             ));
         }
-        let lines = sale
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                Ok((
-                    Sku::parse(&item.sku).map_err(|e| e.in_field(&format!("items[{i}]")))?,
-                    Quantity::new(item.quantity).map_err(|e| e.in_field(&format!("items[{i}]")))?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let lines = parse_lines(&sale.items)?;
         let (priced, catalogue_total) =
             price_lines(currency, &lines, |sku| prices.get(sku).copied())?;
         let ids = step_ids();
@@ -333,15 +322,7 @@ impl Service {
             updated_at_ms: now,
             trace_id: ids.trace_id,
             span_id: ids.span_id,
-            items: priced
-                .iter()
-                .map(|line| OrderItemRecord {
-                    sku: line.sku.as_str().to_owned(),
-                    quantity: i64::from(line.quantity.get()),
-                    unit_price_minor: line.unit_price.amount_minor(),
-                    line_total_minor: line.line_total.amount_minor(),
-                })
-                .collect(),
+            items: item_records(&priced),
         };
         Ok(CheckedSale {
             client_sale_id,
