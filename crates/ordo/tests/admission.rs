@@ -242,18 +242,24 @@ async fn past_max_in_flight_a_request_is_shed_at_once_with_retry_after() {
     let server =
         TestServer::start_with_env(Backend::sqlite(), &[("ORDO_MAX_IN_FLIGHT", "1")]).await;
     // A request whose body never finishes arriving stays in progress: the handler waits for it.
+    // If it arrived while one of the probes below was in progress, it was the one shed: then
+    // another is sent, until a probe is shed.
     let address = server.base_url().trim_start_matches("http://").to_owned();
-    let mut slow = std::net::TcpStream::connect(&address).unwrap();
-    write!(
-        slow,
-        "POST /v1/orders HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: 1000\r\n\r\n{{\"customer_id\""
-    )
-    .unwrap();
-    slow.flush().unwrap();
+    let hold = || {
+        let mut slow = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            slow,
+            "POST /v1/orders HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Content-Length: 1000\r\n\r\n{{\"customer_id\""
+        )
+        .unwrap();
+        slow.flush().unwrap();
+        slow
+    };
+    let mut slow = vec![hold()];
 
     let mut shed = None;
-    for _ in 0..50 {
+    for attempt in 0..50 {
         let started = std::time::Instant::now();
         let reply = server.get("/v1/products/NOPE-1").await;
         if reply.status == 503 {
@@ -262,8 +268,11 @@ async fn past_max_in_flight_a_request_is_shed_at_once_with_retry_after() {
             shed = Some(reply);
             break;
         }
-        // The slow request may not have reached the middleware yet.
+        // The slow request may not have reached the middleware yet, or was shed itself.
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if attempt % 5 == 4 {
+            slow.push(hold());
+        }
     }
     let reply = shed.expect("no request was shed while one was in progress");
     assert_error(&reply, 503, "unavailable");
