@@ -5,7 +5,7 @@
 
 use crate::sql::params;
 use crate::timeline::NewTimelineEntry;
-use crate::{Backend, Connections, Database, WriteTx};
+use crate::{Connections, Database, WriteTx};
 use ordo_domain::Result;
 use ordo_domain::order::OrderStatus;
 
@@ -65,10 +65,7 @@ impl WriteTx {
         &mut self,
         customer_id: &str,
     ) -> Result<Vec<ErasableOrder>> {
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let sql = format!(
             "SELECT {ERASABLE_COLUMNS} FROM orders WHERE customer_id = $1 ORDER BY id{lock}"
         );
@@ -84,10 +81,7 @@ impl WriteTx {
 
     /// Order `id` for the erasure sweep, locked on PostgreSQL.
     pub async fn order_for_erasure(&mut self, id: &str) -> Result<Option<ErasableOrder>> {
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let sql = format!("SELECT {ERASABLE_COLUMNS} FROM orders WHERE id = $1{lock}");
         self.conn()
             .query_opt("SELECT orders", &sql, &params![id], erasable_from_row)

@@ -3,7 +3,7 @@
 
 use crate::records::{OrderFilter, OrderItemRecord, OrderRecord, OrderSnapshot};
 use crate::sql::{Conn, Param, RowRef, params};
-use crate::{Backend, Database, WriteTx, placeholders};
+use crate::{Database, WriteTx, placeholders};
 use ordo_domain::Result;
 use ordo_domain::order::OrderStatus;
 use std::collections::HashMap;
@@ -282,10 +282,7 @@ impl WriteTx {
     /// As [`WriteTx::order_for_update`], without reading the items (`items` stays empty): one
     /// statement, for the steps that decide on the order's status, total and address only.
     pub async fn lock_order_without_items(&mut self, id: &str) -> Result<Option<OrderRecord>> {
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1{lock}");
         self.conn()
             .query_opt("SELECT orders", &sql, &params![id], order_from_row)

@@ -7,7 +7,7 @@
 
 use crate::records::{PaymentEventRecord, PaymentRecord, UnpaidOrderRecord};
 use crate::sql::{RowRef, params};
-use crate::{Backend, Database, WriteTx};
+use crate::{Database, WriteTx};
 use ordo_domain::Result;
 use ordo_domain::order::OrderStatus;
 use ordo_domain::payment::PaymentStatus;
@@ -193,10 +193,7 @@ impl WriteTx {
 
     /// Reads payment `id`; on PostgreSQL the row stays locked until commit.
     pub async fn payment_for_update(&mut self, id: &str) -> Result<Option<PaymentRecord>> {
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1{lock}");
         self.conn()
             .query_opt("SELECT payments", &sql, &params![id], payment_from_row)

@@ -3,10 +3,10 @@
 //! by two uploads racing, is recorded once), then becomes a `completed` order; at the end the
 //! batch's stock leaves `on_hand` at the terminal's warehouse.
 
+use crate::WriteTx;
 use crate::records::OrderRecord;
 use crate::sql::params;
 use crate::timeline::NewTimelineEntry;
-use crate::{Backend, WriteTx};
 use ordo_domain::Result;
 use std::collections::HashMap;
 
@@ -116,10 +116,7 @@ impl WriteTx {
         if skus.is_empty() {
             return Ok(free);
         }
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let sql = format!(
             "SELECT sku, on_hand - reserved FROM stock WHERE warehouse = $1 AND sku IN ({})
              ORDER BY sku{lock}",

@@ -103,6 +103,15 @@ impl WriteTx {
         }
     }
 
+    /// The clause that keeps the rows a `SELECT` reads locked until commit: `FOR UPDATE` on
+    /// PostgreSQL; nothing on SQLite, whose one writer holds the database already.
+    pub(crate) fn row_lock(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
     pub(crate) fn backend(&self) -> Backend {
         match self.state {
             TxState::Postgres { .. } => Backend::Postgres,
