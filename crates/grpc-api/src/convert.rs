@@ -16,6 +16,24 @@ impl From<pb::Money> for api::MoneyDto {
     }
 }
 
+impl From<pb::OrderItemInput> for api::OrderItemInput {
+    fn from(i: pb::OrderItemInput) -> Self {
+        api::OrderItemInput {
+            sku: i.sku,
+            quantity: i.quantity,
+        }
+    }
+}
+
+impl From<api::OrderItemInput> for pb::OrderItemInput {
+    fn from(i: api::OrderItemInput) -> Self {
+        pb::OrderItemInput {
+            sku: i.sku,
+            quantity: i.quantity,
+        }
+    }
+}
+
 impl From<api::MoneyDto> for pb::Money {
     fn from(m: api::MoneyDto) -> Self {
         pb::Money {
@@ -127,14 +145,7 @@ impl From<pb::CreateOrderRequest> for api::CreateOrderInput {
         api::CreateOrderInput {
             customer_id: r.customer_id,
             currency: r.currency,
-            items: r
-                .items
-                .into_iter()
-                .map(|i| api::OrderItemInput {
-                    sku: i.sku,
-                    quantity: i.quantity,
-                })
-                .collect(),
+            items: r.items.into_iter().map(api::OrderItemInput::from).collect(),
             shipping_address: r.shipping_address.unwrap_or_default().into(),
             contact: r.contact.unwrap_or_default().into(),
         }
@@ -304,14 +315,7 @@ impl From<api::CreateOrderInput> for pb::CreateOrderRequest {
         pb::CreateOrderRequest {
             customer_id: i.customer_id,
             currency: i.currency,
-            items: i
-                .items
-                .into_iter()
-                .map(|item| pb::OrderItemInput {
-                    sku: item.sku,
-                    quantity: item.quantity,
-                })
-                .collect(),
+            items: i.items.into_iter().map(pb::OrderItemInput::from).collect(),
             shipping_address: Some(i.shipping_address.into()),
             contact: Some(i.contact.into()),
         }
@@ -441,14 +445,7 @@ impl From<pb::PosBatchRequest> for api::PosBatchInput {
                         sold_at: s.sold_at,
                         customer_id: s.customer_id,
                         currency: s.currency,
-                        items: s
-                            .items
-                            .into_iter()
-                            .map(|i| api::OrderItemInput {
-                                sku: i.sku,
-                                quantity: i.quantity,
-                            })
-                            .collect(),
+                        items: s.items.into_iter().map(api::OrderItemInput::from).collect(),
                         payment: api::PosPaymentInput {
                             method: payment.method,
                             amount: money(payment.amount),
@@ -474,14 +471,7 @@ impl From<api::PosBatchInput> for pb::PosBatchRequest {
                     sold_at: s.sold_at,
                     customer_id: s.customer_id,
                     currency: s.currency,
-                    items: s
-                        .items
-                        .into_iter()
-                        .map(|i| pb::OrderItemInput {
-                            sku: i.sku,
-                            quantity: i.quantity,
-                        })
-                        .collect(),
+                    items: s.items.into_iter().map(pb::OrderItemInput::from).collect(),
                     payment: Some(pb::PosPayment {
                         method: s.payment.method,
                         amount: Some(s.payment.amount.into()),
