@@ -268,6 +268,12 @@ impl Ticket {
     /// Ends the request: `served` is false for a server fault (5xx, or its gRPC codes), which
     /// says nothing about how many requests the process can finish.
     pub fn finish(mut self, served: bool) {
+        self.leave(served);
+    }
+
+    /// Leaves the count (once) and teaches the shedder: the response time of a served
+    /// request, only the in-flight count otherwise.
+    fn leave(&mut self, served: bool) {
         if let Some(inner) = self.admission.take() {
             let left = inner
                 .in_flight
@@ -302,14 +308,6 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some(inner) = self.admission.take() {
-            let left = inner
-                .in_flight
-                .fetch_sub(1, Ordering::Relaxed)
-                .saturating_sub(1);
-            if let Some(shedder) = &inner.shedder {
-                shedder.on_fail(left);
-            }
-        }
+        self.leave(false);
     }
 }
