@@ -32,7 +32,7 @@ use ordo_service::api::*;
 use ordo_service::ports::{CatalogApi, OrdersApi, PaymentsApi};
 use ordo_service::{Created, PaymentCreated};
 use ordo_telemetry::metrics::{self, RpcLabels, TraceExemplar};
-use ordo_telemetry::propagation;
+use ordo_telemetry::{conventions, propagation};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -135,6 +135,7 @@ impl RoleChannel {
                 rpc.service = method.service,
                 rpc.method = method.method,
                 rpc.grpc.status_code = field::Empty,
+                error.type = field::Empty,
                 ordo.role = self.role,
                 attempt,
             );
@@ -182,6 +183,7 @@ impl RoleChannel {
             span.record("rpc.grpc.status_code", code as i32);
             if code != tonic::Code::Ok {
                 span.record("otel.status_code", "error");
+                span.record("error.type", conventions::grpc_error_type(code as i32));
             }
             let backoff = retry_backoff(attempt);
             let retry = method.idempotent

@@ -19,7 +19,7 @@ use ordo_admission::{Admission, Caller, Rejection};
 use ordo_domain::{Error, ErrorKind};
 use ordo_service::auth::ApiKeys;
 use ordo_telemetry::metrics::{self, OTHER_RPC, RpcLabels, TraceExemplar, labels};
-use ordo_telemetry::propagation;
+use ordo_telemetry::{conventions, propagation};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -141,6 +141,7 @@ where
             rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = field::Empty,
+            error.type = field::Empty,
             // Filled in by a read that needs no span of its own (`Service::order`).
             order.id = field::Empty,
         );
@@ -300,6 +301,7 @@ impl CallEnd {
         span.record("rpc.grpc.status_code", code);
         if is_server_fault(code) {
             span.record("otel.status_code", "error");
+            span.record("error.type", conventions::grpc_error_type(code));
         }
         if let Some(kind) = kind {
             metrics::count_error(kind.code());

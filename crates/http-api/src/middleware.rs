@@ -15,7 +15,7 @@ use ordo_admission::{Admission, Caller, Rejection};
 use ordo_domain::{Error, ErrorKind};
 use ordo_service::auth::ApiKeys;
 use ordo_telemetry::metrics::{self, HttpLabels, TraceExemplar, labels};
-use ordo_telemetry::propagation;
+use ordo_telemetry::{conventions, propagation};
 use std::time::{Duration, Instant};
 use tracing::{Instrument, field};
 
@@ -57,7 +57,11 @@ pub(crate) async fn serve_request(
         http.request.method = %method,
         http.route = field::Empty,
         url.path = %request.uri().path(),
+        // The API is served in plain HTTP (TLS ends in front of ordo).
+        url.scheme = "http",
+        network.protocol.version = conventions::http_protocol_version(request.version()),
         http.response.status_code = field::Empty,
+        error.type = field::Empty,
         // Filled in by a read that needs no span of its own (`Service::order`).
         order.id = field::Empty,
     );
@@ -130,9 +134,11 @@ pub(crate) async fn serve_request(
     .await;
 
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
+        // The conventions' `error.type` of a failed HTTP call: its status code, as text.
+        span.record("error.type", status.as_str());
     }
     let mut exemplar = None;
     if let Some(traceparent) = propagation::traceparent_of(&span) {

@@ -2,18 +2,25 @@
 //! committed outbox event reaches the broker (acknowledged by it, published once), carries the
 //! trace context of its publish span and the order id in its headers, and survives a kill -9 of
 //! ordo between commit and publish. A broker that cannot be reached stops the start-up with an
-//! error naming the variable.
+//! error naming the variable. A broker outage longer than the relay's whole retry schedule, in
+//! the middle of the pipeline, only delays it: every order ends shipped, nothing is
+//! dead-lettered, and the carrier sees each shipment once.
 //!
 //! Servers: RabbitMQ at `ORDO_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`)
 //! and NATS at `ORDO_TEST_NATS_URL` (default `nats://127.0.0.1:4222`), as `scripts/test.sh`
 //! starts them. Unreachable: skipped loudly, except in CI (`CI` set), where it fails. Each test
 //! uses a namespace of its own (`ORDO_BROKER_NAMESPACE`), removed at the end.
 
+#[path = "common/carrier.rs"]
+mod carrier;
 #[allow(unused_macros)]
 mod common;
 #[path = "common/otlp.rs"]
 mod otlp;
+#[path = "common/proxy.rs"]
+mod proxy;
 
+use carrier::Carrier;
 use common::*;
 use futures::StreamExt;
 use otlp::{OtlpReceiver, describe};
@@ -591,6 +598,11 @@ async fn the_pipeline_runs_over_the_broker_in_the_order_trace(broker: Broker) {
             describe(&spans)
         );
     }
+    remove_namespace(broker, &namespace).await;
+}
+
+/// Removes what a test's namespace left on `broker`: queues and exchange, or the stream.
+async fn remove_namespace(broker: Broker, namespace: &str) {
     match broker {
         Broker::RabbitMq => {
             let connection =
@@ -598,7 +610,7 @@ async fn the_pipeline_runs_over_the_broker_in_the_order_trace(broker: Broker) {
                     .await
                     .unwrap();
             let channel = connection.create_channel().await.unwrap();
-            delete_stage_queues(&channel, &namespace).await;
+            delete_stage_queues(&channel, namespace).await;
             let _ = channel
                 .exchange_delete(
                     format!("{namespace}.events").as_str().into(),
@@ -614,6 +626,132 @@ async fn the_pipeline_runs_over_the_broker_in_the_order_trace(broker: Broker) {
                 .await;
         }
     }
+}
+
+/// `host:port` of a broker URL (`scheme://[user:password@]host:port[/path]`).
+fn host_and_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// The relay's retry base in this test: its whole schedule (about 256 × base) is ~2.6 s, so
+/// the outage below outlasts it.
+const CHAOS_RETRY_BASE_MS: &str = "10";
+const CHAOS_OUTAGE: Duration = Duration::from_secs(6);
+
+/// The broker vanishes (every connection reset, every new one refused) while orders are being
+/// paid and their stages run, for longer than the relay's whole retry schedule; then it comes
+/// back. Nothing is dead-lettered, every order ends `shipped`, and the carrier is asked once per
+/// shipment.
+async fn a_broker_outage_longer_than_the_retry_schedule_loses_nothing(broker: Broker) {
+    if !broker.available().await {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let url = broker.url();
+    let target = host_and_port(&url).to_owned();
+    let proxy = proxy::CutProxy::start(&target).await;
+    let namespace = format!("t{}", random_hex());
+    let carrier = Carrier::start(|_, _| 200).await;
+    let mut env = carrier.env(&[("ORDO_OUTBOX_RETRY_BASE_MS", CHAOS_RETRY_BASE_MS)]);
+    env.push(("ORDO_BROKER_URL", url.replacen(&target, &proxy.address, 1)));
+    env.push(("ORDO_BROKER_NAMESPACE", namespace.clone()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    seed_single_sku(&server, "CHAOS-1", 1_000).await;
+
+    let pay = |id: String| {
+        let server = &server;
+        async move {
+            server
+                .post_json(&format!("/v1/orders/{id}/payments"), &serde_json::json!({}))
+                .await
+                .expect_status(201);
+        }
+    };
+    let mut ids = Vec::new();
+    // Orders paid before the outage: their stages are under way when it begins.
+    for i in 0..5 {
+        let order = server
+            .create_order(&order_body(&format!("chaos-{i}"), &[("CHAOS-1", 1)]))
+            .await;
+        let id = order["id"].as_str().unwrap().to_owned();
+        pay(id.clone()).await;
+        ids.push(id);
+    }
+    proxy.cut();
+    let outage = std::time::Instant::now();
+    // Orders taken and paid during the outage: the API needs no broker (their events wait in
+    // the outbox).
+    for i in 5..15 {
+        let order = server
+            .create_order(&order_body(&format!("chaos-{i}"), &[("CHAOS-1", 1)]))
+            .await;
+        let id = order["id"].as_str().unwrap().to_owned();
+        pay(id.clone()).await;
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(CHAOS_OUTAGE.saturating_sub(outage.elapsed())).await;
+    let waiting = sql_i64s(
+        &server,
+        "SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL",
+    )
+    .await[0][0];
+    assert!(waiting > 0, "{broker:?}: no event waited for the broker");
+    assert!(
+        proxy.refused() > 0,
+        "{broker:?}: ordo never tried to reach the broker during the outage"
+    );
+    proxy.restore();
+
+    for id in &ids {
+        let order = server
+            .wait_for_order_status(id, "shipped", Duration::from_secs(60))
+            .await;
+        assert_eq!(order["status"], "shipped", "{broker:?}");
+    }
+    let dead = sql_i64s(
+        &server,
+        "SELECT COUNT(*) FROM outbox WHERE dead_at_ms IS NOT NULL",
+    )
+    .await[0][0];
+    assert_eq!(dead, 0, "{broker:?}: an outage dead-lettered events");
+    let mut pushes_per_shipment: HashMap<String, usize> = HashMap::new();
+    for push in carrier.pushes() {
+        *pushes_per_shipment.entry(push.shipment_id).or_default() += 1;
+    }
+    assert_eq!(
+        pushes_per_shipment.len(),
+        ids.len(),
+        "{broker:?}: one shipment per order"
+    );
+    let repeated: Vec<_> = pushes_per_shipment
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "{broker:?}: shipments pushed more than once: {repeated:?}"
+    );
+    remove_namespace(broker, &namespace).await;
+    eprintln!(
+        "{broker:?}: outage of {:?}, {} connections refused, {waiting} events waited; the drill took {:?}",
+        CHAOS_OUTAGE,
+        proxy.refused(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_an_outage_longer_than_the_retry_schedule_loses_nothing() {
+    a_broker_outage_longer_than_the_retry_schedule_loses_nothing(Broker::RabbitMq).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_an_outage_longer_than_the_retry_schedule_loses_nothing() {
+    a_broker_outage_longer_than_the_retry_schedule_loses_nothing(Broker::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -109,11 +109,12 @@ impl ConsumerRunner {
             otel.status_code = field::Empty,
             messaging.system = system,
             messaging.operation.type = "process",
+            messaging.operation.name = "process",
             messaging.destination.name = %event.topic,
             messaging.message.id = %event.event_id,
             messaging.consumer.group.name = self.consumer.name(),
             order.id = %event.aggregate_id,
-            delivery.attempt = event.delivery.attempt,
+            delivery.attempt = i64::from(event.delivery.attempt),
             duplicate = field::Empty,
             given_up = field::Empty,
         );

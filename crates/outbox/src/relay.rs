@@ -267,6 +267,7 @@ impl Relay {
             otel.status_code = field::Empty,
             messaging.system = self.transport.system(),
             messaging.operation.type = "publish",
+            messaging.operation.name = "publish",
             messaging.destination.name = %row.topic,
             messaging.message.id = %row.event_id,
             order.id = %row.aggregate_id,

@@ -43,7 +43,7 @@ impl Service {
             .instrument(span.clone())
             .await?;
         span.record("orders.erased", view.orders_erased);
-        span.record("orders.pending", view.orders_pending.len());
+        span.record("orders.pending", view.orders_pending.len() as i64);
         Ok(view)
     }
 

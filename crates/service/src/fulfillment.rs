@@ -46,7 +46,7 @@ use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
 use ordo_storage::records::{OrderRecord, ShipmentRecord};
 use ordo_storage::timeline::NewTimelineEntry;
-use ordo_telemetry::propagation;
+use ordo_telemetry::{conventions, propagation};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -812,10 +812,7 @@ impl Service {
             span.in_scope(|| tracing::debug!("sandbox carrier accepted the shipment"));
             return Pushed::Accepted { status: None };
         };
-        let host = reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
+        let (host, port) = conventions::server_of(url).unwrap_or_default();
         let span = tracing::info_span!(
             "carrier_push",
             otel.name = "POST",
@@ -823,11 +820,13 @@ impl Service {
             otel.status_code = field::Empty,
             http.request.method = "POST",
             server.address = %host,
+            server.port = i64::from(port),
             url.full = url,
             http.response.status_code = field::Empty,
+            error.type = field::Empty,
             shipment.id = shipment_id,
             carrier,
-            attempt,
+            attempt = i64::from(attempt),
         );
         let mut headers = reqwest::header::HeaderMap::new();
         propagation::inject_http(&span, &mut headers);
@@ -844,10 +843,11 @@ impl Service {
         match result {
             Ok(response) => {
                 let status = response.status().as_u16();
-                span.record("http.response.status_code", status);
+                span.record("http.response.status_code", i64::from(status));
                 let outcome = risk::classify_status(status);
                 if outcome != PushOutcome::Accepted {
                     span.record("otel.status_code", "error");
+                    span.record("error.type", status.to_string());
                 }
                 match outcome {
                     PushOutcome::Accepted => Pushed::Accepted {
@@ -862,6 +862,14 @@ impl Service {
             }
             Err(error) => {
                 span.record("otel.status_code", "error");
+                span.record(
+                    "error.type",
+                    if error.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    },
+                );
                 let reason = if error.is_timeout() {
                     "timeout".to_owned()
                 } else {

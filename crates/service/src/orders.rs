@@ -138,7 +138,7 @@ impl Service {
     /// With an idempotency key, a request repeating an earlier one returns that order and
     /// reserves nothing more; a different request with the same key is a `conflict`.
     #[tracing::instrument(name = "create_order", skip_all,
-        fields(order.id = field::Empty, order.item_count = input.items.len()))]
+        fields(order.id = field::Empty, order.item_count = input.items.len() as i64))]
     pub async fn create_order(
         &self,
         idempotency_key: Option<&str>,

@@ -448,6 +448,7 @@ pub(crate) fn db_span(backend: Backend, summary: &'static str) -> tracing::Span 
         db.operation.name = operation,
         db.query.summary = summary,
         db.operation.batch.size = field::Empty,
+        error.type = field::Empty,
     )
 }
 
@@ -479,7 +480,7 @@ async fn observed_with<T>(
     if let (Some(span), Err(error)) = (&mut span, &result)
         && error.kind.is_server_fault()
     {
-        span.set_error();
+        span.set_error(error.kind.code());
     }
     result
 }
@@ -512,6 +513,7 @@ pub(crate) async fn observed_in<T>(
         && error.kind.is_server_fault()
     {
         span.record("otel.status_code", "error");
+        span.record("error.type", error.kind.code());
     }
     result
 }

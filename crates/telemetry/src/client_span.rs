@@ -55,9 +55,11 @@ impl ClientSpan {
         }
     }
 
-    /// Marks the call failed (a fault of the server, not of the caller).
-    pub fn set_error(&mut self) {
+    /// Marks the call failed (a fault of the server, not of the caller), with the few-valued
+    /// `error.type` the conventions ask of a failed call.
+    pub fn set_error(&mut self, error_type: &'static str) {
         if let Some(span) = &mut self.0 {
+            span.set_attribute(KeyValue::new("error.type", error_type));
             span.set_status(Status::error(""));
         }
     }

@@ -13,6 +13,7 @@
 //! directly; it calls [`propagation`], so no call site can forget a step.
 
 pub mod client_span;
+pub mod conventions;
 pub mod deadline;
 mod export;
 mod json_log;

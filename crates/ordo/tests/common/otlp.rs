@@ -29,6 +29,9 @@ pub struct CapturedSpan {
     /// OTLP `StatusCode`: 0 unset, 1 ok, 2 error.
     pub status_code: i32,
     pub attributes: HashMap<String, String>,
+    /// The OTLP type each attribute was exported with: `string`, `int`, `double`, `bool`,
+    /// `array`, `kvlist` or `bytes` (backends' queries depend on it, not only the text).
+    pub attribute_types: HashMap<String, &'static str>,
     pub resource: HashMap<String, String>,
     /// The (trace id, span id) of each span this one links to.
     pub links: Vec<(String, String)>,
@@ -49,6 +52,26 @@ fn value_text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) 
         Some(other) => format!("{other:?}"),
         None => String::new(),
     }
+}
+
+fn value_type(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> &'static str {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(AnyValue::StringValue(_)) => "string",
+        Some(AnyValue::IntValue(_)) => "int",
+        Some(AnyValue::BoolValue(_)) => "bool",
+        Some(AnyValue::DoubleValue(_)) => "double",
+        Some(AnyValue::ArrayValue(_)) => "array",
+        Some(AnyValue::KvlistValue(_)) => "kvlist",
+        Some(AnyValue::BytesValue(_)) => "bytes",
+        Some(AnyValue::StringValueStrindex(_)) => "string_index",
+        None => "empty",
+    }
+}
+
+fn attribute_types(list: &[KeyValue]) -> HashMap<String, &'static str> {
+    list.iter()
+        .map(|kv| (kv.key.clone(), value_type(kv.value.as_ref())))
+        .collect()
 }
 
 fn attributes(list: &[KeyValue]) -> HashMap<String, String> {
@@ -75,6 +98,7 @@ impl Store {
                         kind: span.kind,
                         status_code: span.status.map(|s| s.code).unwrap_or(0),
                         attributes: attributes(&span.attributes),
+                        attribute_types: attribute_types(&span.attributes),
                         resource: resource.clone(),
                         links: span
                             .links
