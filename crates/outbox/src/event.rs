@@ -67,11 +67,11 @@ impl Envelope {
 
 /// Appends an event about `aggregate_id` to the outbox of `tx`, stamped with the trace context
 /// of the current span. It is published only if `tx` commits.
-pub async fn new_event(
+pub async fn new_event<P: serde::Serialize + ?Sized>(
     tx: &mut WriteTx,
     topic: &str,
     aggregate_id: &str,
-    payload: &serde_json::Value,
+    payload: &P,
     now_ms: i64,
 ) -> Result<String> {
     let event = outbox_event(topic, aggregate_id, payload, now_ms)?;
@@ -81,10 +81,10 @@ pub async fn new_event(
 
 /// An event about `aggregate_id`, stamped with the trace context of the current span, for a
 /// write that appends it to the outbox itself (an order placement).
-pub fn outbox_event(
+pub fn outbox_event<P: serde::Serialize + ?Sized>(
     topic: &str,
     aggregate_id: &str,
-    payload: &serde_json::Value,
+    payload: &P,
     now_ms: i64,
 ) -> Result<NewOutboxEvent> {
     let trace_context = ordo_telemetry::propagation::inject_map(&tracing::Span::current());
@@ -98,6 +98,6 @@ pub fn outbox_event(
     })
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::internal(format!("cannot encode: {e}")))
 }

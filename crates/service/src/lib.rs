@@ -13,7 +13,8 @@
 //! - `orders`: create (idempotent, reserving stock atomically), read, list, cancel, timeline.
 //! - `payments`: payment intents, provider callbacks, the sandbox provider, the payment timeout.
 //! - `fulfillment`: the pipeline's stages (risk, split, schedule, carrier push) as outbox
-//!   consumers, and the saga's compensations.
+//!   consumers, one file each, the saga's compensations, and the carrier port.
+//! - [`events`]: the payloads of the outbox events, one struct per kind.
 //!
 //! Invariant: every write that changes an order also appends its timeline entry, stamped with
 //! the trace and span ids of the step that wrote it, in the same transaction.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod auth;
 mod catalog;
 mod erasure;
+pub mod events;
 /// The deadline of the call being served (it lives with the trace context: both travel with every call).
 pub use ordo_telemetry::deadline;
 mod fulfillment;
@@ -31,7 +33,7 @@ pub mod ports;
 mod pos;
 mod watchdog;
 
-pub use fulfillment::{FulfillmentSettings, PushStage, RiskStage, ScheduleStage, SplitStage};
+pub use fulfillment::FulfillmentSettings;
 pub use orders::Created;
 pub use payments::{PaymentCreated, PaymentSettings, SweepReport};
 

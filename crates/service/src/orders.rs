@@ -5,7 +5,8 @@ use crate::api::{
     AddressDto, ContactDto, CreateOrderInput, ListOrdersQuery, MoneyDto, OrderItemInput,
     OrderItemView, OrderPage, OrderView, ShipmentView, TimelineEventView, TimelineView,
 };
-use crate::{Service, rfc3339, step_ids, topics};
+use crate::events::{self, OutboxPayload};
+use crate::{Service, rfc3339, step_ids};
 use ordo_domain::ids::{CustomerId, OrderId, Sku};
 use ordo_domain::money::Currency;
 use ordo_domain::money::Money;
@@ -187,19 +188,26 @@ impl Service {
                 }
             };
             let (record, allocations, total, timeline_detail) = placement;
-            let event = serde_json::json!({
-                "order_id": record.id,
-                "customer_id": record.customer_id,
-                "total": {"amount_minor": total.amount_minor(), "currency": record.currency},
-                "reservations": allocations.iter().map(|a| serde_json::json!({
-                    "sku": a.sku.as_str(), "warehouse": a.warehouse.as_str(),
-                    "quantity": a.quantity,
-                })).collect::<Vec<_>>(),
-            });
+            let created = events::OrderCreated {
+                order_id: record.id.clone(),
+                customer_id: record.customer_id.clone(),
+                total: events::Amount {
+                    amount_minor: total.amount_minor(),
+                    currency: record.currency.clone(),
+                },
+                reservations: allocations
+                    .iter()
+                    .map(|a| events::Reservation {
+                        sku: a.sku.as_str().to_owned(),
+                        warehouse: a.warehouse.as_str().to_owned(),
+                        quantity: a.quantity,
+                    })
+                    .collect(),
+            };
             let event = ordo_outbox::outbox_event(
-                topics::ORDER_CREATED,
+                created.topic(),
                 &record.id,
-                &event,
+                &created,
                 record.created_at_ms,
             )?;
             let placement = OrderPlacement {
@@ -376,8 +384,11 @@ impl Service {
             span_id: &ids.span_id,
         })
         .await?;
-        let event = serde_json::json!({"order_id": id.as_str(), "reason": cause.reason()});
-        ordo_outbox::new_event(&mut tx, topics::ORDER_CANCELLED, id.as_str(), &event, now).await?;
+        let cancelled = events::OrderCancelled {
+            order_id: id.as_str().to_owned(),
+            reason: cause.reason().to_owned(),
+        };
+        events::append(&mut tx, &cancelled, now).await?;
         tx.commit().await?;
         self.wakeup.wake();
         metrics::count_order_cancelled();

@@ -15,8 +15,9 @@ use crate::api::{
     CallbackStatus, CreatePaymentInput, MoneyDto, PaymentCallbackAck, PaymentCallbackInput,
     PaymentList, PaymentView,
 };
+use crate::events;
 use crate::orders::CancelCause;
-use crate::{Service, step_ids, topics};
+use crate::{Service, step_ids};
 use ordo_domain::ids::{CountryCode, OrderId};
 use ordo_domain::money::{Currency, Money};
 use ordo_domain::order::{OrderEvent, OrderStatus};
@@ -444,17 +445,16 @@ impl Service {
                         )));
                     }
                     // The fulfillment pipeline starts from this event, committed with the status.
-                    let paid_event = serde_json::json!({
-                        "order_id": order.id,
-                        "payment_id": id,
-                        "provider": provider.as_str(),
-                        "amount": {
-                            "amount_minor": payment_amount.amount_minor(),
-                            "currency": payment_amount.currency().as_str(),
+                    let paid = events::OrderPaid {
+                        order_id: order.id.clone(),
+                        payment_id: id.to_owned(),
+                        provider: provider.as_str().to_owned(),
+                        amount: events::Amount {
+                            amount_minor: payment_amount.amount_minor(),
+                            currency: payment_amount.currency().as_str().to_owned(),
                         },
-                    });
-                    ordo_outbox::new_event(&mut tx, topics::ORDER_PAID, &order.id, &paid_event, now)
-                        .await?;
+                    };
+                    events::append(&mut tx, &paid, now).await?;
                     Some((
                         TimelineKind::PaymentSucceeded,
                         format!(

@@ -8,6 +8,7 @@
 //! timeline entry. Dead events are not touched: they wait for an operator
 //! (`ordo outbox redrive`).
 
+use crate::events;
 use crate::{Service, step_ids, topics};
 use ordo_domain::Result;
 use ordo_domain::order::OrderStatus;
@@ -84,8 +85,12 @@ impl Service {
         {
             return Ok(false);
         }
-        let payload = serde_json::json!({ "order_id": order.id, "redriven": true });
-        ordo_outbox::new_event(&mut tx, topic, &order.id, &payload, now).await?;
+        let redriven = events::StageRedriven {
+            topic,
+            order_id: order.id.clone(),
+            redriven: true,
+        };
+        events::append(&mut tx, &redriven, now).await?;
         let ids = step_ids();
         let detail = format!(
             "no progress in status {} for {} s: {topic} sent again",

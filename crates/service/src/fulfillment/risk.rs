@@ -1,0 +1,81 @@
+//! The risk stage: `order.paid` → `order.risk_approved`, or a rejection with its
+//! compensations. `ordo_domain::risk::assess` decides on the order's amount, the customer's
+//! recent payments, the shipping country and the contact email (compared normalised, never
+//! logged).
+
+use super::compensation::Failure;
+use super::stage::Step;
+use super::{advance, timeline};
+use crate::events::{self, OrderRiskApproved};
+use crate::{Service, topics};
+use ordo_domain::order::{OrderEvent, OrderStatus};
+use ordo_domain::risk::{self, RiskDecision, RiskFacts};
+use ordo_domain::timeline::TimelineKind;
+use ordo_domain::{Error, Result};
+use ordo_storage::WriteTx;
+use ordo_storage::now_ms;
+use ordo_storage::records::OrderRecord;
+
+pub(crate) struct RiskCheck;
+
+impl Step for RiskCheck {
+    const NAME: &'static str = "risk";
+    const TOPICS: &'static [&'static str] = &[topics::ORDER_PAID];
+    const WAITING: OrderStatus = OrderStatus::Paid;
+
+    async fn run(service: &Service, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
+        let rules = &service.fulfillment.settings.risk;
+        let since = now_ms().saturating_sub(rules.velocity.window_secs.saturating_mul(1000));
+        let recent = tx
+            .recent_payments_of_customer(&order.customer_id, since)
+            .await?;
+        let country = json_field(&order.shipping_address, "country")?;
+        let email = json_field(&order.contact, "email")?;
+        let decision = risk::assess(
+            rules,
+            &RiskFacts {
+                currency: &order.currency,
+                amount_minor: order.total_minor,
+                recent_payments: recent,
+                country: &country,
+                email: &email,
+            },
+        );
+        match decision {
+            RiskDecision::Approved => {
+                advance(tx, &order, Self::WAITING, OrderEvent::RiskApproved).await?;
+                timeline(
+                    tx,
+                    &order.id,
+                    TimelineKind::RiskApproved,
+                    "the risk check passed",
+                )
+                .await?;
+                let approved = OrderRiskApproved {
+                    order_id: order.id.clone(),
+                };
+                events::append(tx, &approved, now_ms()).await?;
+                tracing::info!(order.id = %order.id, "risk approved");
+            }
+            RiskDecision::Rejected { reason, detail } => {
+                tracing::info!(order.id = %order.id, risk.reason = reason, "risk rejected");
+                let failure = Failure::rejected(
+                    reason,
+                    format!("rejected by the risk check ({reason}): {detail}"),
+                );
+                service
+                    .compensate(tx, &order, Self::WAITING, failure)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A text field of a stored JSON column (the shipping address, the contact).
+fn json_field(raw: &str, field: &str) -> Result<String> {
+    serde_json::from_str::<serde_json::Value>(raw)
+        .ok()
+        .and_then(|v| v.get(field).and_then(|f| f.as_str()).map(str::to_owned))
+        .ok_or_else(|| Error::internal("a stored order field is not valid"))
+}

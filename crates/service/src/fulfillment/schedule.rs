@@ -1,0 +1,58 @@
+//! The scheduling stage: `order.split` → `order.scheduled`. Carrier by the warehouse's
+//! country, pickup slot at the next full hour after the lead time; one event carries every
+//! shipment (the push stage pushes them all).
+
+use super::stage::Step;
+use super::{advance, timeline};
+use crate::events::{self, OrderScheduled, ScheduledShipment};
+use crate::{Service, topics};
+use ordo_domain::Result;
+use ordo_domain::order::{OrderEvent, OrderStatus};
+use ordo_domain::risk;
+use ordo_domain::shipment::ShipmentStatus;
+use ordo_domain::timeline::TimelineKind;
+use ordo_storage::WriteTx;
+use ordo_storage::now_ms;
+use ordo_storage::records::OrderRecord;
+
+pub(crate) struct Schedule;
+
+impl Step for Schedule {
+    const NAME: &'static str = "schedule";
+    const TOPICS: &'static [&'static str] = &[topics::ORDER_SPLIT];
+    const WAITING: OrderStatus = OrderStatus::Split;
+
+    async fn run(service: &Service, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
+        let now = now_ms();
+        let lead = i64::try_from(service.fulfillment.settings.pickup_lead.as_millis()).unwrap_or(0);
+        let slot = risk::pickup_slot_ms(now, lead);
+        let mut scheduled = Vec::new();
+        let mut details = Vec::new();
+        for shipment in tx.shipments_of_order(&order.id).await? {
+            let carrier = risk::carrier_for_country(&shipment.country);
+            if shipment.status == ShipmentStatus::Pending {
+                tx.schedule_shipment(&shipment.id, carrier, slot, now)
+                    .await?;
+            }
+            details.push(format!(
+                "{} from {} by {carrier}",
+                shipment.id, shipment.warehouse
+            ));
+            scheduled.push(ScheduledShipment {
+                id: shipment.id,
+                warehouse: shipment.warehouse,
+                carrier: carrier.to_owned(),
+                pickup_slot: crate::rfc3339(slot),
+            });
+        }
+        advance(tx, &order, Self::WAITING, OrderEvent::ShipmentsScheduled).await?;
+        let detail = format!("pickup at {}: {}", crate::rfc3339(slot), details.join("; "));
+        timeline(tx, &order.id, TimelineKind::Scheduled, &detail).await?;
+        let scheduled = OrderScheduled {
+            order_id: order.id,
+            shipments: scheduled,
+        };
+        events::append(tx, &scheduled, now).await?;
+        Ok(())
+    }
+}

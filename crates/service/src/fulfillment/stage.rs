@@ -1,0 +1,97 @@
+//! The stage runner: a [`Step`] of the saga served as an outbox consumer.
+//!
+//! Every step begins the same way: lock the event's order in the step's transaction and run
+//! only if the order still waits for this step (a redelivered or re-driven event finds it
+//! moved on and does nothing). And every step ends the same way when its event's last delivery
+//! fails: the order, if it still waits, fails and is compensated
+//! ([`Service::fail_stuck_order`]). [`Stage`] does both, so a step file holds only its step.
+
+use crate::Service;
+use ordo_domain::order::OrderStatus;
+use ordo_domain::{Error, Result};
+use ordo_outbox::Envelope;
+use ordo_outbox::consumer::{Consumer, GiveUpFuture, HandleFuture};
+use ordo_storage::WriteTx;
+use ordo_storage::records::OrderRecord;
+use std::marker::PhantomData;
+
+/// One step of the saga.
+pub(crate) trait Step: Send + Sync + 'static {
+    /// The consumer's name: its queue, its processed-event ids, its metric label.
+    const NAME: &'static str;
+    /// The topic it consumes (one).
+    const TOPICS: &'static [&'static str];
+    /// The status its event leaves the order in until the step runs.
+    const WAITING: OrderStatus;
+
+    /// Work outside any write transaction (a call to another system), before [`Step::run`];
+    /// must be idempotent by itself (it runs on every delivery).
+    fn prepare<'a>(
+        _service: &'a Service,
+        _event: &'a Envelope,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        async { Ok(()) }
+    }
+
+    /// The step, on `order` (locked, in [`Step::WAITING`]), in the consumer's transaction.
+    fn run<'a>(
+        service: &'a Service,
+        order: OrderRecord,
+        tx: &'a mut WriteTx,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+}
+
+/// A [`Step`] as an outbox consumer.
+pub(crate) struct Stage<S> {
+    service: Service,
+    step: PhantomData<fn() -> S>,
+}
+
+impl<S: Step> Stage<S> {
+    pub(crate) fn new(service: Service) -> Self {
+        Stage {
+            service,
+            step: PhantomData,
+        }
+    }
+}
+
+impl<S: Step> Consumer for Stage<S> {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        S::TOPICS
+    }
+
+    fn prepare<'a>(&'a self, event: &'a Envelope) -> HandleFuture<'a> {
+        Box::pin(S::prepare(&self.service, event))
+    }
+
+    fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a> {
+        Box::pin(async move {
+            let Some(order) = tx.lock_order_without_items(&event.aggregate_id).await? else {
+                return Err(Error::internal("an event's order is missing"));
+            };
+            if order.status != S::WAITING {
+                tracing::info!(order.id = %order.id, status = %order.status, stage = S::NAME,
+                    "the order has moved on; nothing to do");
+                return Ok(());
+            }
+            S::run(&self.service, order, tx).await
+        })
+    }
+
+    fn give_up<'a>(
+        &'a self,
+        event: &'a Envelope,
+        error: &'a Error,
+        tx: &'a mut WriteTx,
+    ) -> GiveUpFuture<'a> {
+        Box::pin(
+            self.service
+                .fail_stuck_order(event, error, tx, S::WAITING, S::NAME),
+        )
+    }
+}
