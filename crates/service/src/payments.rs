@@ -202,6 +202,47 @@ fn ack(event: PaymentEventRecord) -> PaymentCallbackAck {
 
 /// The interval of the payment-timeout job: a quarter of the timeout, at most 5 s, at least
 /// 200 ms.
+/// A provider's callback, authenticated and parsed.
+struct Callback {
+    provider: Provider,
+    event_id: String,
+    payment_id: PaymentId,
+    reported: ReportedStatus,
+    reported_amount: Money,
+}
+
+impl Callback {
+    /// The callback's JSON body; anything else is `invalid_argument`.
+    fn parse(provider: Provider, raw_body: &[u8]) -> Result<Callback> {
+        let input: PaymentCallbackInput = serde_json::from_slice(raw_body).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("the callback body is not valid: {e}"),
+            )
+        })?;
+        Ok(Callback {
+            provider,
+            event_id: parse_event_id(&input.event_id)?.to_owned(),
+            payment_id: PaymentId::parse(&input.payment_id)?,
+            reported: match input.status {
+                CallbackStatus::Succeeded => ReportedStatus::Succeeded,
+                CallbackStatus::Failed => ReportedStatus::Failed,
+            },
+            reported_amount: input.amount.parse("amount")?,
+        })
+    }
+}
+
+/// A callback being applied to its payment (locked) and order (locked).
+#[derive(Clone, Copy)]
+struct Applied<'a> {
+    callback: &'a Callback,
+    payment_id: &'a str,
+    payment_amount: Money,
+    order: &'a OrderRecord,
+    now: i64,
+}
+
 fn sweep_interval(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
 }
@@ -338,36 +379,18 @@ impl Service {
         raw_body: &[u8],
     ) -> Result<PaymentCallbackAck> {
         let span = tracing::Span::current();
-        let (provider, secret) = Provider::from_name(provider)
-            .and_then(|p| Some((p, self.payments.secret(p)?)))
-            .ok_or_else(|| Error::not_found("payment provider"))?;
+        let provider = self.authenticate_callback(provider, signature_header, raw_body)?;
         span.record("payment.provider", provider.as_str());
-        let header = signature_header.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unauthenticated,
-                format!("the {} header is missing", signature::HEADER),
-            )
-        })?;
-        signature::verify(secret, header, raw_body, unix_seconds())?;
-
-        let input: PaymentCallbackInput = serde_json::from_slice(raw_body).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                format!("the callback body is not valid: {e}"),
-            )
-        })?;
-        let event_id = parse_event_id(&input.event_id)?;
-        let payment_id = PaymentId::parse(&input.payment_id)?;
-        let reported_amount = input.amount.parse("amount")?;
-        let reported = match input.status {
-            CallbackStatus::Succeeded => ReportedStatus::Succeeded,
-            CallbackStatus::Failed => ReportedStatus::Failed,
-        };
-        span.record("payment.event_id", event_id);
-        span.record("payment.id", payment_id.as_str());
+        let callback = Callback::parse(provider, raw_body)?;
+        span.record("payment.event_id", callback.event_id.as_str());
+        span.record("payment.id", callback.payment_id.as_str());
 
         // A replay: answer what the first delivery did, without a write.
-        if let Some(first) = self.db.payment_event(provider.as_str(), event_id).await? {
+        if let Some(first) = self
+            .db
+            .payment_event(provider.as_str(), &callback.event_id)
+            .await?
+        {
             span.record("payment.outcome", first.outcome.as_str());
             return Ok(ack(first));
         }
@@ -376,148 +399,194 @@ impl Service {
         // the callback request that caused it is linked (its second cause).
         let stored = self
             .db
-            .payment(payment_id.as_str())
+            .payment(callback.payment_id.as_str())
             .await?
             .filter(|p| p.provider == provider.as_str())
-            .ok_or_else(|| Error::not_found(format!("payment {payment_id}")))?;
+            .ok_or_else(|| Error::not_found(format!("payment {}", callback.payment_id)))?;
         span.record("order.id", stored.order_id.as_str());
         let step = tracing::info_span!(parent: None, "apply_payment_callback",
-            payment.id = %payment_id, payment.provider = provider.as_str(),
-            payment.event_id = event_id, order.id = field::Empty,
+            payment.id = %callback.payment_id, payment.provider = provider.as_str(),
+            payment.event_id = callback.event_id.as_str(), order.id = field::Empty,
             payment.outcome = field::Empty);
         propagation::continue_stored_trace(&step, &stored.trace_id, &stored.span_id);
-        async {
-            let span = tracing::Span::current();
-            let mut tx = self.db.begin().await?;
-            let payment = tx
-                .payment_for_update(payment_id.as_str())
-                .await?
-                .filter(|p| p.provider == provider.as_str())
-                .ok_or_else(|| Error::not_found(format!("payment {payment_id}")))?;
-            span.record("order.id", payment.order_id.as_str());
-            let order = tx
-                .lock_order_without_items(&payment.order_id)
-                .await?
-                .ok_or_else(|| Error::internal("a payment's order is missing"))?;
-            let payment_status = payment.status;
-            let payment_amount = stored_money(payment.amount_minor, &payment.currency, "payment")?;
-            let order_status = order.status;
-            let outcome = decide(
-                payment_status,
-                payment_amount,
-                order_status,
-                reported,
-                reported_amount,
-            );
+        self.apply_callback(&callback).instrument(step).await
+    }
 
-            let now = now_ms();
-            let ids = step_ids();
-            let event = PaymentEventRecord {
-                provider: provider.as_str().to_owned(),
-                event_id: event_id.to_owned(),
-                payment_id: payment.id.clone(),
-                status: reported,
-                amount_minor: reported_amount.amount_minor(),
-                currency: reported_amount.currency().to_string(),
-                outcome,
-                received_at_ms: now,
-            };
-            if let Some(first) = tx.record_payment_event(&event).await? {
-                // A concurrent delivery of the same event committed first.
-                drop(tx);
-                span.record("payment.outcome", first.outcome.as_str());
-                return Ok(ack(first));
-            }
+    /// The callback's provider, if it is enabled and `signature_header` signs `raw_body` with
+    /// its secret.
+    fn authenticate_callback(
+        &self,
+        provider: &str,
+        signature_header: Option<&str>,
+        raw_body: &[u8],
+    ) -> Result<Provider> {
+        let (provider, secret) = Provider::from_name(provider)
+            .and_then(|p| Some((p, self.payments.secret(p)?)))
+            .ok_or_else(|| Error::not_found("payment provider"))?;
+        let header = signature_header.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unauthenticated,
+                format!("the {} header is missing", signature::HEADER),
+            )
+        })?;
+        signature::verify(secret, header, raw_body, unix_seconds())?;
+        Ok(provider)
+    }
 
-            let id = payment.id.as_str();
-            let timeline = match outcome {
-                CallbackOutcome::Succeeded => {
-                    self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
-                        .await?;
-                    let paid = order_status.apply(OrderEvent::PaymentSucceeded)?;
-                    if !tx
-                        .set_status(&order.id, order_status, paid, now)
-                        .await?
-                    {
-                        return Err(Error::conflict(format!(
-                            "order {} changed concurrently",
-                            order.id
-                        )));
-                    }
-                    // The fulfillment pipeline starts from this event, committed with the status.
-                    let paid = events::OrderPaid {
-                        order_id: order.id.clone(),
-                        payment_id: id.to_owned(),
-                        provider: provider.as_str().to_owned(),
-                        amount: events::Amount {
-                            amount_minor: payment_amount.amount_minor(),
-                            currency: payment_amount.currency().as_str().to_owned(),
-                        },
-                    };
-                    events::append(&mut tx, &paid, now).await?;
-                    Some((
-                        TimelineKind::PaymentSucceeded,
-                        format!(
-                            "payment {id} of {payment_amount} succeeded at {provider} (event {event_id})"
-                        ),
-                    ))
-                }
-                CallbackOutcome::Failed => {
-                    self.set_payment_status(&mut tx, id, PaymentStatus::Failed, now)
-                        .await?;
-                    Some((
-                        TimelineKind::PaymentFailed,
-                        format!(
-                            "payment {id} failed at {provider} (event {event_id}); the order still awaits payment"
-                        ),
-                    ))
-                }
-                CallbackOutcome::AmountMismatch => Some((
-                    TimelineKind::PaymentMismatch,
-                    format!(
-                        "{provider} reported {reported_amount} for payment {id} of {payment_amount} \
-                         (event {event_id}); the order is unchanged"
-                    ),
-                )),
-                CallbackOutcome::OrderNotPayable => {
-                    // The provider took the money but the order can no longer be paid (cancelled,
-                    // e.g. by the payment timeout). The payment is recorded as succeeded, then
-                    // refunded below, after this entry, by the saga's refund compensation.
-                    self.set_payment_status(&mut tx, id, PaymentStatus::Succeeded, now)
-                        .await?;
-                    Some((
-                        TimelineKind::PaymentNotApplied,
-                        format!(
-                            "payment {id} of {payment_amount} succeeded at {provider} (event {event_id}) \
-                             but the order is {order_status}; it is refunded"
-                        ),
-                    ))
-                }
-                CallbackOutcome::PaymentNotPending => None,
-            };
-            if let Some((kind, detail)) = &timeline {
-                tx.append_timeline(&NewTimelineEntry {
-                    order_id: &order.id,
-                    at_ms: now,
-                    kind: *kind,
-                    detail,
-                    trace_id: &ids.trace_id,
-                    span_id: &ids.span_id,
-                })
-                .await?;
-            }
-            if matches!(outcome, CallbackOutcome::OrderNotPayable) {
-                crate::fulfillment::refund_succeeded_payments(&mut tx, &order.id).await?;
-            }
-            tx.commit().await?;
-            self.wakeup.wake();
-            span.record("payment.outcome", outcome.as_str());
-            tracing::info!(order.id = %order.id, payment.id = id, payment.provider = provider.as_str(),
-                payment.outcome = outcome.as_str(), "payment callback applied");
-            Ok(ack(event))
+    /// One transaction: the event (the idempotency of callbacks), what [`decide`] makes of it
+    /// for the payment and its order, the timeline entry, and a refund when the order could no
+    /// longer take the money.
+    async fn apply_callback(&self, callback: &Callback) -> Result<PaymentCallbackAck> {
+        let span = tracing::Span::current();
+        let provider = callback.provider;
+        let mut tx = self.db.begin().await?;
+        let payment = tx
+            .payment_for_update(callback.payment_id.as_str())
+            .await?
+            .filter(|p| p.provider == provider.as_str())
+            .ok_or_else(|| Error::not_found(format!("payment {}", callback.payment_id)))?;
+        span.record("order.id", payment.order_id.as_str());
+        let order = tx
+            .lock_order_without_items(&payment.order_id)
+            .await?
+            .ok_or_else(|| Error::internal("a payment's order is missing"))?;
+        let payment_amount = stored_money(payment.amount_minor, &payment.currency, "payment")?;
+        let outcome = decide(
+            payment.status,
+            payment_amount,
+            order.status,
+            callback.reported,
+            callback.reported_amount,
+        );
+
+        let now = now_ms();
+        let event = PaymentEventRecord {
+            provider: provider.as_str().to_owned(),
+            event_id: callback.event_id.clone(),
+            payment_id: payment.id.clone(),
+            status: callback.reported,
+            amount_minor: callback.reported_amount.amount_minor(),
+            currency: callback.reported_amount.currency().to_string(),
+            outcome,
+            received_at_ms: now,
+        };
+        if let Some(first) = tx.record_payment_event(&event).await? {
+            // A concurrent delivery of the same event committed first.
+            drop(tx);
+            span.record("payment.outcome", first.outcome.as_str());
+            return Ok(ack(first));
         }
-        .instrument(step)
-        .await
+
+        let applied = Applied {
+            callback,
+            payment_id: payment.id.as_str(),
+            payment_amount,
+            order: &order,
+            now,
+        };
+        if let Some((kind, detail)) = self.apply_outcome(&mut tx, &applied, outcome).await? {
+            let ids = step_ids();
+            tx.append_timeline(&NewTimelineEntry {
+                order_id: &order.id,
+                at_ms: now,
+                kind,
+                detail: &detail,
+                trace_id: &ids.trace_id,
+                span_id: &ids.span_id,
+            })
+            .await?;
+        }
+        if matches!(outcome, CallbackOutcome::OrderNotPayable) {
+            crate::fulfillment::refund_succeeded_payments(&mut tx, &order.id).await?;
+        }
+        tx.commit().await?;
+        self.wakeup.wake();
+        span.record("payment.outcome", outcome.as_str());
+        tracing::info!(order.id = %order.id, payment.id = %payment.id, payment.provider = provider.as_str(),
+            payment.outcome = outcome.as_str(), "payment callback applied");
+        Ok(ack(event))
+    }
+
+    /// The writes of `outcome` to the payment and its order, and the timeline entry that says
+    /// so (none when the payment was no longer pending).
+    async fn apply_outcome(
+        &self,
+        tx: &mut ordo_storage::WriteTx,
+        applied: &Applied<'_>,
+        outcome: CallbackOutcome,
+    ) -> Result<Option<(TimelineKind, String)>> {
+        let Applied {
+            callback,
+            payment_id: id,
+            payment_amount,
+            order,
+            now,
+        } = *applied;
+        let (provider, event_id) = (callback.provider, callback.event_id.as_str());
+        let order_status = order.status;
+        Ok(match outcome {
+            CallbackOutcome::Succeeded => {
+                self.set_payment_status(tx, id, PaymentStatus::Succeeded, now)
+                    .await?;
+                let paid = order_status.apply(OrderEvent::PaymentSucceeded)?;
+                if !tx.set_status(&order.id, order_status, paid, now).await? {
+                    return Err(Error::conflict(format!(
+                        "order {} changed concurrently",
+                        order.id
+                    )));
+                }
+                // The fulfillment pipeline starts from this event, committed with the status.
+                let paid = events::OrderPaid {
+                    order_id: order.id.clone(),
+                    payment_id: id.to_owned(),
+                    provider: provider.as_str().to_owned(),
+                    amount: events::Amount {
+                        amount_minor: payment_amount.amount_minor(),
+                        currency: payment_amount.currency().as_str().to_owned(),
+                    },
+                };
+                events::append(tx, &paid, now).await?;
+                Some((
+                    TimelineKind::PaymentSucceeded,
+                    format!(
+                        "payment {id} of {payment_amount} succeeded at {provider} (event {event_id})"
+                    ),
+                ))
+            }
+            CallbackOutcome::Failed => {
+                self.set_payment_status(tx, id, PaymentStatus::Failed, now)
+                    .await?;
+                Some((
+                    TimelineKind::PaymentFailed,
+                    format!(
+                        "payment {id} failed at {provider} (event {event_id}); the order still awaits payment"
+                    ),
+                ))
+            }
+            CallbackOutcome::AmountMismatch => Some((
+                TimelineKind::PaymentMismatch,
+                format!(
+                    "{provider} reported {} for payment {id} of {payment_amount} \
+                     (event {event_id}); the order is unchanged",
+                    callback.reported_amount
+                ),
+            )),
+            CallbackOutcome::OrderNotPayable => {
+                // The provider took the money but the order can no longer be paid (cancelled,
+                // e.g. by the payment timeout). The payment is recorded as succeeded, then
+                // refunded by the caller, after this entry, by the saga's refund compensation.
+                self.set_payment_status(tx, id, PaymentStatus::Succeeded, now)
+                    .await?;
+                Some((
+                    TimelineKind::PaymentNotApplied,
+                    format!(
+                        "payment {id} of {payment_amount} succeeded at {provider} (event {event_id}) \
+                         but the order is {order_status}; it is refunded"
+                    ),
+                ))
+            }
+            CallbackOutcome::PaymentNotPending => None,
+        })
     }
 
     async fn set_payment_status(
