@@ -6,12 +6,9 @@
 //! Storage plays no part here, so these run on SQLite only. Tests that need Redis
 //! (127.0.0.1:6379, or `ORDO_TEST_REDIS_URL`) skip loudly when it is unreachable, and fail in CI.
 
-#[allow(unused_macros)]
-mod common;
-
-use common::*;
 use ordo_grpc_api::pb;
 use ordo_grpc_api::pb::catalog_service_client::CatalogServiceClient;
+use ordo_testkit::*;
 use std::io::Write;
 use std::time::Duration;
 

@@ -1,9 +1,6 @@
 //! The REST API's behaviour, end to end against the real binary, on SQLite and PostgreSQL.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use ordo_testkit::*;
 use serde_json::{Value, json};
 
 backend_tests!(

@@ -1,10 +1,7 @@
 //! Bad input is answered with a 4xx and the error body, never a 5xx, and writes nothing.
 //! One test per class of bad input, each on SQLite and PostgreSQL.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use ordo_testkit::*;
 use serde_json::{Value, json};
 
 backend_tests!(

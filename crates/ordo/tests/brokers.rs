@@ -11,18 +11,13 @@
 //! starts them. Unreachable: skipped loudly, except in CI (`CI` set), where it fails. Each test
 //! uses a namespace of its own (`ORDO_BROKER_NAMESPACE`), removed at the end.
 
-#[path = "common/carrier.rs"]
-mod carrier;
-#[allow(unused_macros)]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
-#[path = "common/proxy.rs"]
-mod proxy;
+use ordo_testkit::carrier;
+use ordo_testkit::otlp;
+use ordo_testkit::proxy;
 
 use carrier::Carrier;
-use common::*;
 use futures::StreamExt;
+use ordo_testkit::*;
 use otlp::{OtlpReceiver, describe};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

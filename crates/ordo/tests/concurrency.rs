@@ -1,10 +1,7 @@
 //! Racing requests: reserved stock is never sold twice, and idempotency keys hold under
 //! concurrency. Runs on SQLite and PostgreSQL.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use ordo_testkit::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 

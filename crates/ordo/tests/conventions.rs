@@ -7,17 +7,13 @@
 //! database round trips, outbox publishes and consumes, and carrier calls (one refused, one
 //! accepted).
 
-#[macro_use]
-mod common;
-#[path = "common/carrier.rs"]
-mod carrier;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::carrier;
+use ordo_testkit::otlp;
 
 use carrier::Carrier;
-use common::*;
 use ordo_grpc_api::pb;
 use ordo_grpc_api::pb::orders_service_client::OrdersServiceClient;
+use ordo_testkit::*;
 use otlp::{CapturedSpan, KIND_CLIENT, KIND_SERVER, OtlpReceiver, describe};
 use serde_json::json;
 use std::time::Duration;

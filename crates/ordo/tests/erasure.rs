@@ -6,12 +6,9 @@
 //! PostgreSQL: every text column of every table), Redis, the logs or the exported spans,
 //! while another customer's are intact.
 
-#[macro_use]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::otlp;
 
-use common::*;
+use ordo_testkit::*;
 use otlp::OtlpReceiver;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};

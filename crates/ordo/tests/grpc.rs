@@ -3,16 +3,13 @@
 //! gRPC-Web over plain HTTP/1.1 with CORS; API keys; `grpc-timeout`; the SERVER span and the
 //! `rpc_server_duration_seconds` metric.
 
-#[macro_use]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::otlp;
 
-use common::*;
 use ordo_grpc_api::pb;
 use ordo_grpc_api::pb::catalog_service_client::CatalogServiceClient;
 use ordo_grpc_api::pb::orders_service_client::OrdersServiceClient;
 use ordo_grpc_api::pb::payments_service_client::PaymentsServiceClient;
+use ordo_testkit::*;
 use otlp::{OtlpReceiver, assert_one_tree, describe};
 use prost::Message;
 use serde_json::{Value, json};

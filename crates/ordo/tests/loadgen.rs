@@ -2,16 +2,13 @@
 //! orders to `shipped` on a started server and says so in its summary; against nothing it
 //! fails with a non-zero exit.
 
-#[allow(unused_macros)]
-mod common;
-
-use common::*;
+use ordo_testkit::*;
 use std::process::Output;
 use std::time::Duration;
 
 /// Runs `ordo loadgen ARGS` to completion (at most two minutes).
 async fn loadgen(args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"));
+    let mut command = tokio::process::Command::new(ordo_testkit::ordo_binary());
     command.arg("loadgen").args(args).kill_on_drop(true);
     tokio::time::timeout(Duration::from_secs(120), command.output())
         .await

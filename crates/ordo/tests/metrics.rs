@@ -3,10 +3,7 @@
 //! business counters, runtime and process gauges, OpenMetrics exemplars naming our traces, and
 //! `promtool check metrics` on the text format.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use ordo_testkit::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

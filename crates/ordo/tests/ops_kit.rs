@@ -15,10 +15,7 @@
 //! A missing tool (promtool, python3, docker-compose) skips loudly outside CI and fails in CI,
 //! as a missing service does: scripts/test.sh installs them.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use ordo_testkit::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,12 +2,9 @@
 //! survives a crash between commit and publish, and continues the trace of the step that wrote
 //! it.
 
-#[macro_use]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::otlp;
 
-use common::*;
+use ordo_testkit::*;
 use otlp::{OtlpReceiver, describe};
 use std::time::Duration;
 
@@ -223,7 +220,7 @@ async fn an_operator_redrives_dead_events_and_the_relay_publishes_them(backend: 
     let redrive = |topic: &'static str| {
         let url = server.database_url().to_owned();
         async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+            tokio::process::Command::new(ordo_testkit::ordo_binary())
                 .args(["outbox", "redrive", "--topic", topic])
                 .env("ORDO_DATABASE_URL", url)
                 .env("RUST_LOG", "warn")

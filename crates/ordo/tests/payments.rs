@@ -6,13 +6,10 @@
 //! The tests sign callbacks themselves, from the contract (`t=<unix seconds>,v1=<hex
 //! HMAC-SHA256(secret, "<t>.<raw body>")>`), not with ordo's code.
 
-#[macro_use]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::otlp;
 
-use common::*;
 use hmac::{Hmac, Mac};
+use ordo_testkit::*;
 use otlp::{OtlpReceiver, assert_one_tree, describe};
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -6,16 +6,12 @@
 //! The carrier is a test HTTP server (axum) that checks the contract: `Idempotency-Key`,
 //! `Ordo-Signature` (verified here with hmac, from the contract), `traceparent`.
 
-#[macro_use]
-mod common;
-#[path = "common/carrier.rs"]
-mod carrier;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::carrier;
+use ordo_testkit::otlp;
 
 use carrier::Carrier;
-use common::*;
 use hmac::{Hmac, Mac};
+use ordo_testkit::*;
 use otlp::{KIND_CLIENT, OtlpReceiver, assert_one_tree, describe};
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -2,12 +2,9 @@
 //! PostgreSQL: every outcome, replays (also two at once), duplicates across batches, gaps in
 //! the sequence, the offline window, bad input, and the trace each sale's order carries.
 
-#[macro_use]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::otlp;
 
-use common::*;
+use ordo_testkit::*;
 use otlp::{KIND_SERVER, OtlpReceiver, assert_one_tree};
 use serde_json::{Value, json};
 

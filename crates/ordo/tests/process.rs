@@ -2,10 +2,7 @@
 //! request and exits 0, and a database that cannot be reached stops start-up with a clear error.
 //! Runs on SQLite and PostgreSQL. A PostgreSQL outage while running answers 503 fast and heals.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use ordo_testkit::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -3,10 +3,7 @@
 //! from Redis, every write seen by the next read, no 5xx and no stale read across Redis
 //! outages, a write on one instance seen by another.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use ordo_testkit::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

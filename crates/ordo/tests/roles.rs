@@ -3,12 +3,9 @@
 //! trace across the processes; killing an inventory process keeps requests succeeding; a
 //! process stopped gracefully leaves discovery.
 
-#[macro_use]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::otlp;
 
-use common::*;
+use ordo_testkit::*;
 use otlp::{OtlpReceiver, assert_one_tree, describe};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};

@@ -7,12 +7,9 @@
 //!   ends terminal, no shipment is accepted twice by an idempotent carrier, and the reserved
 //!   stock is exactly what the live orders hold.
 
-#[macro_use]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::otlp;
 
-use common::*;
+use ordo_testkit::*;
 use otlp::{CapturedSpan, KIND_SERVER, OtlpReceiver, assert_one_tree, describe};
 use serde_json::{Value, json};
 use std::collections::hash_map::Entry;

@@ -2,12 +2,9 @@
 //! trace, database spans are its descendants, nothing is orphaned, sampling is honoured, logs
 //! name their trace, SIGHUP changes the log level, and no personal value leaves the process.
 
-#[macro_use]
-mod common;
-#[path = "common/otlp.rs"]
-mod otlp;
+use ordo_testkit::otlp;
 
-use common::*;
+use ordo_testkit::*;
 use otlp::{KIND_CLIENT, KIND_SERVER, OtlpReceiver, assert_one_tree, describe};
 use std::time::Duration;
 

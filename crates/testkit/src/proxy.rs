@@ -3,8 +3,6 @@
 //! closed, every new one closed at once — then brings it back, without stopping the shared
 //! server other tests use.
 
-#![allow(dead_code)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::net::{TcpListener, TcpStream};

@@ -2,8 +2,6 @@
 //! contract of every push (`Idempotency-Key`, `Ordo-Signature` verified with hmac from the
 //! contract, `traceparent`) and answers with the status the test decides.
 
-#![allow(dead_code)]
-
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,6 @@
 //! An in-test OTLP receiver: a real OTLP/gRPC or OTLP/HTTP (protobuf) endpoint that keeps every
 //! span it is sent, so tests can assert the shape of the trace trees ordo exports.
 
-#![allow(dead_code)]
-
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
