@@ -216,12 +216,15 @@ async fn order_rejections_reserve_nothing(backend: Backend) {
         .post_order(&order_body("c1", &[(MUG, 1), (TEA, SEEDED_ON_HAND + 1)]))
         .await;
     assert_error(&partly, 409, "insufficient_stock");
+    // Valid requests the catalogue cannot satisfy: the state's answers, not 400.
     let other_currency = server.post_order(&order_body("c1", &[(BOOK_EUR, 1)])).await;
-    assert_error(&other_currency, 400, "invalid_argument");
+    let error = assert_error(&other_currency, 409, "conflict");
+    assert_eq!(error["details"][0]["field"], "items[0].sku");
     let unknown_sku = server
         .post_order(&order_body("c1", &[("NO-SUCH-SKU", 1)]))
         .await;
-    assert_error(&unknown_sku, 400, "invalid_argument");
+    let error = assert_error(&unknown_sku, 404, "not_found");
+    assert_eq!(error["details"][0]["field"], "items[0].sku");
 
     for sku in [TEA, MUG, BOOK_EUR] {
         assert_eq!(server.reserved(sku).await, 0, "{sku} reserved");
