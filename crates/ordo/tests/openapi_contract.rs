@@ -20,9 +20,11 @@
 //! - `object_level_authorization` needs several callers' credentials; ordo's keys carry no
 //!   ownership, so schemathesis has nothing to compare and the check passes by itself.
 //!
-//! One hook (`tests/schemathesis/ordo_hooks.py`) works around schemathesis's approximation of
-//! the Unicode property `\p{M}`; the configuration (`tests/schemathesis/schemathesis.toml`)
-//! makes generated orders name the seeded products, so the stateful phase has orders to follow.
+//! The hooks (`tests/schemathesis/ordo_hooks.py`) keep schemathesis's labels of its own cases
+//! honest where it approximates Unicode property classes, and sign payment callbacks as the
+//! sandbox provider does. The configuration (`tests/schemathesis/schemathesis.toml`, plus the
+//! id of a seeded payment) makes generated orders name the seeded products, so the stateful
+//! phase has orders to follow, and generated callbacks name a real payment.
 //!
 //! schemathesis is installed by scripts/test.sh (into `~/.cache/ordo/schemathesis-<version>`,
 //! or `$ORDO_SCHEMATHESIS_VENV`). Missing, the test is skipped loudly outside CI and fails in CI.
@@ -38,6 +40,8 @@ use std::time::{Duration, Instant};
 
 /// The API key of the run: keys are enforced, so that `ignored_auth` has something to check.
 const API_KEY: &str = "schemathesis-key";
+/// The sandbox provider's signing secret, with which the hooks sign payment callbacks.
+const CALLBACK_SECRET: &str = "schemathesis-callback-secret";
 /// schemathesis's time budget: phases repeat until it is spent, so this bounds the run.
 const MAX_TIME_SECS: u64 = 45;
 /// Test cases per operation and phase (within the time budget).
@@ -98,15 +102,25 @@ fn required_schemathesis() -> Option<PathBuf> {
     None
 }
 
-async fn put_with_key(server: &TestServer, path: &str, body: serde_json::Value) {
+async fn call_with_key(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> Reply {
     send(
         server
-            .request(reqwest::Method::PUT, path)
+            .request(method, path)
             .header("x-api-key", API_KEY)
             .json(&body),
     )
     .await
-    .expect_status(200);
+}
+
+async fn put_with_key(server: &TestServer, path: &str, body: serde_json::Value) {
+    call_with_key(server, reqwest::Method::PUT, path, body)
+        .await
+        .expect_status(200);
 }
 
 /// The catalogue `tests/schemathesis/schemathesis.toml` names: two USD products with plenty of
@@ -129,6 +143,42 @@ async fn seed(server: &TestServer) {
     }
 }
 
+/// A payment of a real order, whose id generated callbacks name (besides ids of no payment), so
+/// that signed callbacks reach the payment's logic: amounts that differ, replays, a payment
+/// the sandbox approved already.
+async fn seed_payment(server: &TestServer) -> String {
+    let order = call_with_key(
+        server,
+        reqwest::Method::POST,
+        "/v1/orders",
+        order_body("schemathesis-seed", &[("TEA-1", 1)]),
+    )
+    .await
+    .expect_status(201);
+    let order_id = order.body["id"].as_str().expect("order id").to_owned();
+    let payment = call_with_key(
+        server,
+        reqwest::Method::POST,
+        &format!("/v1/orders/{order_id}/payments"),
+        json!({}),
+    )
+    .await
+    .expect_status(201);
+    payment.body["id"].as_str().expect("payment id").to_owned()
+}
+
+/// The repository's configuration, plus the seeded payment's id as a dictionary for callbacks.
+fn run_configuration(payment_id: &str) -> String {
+    let base = std::fs::read_to_string(schemathesis_dir().join("schemathesis.toml"))
+        .expect("read tests/schemathesis/schemathesis.toml");
+    format!(
+        "{base}\n[dictionaries.seeded-payment]\nvalues = [\"{payment_id}\"]\n\n\
+         [[operations]]\ninclude-operation-id = \"payment_callback\"\n\n\
+         [operations.parameters]\n\
+         \"body.payment_id\" = {{ dictionary = \"seeded-payment\", probability = 0.8 }}\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_failure_in_any_operation() {
     let Some(schemathesis) = required_schemathesis() else {
@@ -140,22 +190,27 @@ async fn schemathesis_finds_no_failure_in_any_operation() {
             ("ORDO_API_KEYS", API_KEY),
             // A 503 of adaptive shedding on a busy test machine is no finding of the run.
             ("ORDO_SHED_ADAPTIVE", "false"),
+            ("ORDO_SANDBOX_SECRET", CALLBACK_SECRET),
         ],
     )
     .await;
     seed(&server).await;
+    let payment_id = seed_payment(&server).await;
 
     // schemathesis writes its caches into the working directory: a temporary one.
     let workdir = tempfile::tempdir().expect("create a temporary directory");
+    let config = workdir.path().join("schemathesis.toml");
+    std::fs::write(&config, run_configuration(&payment_id)).expect("write the configuration");
     let dir = schemathesis_dir();
     let mut command = Command::new(&schemathesis);
     command
         .current_dir(workdir.path())
         .env("SCHEMATHESIS_HOOKS", "ordo_hooks")
         .env("PYTHONPATH", &dir)
+        .env("ORDO_SCHEMATHESIS_CALLBACK_SECRET", CALLBACK_SECRET)
         .env_remove("SCHEMATHESIS_CONFIG")
         .arg("--config-file")
-        .arg(dir.join("schemathesis.toml"))
+        .arg(&config)
         .arg("--no-color")
         .arg("run")
         .arg(server.url("/openapi.json"))
