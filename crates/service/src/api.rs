@@ -352,15 +352,20 @@ pub struct PosBatchInput {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PosSaleInput {
-    /// Unique per terminal: 1 to 64 letters, marks, digits and `- _ . :` (else the sale is
-    /// rejected).
+    /// Unique per terminal: an identifier (letters, marks and digits of any script and
+    /// `- _ . :`); else the sale is rejected.
     #[schema(example = "sale-000123")]
     pub client_sale_id: String,
-    /// RFC 3339 with an offset: the terminal's local time of the sale.
+    /// RFC 3339 with an offset: the terminal's local time of the sale. More than 5 minutes
+    /// ahead of the service's clock, or older than the offline window
+    /// (`ORDO_POS_OFFLINE_WINDOW_HOURS`), the sale is rejected.
     #[schema(example = "2026-11-29T14:03:00+07:00")]
     pub sold_at: String,
+    /// Optional: the customer's id (an identifier; else the sale is rejected).
     #[serde(default)]
     pub customer_id: Option<String>,
+    /// The sale's ISO 4217 currency, the one its products are priced in (else the sale is
+    /// rejected).
     #[schema(example = "THB")]
     pub currency: String,
     #[schema(schema_with = schema::pos_sale_items)]

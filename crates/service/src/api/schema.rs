@@ -27,7 +27,7 @@ use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, Ref, SchemaFormat, SchemaType,
     Type,
 };
-use utoipa::openapi::{Array, Object, RefOr, Schema};
+use utoipa::openapi::{Array, Object};
 
 pub use crate::catalog::PRODUCT_NAME_MAX_CHARS;
 pub use crate::orders::{IDEMPOTENCY_KEY_MAX_CHARS, MAX_PAGE};
@@ -390,9 +390,4 @@ pub fn contact_view() -> Object {
              after an erasure.",
         ))
         .build()
-}
-
-/// A reference to the component schema `name` (registered in the document's components).
-pub fn component(name: &str) -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(name))
 }
