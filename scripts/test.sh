@@ -112,8 +112,39 @@ redis_ping() {
   [[ $(redis-cli -h 127.0.0.1 ping 2>/dev/null) == PONG ]]
 }
 
+# schemathesis, for the OpenAPI contract test (crates/ordo/tests/openapi_contract.rs): pinned,
+# with everything it pulls in, by a requirements file, in a virtualenv of its own under
+# ~/.cache/ordo (or $ORDO_SCHEMATHESIS_VENV), where the test looks for it. Reinstalled when the
+# requirements change.
+SCHEMATHESIS_REQUIREMENTS=crates/ordo/tests/schemathesis/requirements.txt
+
+ensure_schemathesis() {
+  local version venv
+  version=$(sed -n 's/^schemathesis==//p' "$SCHEMATHESIS_REQUIREMENTS")
+  venv=${ORDO_SCHEMATHESIS_VENV:-$HOME/.cache/ordo/schemathesis-$version}
+  if cmp -s "$SCHEMATHESIS_REQUIREMENTS" "$venv/requirements.txt" &&
+    "$venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$version"; then
+    log "schemathesis $version is installed"
+    return 0
+  fi
+  log "installing schemathesis $version into $venv"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  if ! python3 -m venv "$venv"; then
+    # Debian's python3 keeps venv (and its pip) in a package of its own.
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$SCHEMATHESIS_REQUIREMENTS"
+  cp "$SCHEMATHESIS_REQUIREMENTS" "$venv/requirements.txt"
+}
+
 provision() {
   ensure_packages
+  ensure_schemathesis
   ensure_service PostgreSQL 30 pg_isready -h 127.0.0.1 -p 5432 -- start_postgres
   ensure_service Redis 30 redis_ping -- start_redis
   ensure_service RabbitMQ 60 tcp_open 127.0.0.1 5672 -- start_rabbitmq

@@ -168,6 +168,23 @@ impl Error {
         }
     }
 
+    /// An error of another kind than `invalid_argument` about one field of a request that is
+    /// valid in itself but not against the current state (an order naming a product that does
+    /// not exist is `not_found`): the message names the field, a detail carries the reason.
+    pub fn on_field(
+        kind: ErrorKind,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        let field = field.into();
+        let description = description.into();
+        Error {
+            kind,
+            message: format!("`{field}` {description}"),
+            details: vec![FieldViolation { field, description }],
+        }
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         Error::new(ErrorKind::NotFound, format!("{} not found", what.into()))
     }

@@ -35,18 +35,31 @@ macro_rules! string_newtype {
     };
 }
 
-/// Identifiers appear in URL paths and logs, so they are restricted to letters, digits and
-/// `-_.:` (any script's letters and digits: a Thai SKU is fine).
+/// Every identifier (SKU, warehouse, customer, order, terminal, sale), with `minLength: 1` and
+/// `maxLength` = its limit: letters, marks and digits of any script (a Thai SKU is fine: its
+/// vowel signs are marks) and `-_.:`, nothing that needs escaping in a URL path or a log. An
+/// ECMA-262 pattern, as JSON Schema and OpenAPI use — and the very expression
+/// [`parse_identifier`] checks, so the document and the check cannot disagree.
+pub const IDENTIFIER_PATTERN: &str = r"^[\p{L}\p{M}\p{N}_.:\-]+$";
+
+fn identifier_regex() -> &'static regex::Regex {
+    static REGEX: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(IDENTIFIER_PATTERN)
+            .unwrap_or_else(|e| unreachable!("IDENTIFIER_PATTERN is a valid expression: {e}"))
+    });
+    &REGEX
+}
+
+/// Checks `raw` as received against [`IDENTIFIER_PATTERN`] and the limit, then normalises it
+/// like any text (NFC, which keeps letters, marks and digits what they are).
 pub(crate) fn parse_identifier(field: &str, raw: &str, max_chars: usize) -> Result<String> {
-    let text = parse_text(field, raw, max_chars)?;
-    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
-    if !text.chars().all(allowed) {
+    if !raw.is_empty() && !identifier_regex().is_match(raw) {
         return Err(Error::invalid_field(
             field,
             "may contain only letters, digits and - _ . :",
         ));
     }
-    Ok(text)
+    parse_text(field, raw, max_chars)
 }
 
 string_newtype!(
@@ -87,9 +100,14 @@ string_newtype!(
     OrderId
 );
 impl OrderId {
+    /// The longest order id a path may name (the service's own are 36 characters).
+    pub const MAX_CHARS: usize = 64;
+    /// The ids the service generates (a listing cursor must be one).
+    pub const GENERATED_PATTERN: &str = "^ord_[0-9a-f]{32}$";
+
     /// Wraps an id read back from storage or a path; ids are opaque, so only the shape is checked.
     pub fn parse(raw: &str) -> Result<Self> {
-        parse_identifier("order_id", raw, 64).map(OrderId)
+        parse_identifier("order_id", raw, Self::MAX_CHARS).map(OrderId)
     }
 
     /// Accepts only the shape the service generates (`ord_` + 32 lower-case hex digits), for
@@ -121,6 +139,9 @@ string_newtype!(
     CountryCode
 );
 impl CountryCode {
+    /// What [`CountryCode::parse`] accepts.
+    pub const PATTERN: &str = "^[A-Z]{2}$";
+
     pub fn parse(raw: &str) -> Result<Self> {
         Self::parse_field("country", raw)
     }
@@ -156,6 +177,46 @@ mod tests {
             assert!(Sku::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Sku::parse(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn identifiers_take_marks_but_no_white_space() {
+        // Thai vowel signs are marks (Mn).
+        assert_eq!(Sku::parse("สวัสดี-1").unwrap().as_str(), "สวัสดี-1");
+        // Composed once accepted.
+        assert_eq!(Sku::parse("Cafe\u{301}").unwrap().as_str(), "Café");
+        for bad in [" TEA-1", "TEA-1 ", "TEA\u{3000}1", "\u{20f3}"] {
+            assert!(Sku::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// An identifier is accepted exactly when the document's schema allows it
+        /// ([`IDENTIFIER_PATTERN`], 1 to the limit characters as sent, and still within the
+        /// limit after NFC), and what is accepted still matches the pattern.
+        #[test]
+        fn parse_identifier_is_its_schema(
+            raw in crate::text::tests::edge_text(),
+            max in 1usize..12,
+        ) {
+            use unicode_normalization::UnicodeNormalization;
+            let pattern = regex::Regex::new(IDENTIFIER_PATTERN).unwrap();
+            let schema = pattern.is_match(&raw) && raw.chars().count() <= max;
+            let fits_nfc = raw.nfc().count() <= max;
+            let parsed = parse_identifier("f", &raw, max);
+            proptest::prop_assert_eq!(parsed.is_ok(), schema && fits_nfc, "{:?}", raw);
+            if let Ok(parsed) = parsed {
+                proptest::prop_assert!(pattern.is_match(&parsed), "{:?}", parsed);
+            }
+        }
+
+        #[test]
+        fn country_codes_are_their_pattern(raw in crate::text::tests::edge_text()) {
+            let pattern = regex::Regex::new(CountryCode::PATTERN).unwrap();
+            proptest::prop_assert_eq!(CountryCode::parse(&raw).is_ok(), pattern.is_match(&raw));
+            let upper = raw.to_uppercase();
+            proptest::prop_assert_eq!(CountryCode::parse(&upper).is_ok(), pattern.is_match(&upper));
+        }
     }
 
     #[test]

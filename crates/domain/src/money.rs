@@ -12,6 +12,9 @@ use std::fmt;
 pub struct Currency([u8; 3]);
 
 impl Currency {
+    /// What [`Currency::parse`] accepts.
+    pub const PATTERN: &str = "^[A-Z]{3}$";
+
     pub fn parse(raw: &str) -> Result<Self> {
         Self::parse_field("currency", raw)
     }
@@ -161,6 +164,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn currencies_are_their_pattern(raw in crate::text::tests::edge_text()) {
+            let pattern = regex::Regex::new(Currency::PATTERN).unwrap();
+            prop_assert_eq!(Currency::parse(&raw).is_ok(), pattern.is_match(&raw));
+            let upper = raw.to_uppercase();
+            prop_assert_eq!(Currency::parse(&upper).is_ok(), pattern.is_match(&upper));
+        }
+
         #[test]
         fn addition_is_exact_when_it_succeeds(a in 0..=Money::MAX_MINOR, b in 0..=Money::MAX_MINOR) {
             let sum = Money::new(a, usd()).unwrap().checked_add(Money::new(b, usd()).unwrap());

@@ -16,7 +16,7 @@ use crate::money::{Currency, Money};
 use crate::named::named_enum;
 use crate::personal::Personal;
 use crate::stock::Quantity;
-use crate::text::parse_text;
+use crate::text::{control_class, parse_text, space_class};
 
 named_enum! {
     /// Where an order stands; [`OrderStatus::apply`] is the only way to change it.
@@ -115,6 +115,11 @@ pub struct ShippingAddress {
 }
 
 impl ShippingAddress {
+    pub const NAME_MAX_CHARS: usize = 100;
+    pub const LINE1_MAX_CHARS: usize = 200;
+    pub const CITY_MAX_CHARS: usize = 100;
+    pub const POSTAL_CODE_MAX_CHARS: usize = 20;
+
     pub fn parse(
         name: &str,
         line1: &str,
@@ -124,10 +129,14 @@ impl ShippingAddress {
     ) -> Result<Self> {
         let parsed = (|| {
             Ok(ShippingAddress {
-                name: Personal::new(parse_text("name", name, 100)?),
-                line1: Personal::new(parse_text("line1", line1, 200)?),
-                city: Personal::new(parse_text("city", city, 100)?),
-                postal_code: Personal::new(parse_text("postal_code", postal_code, 20)?),
+                name: Personal::new(parse_text("name", name, Self::NAME_MAX_CHARS)?),
+                line1: Personal::new(parse_text("line1", line1, Self::LINE1_MAX_CHARS)?),
+                city: Personal::new(parse_text("city", city, Self::CITY_MAX_CHARS)?),
+                postal_code: Personal::new(parse_text(
+                    "postal_code",
+                    postal_code,
+                    Self::POSTAL_CODE_MAX_CHARS,
+                )?),
                 country: CountryCode::parse(country)?.into_string(),
             })
         })();
@@ -153,22 +162,45 @@ pub struct Contact {
 }
 
 impl Contact {
+    pub const EMAIL_MAX_CHARS: usize = 254;
+    pub const PHONE_MAX_CHARS: usize = 32;
+    /// What [`Contact::parse`] accepts as an email (with `maxLength` = [`Self::EMAIL_MAX_CHARS`]):
+    /// no white space nor control character, something before the first `@` and a `.` after it.
+    pub const EMAIL_PATTERN: &str = concat!(
+        "^[^@",
+        control_class!(),
+        space_class!(),
+        "]+@[^",
+        control_class!(),
+        space_class!(),
+        "]*\\.[^",
+        control_class!(),
+        space_class!(),
+        "]*$"
+    );
+    /// What [`Contact::parse`] accepts as a phone number (with `maxLength` =
+    /// [`Self::PHONE_MAX_CHARS`]): digits, spaces and `+ - ( )`, at least one digit.
+    pub const PHONE_PATTERN: &str = r"^[0-9+ ()\-]*[0-9][0-9+ ()\-]*$";
+
+    /// Checks the email and phone as received (the patterns above), then as text.
     pub fn parse(email: &str, phone: Option<&str>) -> Result<Self> {
         let parsed = (|| {
-            let email = parse_text("email", email, 254)?;
-            let well_formed = email
-                .split_once('@')
-                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-                && !email.chars().any(char::is_whitespace);
+            let well_formed = !email.chars().any(char::is_whitespace)
+                && email
+                    .split_once('@')
+                    .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+            let email = parse_text("email", email, Self::EMAIL_MAX_CHARS)?;
             if !well_formed {
                 return Err(Error::invalid_field("email", "must be an email address"));
             }
             let phone = phone
                 .map(|phone| {
-                    let phone = parse_text("phone", phone, 32)?;
                     let allowed =
                         |c: char| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')');
-                    if phone.chars().all(allowed) && phone.chars().any(|c| c.is_ascii_digit()) {
+                    let well_formed =
+                        phone.chars().all(allowed) && phone.chars().any(|c| c.is_ascii_digit());
+                    let phone = parse_text("phone", phone, Self::PHONE_MAX_CHARS)?;
+                    if well_formed {
                         Ok(phone)
                     } else {
                         Err(Error::invalid_field(
@@ -237,6 +269,10 @@ pub struct PricedLine {
 
 /// Prices `lines` in `currency` with `unit_price_of` (the catalogue); every product must be
 /// priced in the order's currency. Returns the priced lines and the order total.
+///
+/// What the catalogue decides is not the request's fault (it may be valid in itself and fail
+/// only now): a product that does not exist is `not_found`, one priced in another currency a
+/// `conflict` — never `invalid_argument`, which says the request could never succeed.
 pub fn price_lines(
     currency: Currency,
     lines: &[(Sku, Quantity)],
@@ -246,10 +282,15 @@ pub fn price_lines(
     let mut priced = Vec::with_capacity(lines.len());
     for (index, (sku, quantity)) in lines.iter().enumerate() {
         let unit_price = unit_price_of(sku).ok_or_else(|| {
-            Error::invalid_field(format!("items[{index}].sku"), "is not a known product")
+            Error::on_field(
+                ErrorKind::NotFound,
+                format!("items[{index}].sku"),
+                format!("names no product: {sku} not found"),
+            )
         })?;
         if unit_price.currency() != currency {
-            return Err(Error::invalid_field(
+            return Err(Error::on_field(
+                ErrorKind::Conflict,
                 format!("items[{index}].sku"),
                 format!(
                     "is priced in {}, the order is in {currency}",
@@ -407,13 +448,38 @@ mod tests {
         let lines = vec![(Sku::parse("A").unwrap(), Quantity::new(1).unwrap())];
         let thb = Currency::parse("THB").unwrap();
         let err = price_lines(usd(), &lines, |_| Some(Money::new(100, thb).unwrap())).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert_eq!(err.details[0].field, "items[0].sku");
     }
 
     #[test]
-    fn an_unknown_product_is_refused() {
+    fn an_unknown_product_is_not_found() {
         let lines = vec![(Sku::parse("A").unwrap(), Quantity::new(1).unwrap())];
-        assert!(price_lines(usd(), &lines, |_| None).is_err());
+        let err = price_lines(usd(), &lines, |_| None).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.details[0].field, "items[0].sku");
+    }
+
+    proptest::proptest! {
+        /// Emails and phone numbers are accepted exactly when the document's schemas allow
+        /// them (their pattern, the length as sent, and the length after NFC).
+        #[test]
+        fn contacts_are_their_schema(raw in crate::text::tests::edge_text()) {
+            use unicode_normalization::UnicodeNormalization;
+            let fits = |max: usize| raw.chars().count() <= max && raw.trim().nfc().count() <= max;
+            let email = regex::Regex::new(Contact::EMAIL_PATTERN).unwrap();
+            proptest::prop_assert_eq!(
+                Contact::parse(&raw, None).is_ok(),
+                email.is_match(&raw) && fits(Contact::EMAIL_MAX_CHARS),
+                "email {:?}", raw
+            );
+            let phone = regex::Regex::new(Contact::PHONE_PATTERN).unwrap();
+            proptest::prop_assert_eq!(
+                Contact::parse("a@example.com", Some(&raw)).is_ok(),
+                phone.is_match(&raw) && fits(Contact::PHONE_MAX_CHARS),
+                "phone {:?}", raw
+            );
+        }
     }
 
     #[test]

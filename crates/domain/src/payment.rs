@@ -68,6 +68,9 @@ impl fmt::Display for Provider {
 pub struct PaymentId(String);
 
 impl PaymentId {
+    /// The ids the service generates, the only ones [`PaymentId::parse`] accepts.
+    pub const PATTERN: &str = "^pay_[0-9a-f]{32}$";
+
     pub fn from_u128(value: u128) -> Self {
         PaymentId(format!("pay_{value:032x}"))
     }
@@ -100,9 +103,16 @@ impl fmt::Display for PaymentId {
     }
 }
 
+/// The longest provider event id.
+pub const EVENT_ID_MAX_CHARS: usize = 255;
+/// Visible ASCII (`!` to `~`): what an event id and an idempotency key may hold.
+pub const VISIBLE_ASCII_PATTERN: &str = "^[!-~]+$";
+
 /// A provider's own id of a callback event: 1 to 255 visible ASCII characters.
 pub fn parse_event_id(raw: &str) -> Result<&str> {
-    let valid = !raw.is_empty() && raw.len() <= 255 && raw.bytes().all(|b| b.is_ascii_graphic());
+    let valid = !raw.is_empty()
+        && raw.len() <= EVENT_ID_MAX_CHARS
+        && raw.bytes().all(|b| b.is_ascii_graphic());
     if valid {
         Ok(raw)
     } else {
@@ -157,9 +167,11 @@ pub fn default_rules(webhook_enabled: bool) -> Vec<ProviderRule> {
 
 /// Chooses the provider of a payment in `currency` for an order shipping to `country`.
 ///
-/// A `requested` provider must have a rule (be enabled) that matches, else `invalid_argument`;
-/// if it is unhealthy the answer is `unavailable`. Without a request, the matching healthy
-/// provider of the highest priority wins (the first listed on a tie); none is `unavailable`.
+/// A `requested` provider must be one ordo knows (else `invalid_argument`: the request is wrong
+/// in itself), be enabled (have a rule; else `not_found`, as its callbacks are) and take this
+/// order (else `conflict`: the order's currency or country is not for it); if it is unhealthy
+/// the answer is `unavailable`. Without a request, the matching healthy provider of the
+/// highest priority wins (the first listed on a tie); none is `unavailable`.
 pub fn route(
     rules: &[ProviderRule],
     requested: Option<&str>,
@@ -168,13 +180,22 @@ pub fn route(
     healthy: impl Fn(&str) -> bool,
 ) -> Result<Provider> {
     if let Some(requested) = requested {
-        let rule = Provider::from_name(requested)
-            .and_then(|provider| rules.iter().find(|rule| rule.provider == provider))
+        let provider = Provider::from_name(requested).ok_or_else(|| {
+            Error::invalid_field("provider", "is not a payment provider: sandbox or webhook")
+        })?;
+        let rule = rules
+            .iter()
+            .find(|rule| rule.provider == provider)
             .ok_or_else(|| {
-                Error::invalid_field("provider", "is not an enabled payment provider")
+                Error::on_field(
+                    ErrorKind::NotFound,
+                    "provider",
+                    format!("{provider} is not enabled"),
+                )
             })?;
         if !rule.matches(currency, country) {
-            return Err(Error::invalid_field(
+            return Err(Error::on_field(
+                ErrorKind::Conflict,
                 "provider",
                 format!(
                     "{} does not take payments in {currency} for orders to {country}",
@@ -344,15 +365,19 @@ mod tests {
     #[test]
     fn a_requested_provider_must_be_enabled_and_match() {
         let sandbox_only = default_rules(false);
-        for requested in ["webhook", "nope", ""] {
+        for (requested, kind) in [
+            ("webhook", ErrorKind::NotFound),
+            ("nope", ErrorKind::InvalidArgument),
+            ("", ErrorKind::InvalidArgument),
+        ] {
             let err = route(&sandbox_only, Some(requested), usd(), &th(), all_healthy).unwrap_err();
-            assert_eq!(err.kind, ErrorKind::InvalidArgument, "{requested:?}");
+            assert_eq!(err.kind, kind, "{requested:?}");
             assert_eq!(err.details[0].field, "provider");
         }
         let rules = vec![only_usd_webhook()];
         let eur = Currency::parse("EUR").unwrap();
         let err = route(&rules, Some("webhook"), eur, &th(), all_healthy).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert_eq!(err.kind, ErrorKind::Conflict);
         let de = CountryCode::parse("DE").unwrap();
         assert!(route(&rules, Some("webhook"), usd(), &de, all_healthy).is_err());
         let err = route(&rules, Some("webhook"), usd(), &th(), |_| false).unwrap_err();

@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 use crate::ids::parse_identifier;
 use crate::named::named_enum;
 
+/// The longest terminal id and client sale id.
+pub const ID_MAX_CHARS: usize = 64;
+/// The largest batch number: 2^53 - 1, the largest integer a JSON number carries exactly.
+pub const MAX_BATCH_SEQ: i64 = (1 << 53) - 1;
 /// At most this many sales per batch.
 pub const MAX_SALES_PER_BATCH: usize = 500;
 /// A sale may be dated this far in the future (a terminal's clock runs a little fast).
@@ -20,7 +24,7 @@ pub struct TerminalId(String);
 
 impl TerminalId {
     pub fn parse(raw: &str) -> Result<Self> {
-        parse_identifier("terminal_id", raw, 64).map(TerminalId)
+        parse_identifier("terminal_id", raw, ID_MAX_CHARS).map(TerminalId)
     }
 
     pub fn as_str(&self) -> &str {
@@ -30,7 +34,7 @@ impl TerminalId {
 
 /// A sale's id, unique per terminal: letters, digits and `-_.:`, up to 64 characters.
 pub fn parse_client_sale_id(field: &str, raw: &str) -> Result<String> {
-    parse_identifier(field, raw, 64)
+    parse_identifier(field, raw, ID_MAX_CHARS)
 }
 
 named_enum! {

@@ -28,9 +28,8 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// One of invalid_argument, not_found, insufficient_stock, conflict, unauthenticated,
-    /// permission_denied, rate_limited, payload_too_large, unsupported_media_type,
-    /// method_not_allowed, unavailable, deadline_exceeded, internal.
+    /// The error kind: one code per kind (`ordo_domain::ErrorKind`), each with one status.
+    #[schema(schema_with = ordo_service::api::schema::error_code)]
     pub code: &'static str,
     pub message: String,
     pub details: Vec<FieldViolationDto>,

@@ -21,8 +21,9 @@ pub struct Query<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
 
-/// An optional JSON body: an empty body is `None`; a non-empty one must be JSON
-/// (`Content-Type: application/json`) and parse into `T`, with the same rejections as [`Json`].
+/// An optional JSON body: an empty body, or the JSON `null`, is `None`; a non-empty one must be
+/// JSON (`Content-Type: application/json`) and parse into `T`, with the same rejections as
+/// [`Json`].
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<T, S> FromRequest<S> for OptionalJson<T>
@@ -48,8 +49,8 @@ where
                 "the request body must be JSON (Content-Type: application/json)",
             )));
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(OptionalJson(Some(value)))
+        let axum::Json(value) = axum::Json::<Option<T>>::from_bytes(&bytes)?;
+        Ok(OptionalJson(value))
     }
 }
 

@@ -11,6 +11,7 @@
 //! Invariant: every response, success or error, leaves through `middleware::serve_request`,
 //! so every response carries `traceparent` and every error has the one body shape.
 
+mod contract;
 pub mod error;
 mod extract;
 mod middleware;
@@ -53,15 +54,25 @@ pub const POS_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
         description = "Order fulfillment: products and stock, orders with reservations that \
             never oversell. Money is integer minor units plus an ISO 4217 code. Every response \
             carries a W3C `traceparent` header; every error has the body \
-            `{\"error\": {\"code\", \"message\", \"details\", \"trace_id\"}}`."
+            `{\"error\": {\"code\", \"message\", \"details\", \"trace_id\"}}`. \
+            A request valid in itself that the current state cannot satisfy (an unknown \
+            product or order, too little stock, a conflict) is answered 404 or 409, never 400."
     ),
-    components(schemas(error::ErrorBody))
+    // Referenced by schemas built in code (`ordo_service::api::schema`).
+    components(schemas(
+        error::ErrorBody,
+        ordo_service::api::OrderItemInput,
+        ordo_service::api::PosSaleInput
+    ))
 )]
 struct ApiDoc;
 
-/// The OpenAPI document of the API, generated from the handlers.
+/// The OpenAPI document of the API, generated from the handlers and completed with what every
+/// operation shares (`contract`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let (_, mut document) = api_router().split_for_parts();
+    contract::complete(&mut document);
+    document
 }
 
 fn api_router() -> OpenApiRouter<Api> {
@@ -87,7 +98,8 @@ fn api_router() -> OpenApiRouter<Api> {
 
 /// The whole REST API over `api` (each face local or another role's).
 pub fn router(api: Api, limits: HttpLimits) -> Router {
-    let (routes, openapi) = api_router().split_for_parts();
+    let (routes, mut openapi) = api_router().split_for_parts();
+    contract::complete(&mut openapi);
     let document: Arc<str> = openapi
         .to_pretty_json()
         .unwrap_or_else(|_| "{}".to_owned())
@@ -268,6 +280,317 @@ mod tests {
         first.abort();
         let _ = first.await;
         assert_eq!(admission.in_flight(), 0);
+    }
+
+    /// The document as JSON, and a resolver of its `$ref`s.
+    fn document() -> serde_json::Value {
+        serde_json::to_value(openapi()).unwrap()
+    }
+
+    fn resolve<'a>(
+        doc: &'a serde_json::Value,
+        value: &'a serde_json::Value,
+    ) -> &'a serde_json::Value {
+        match value.get("$ref").and_then(|r| r.as_str()) {
+            Some(reference) => {
+                let pointer = reference.strip_prefix('#').expect("a local $ref");
+                let target = doc
+                    .pointer(pointer)
+                    .unwrap_or_else(|| panic!("dangling $ref {reference}"));
+                resolve(doc, target)
+            }
+            None => value,
+        }
+    }
+
+    /// Every operation: (path, method, operation).
+    fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+        let mut found = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                found.push((path.clone(), method.clone(), operation.clone()));
+            }
+        }
+        found
+    }
+
+    fn every_ref(value: &serde_json::Value, refs: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(reference)) = map.get("$ref") {
+                    refs.push(reference.clone());
+                }
+                map.values().for_each(|v| every_ref(v, refs));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| every_ref(v, refs)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_of_the_document_resolves() {
+        let doc = document();
+        let mut refs = Vec::new();
+        every_ref(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for reference in refs {
+            resolve(&doc, &serde_json::json!({ "$ref": reference }));
+        }
+    }
+
+    /// Every operation lists the statuses the shared code answers with, each with the error
+    /// body: bad input (every operation takes some), server faults, shedding and an unreachable
+    /// database, the deadline; API keys and rate limits except on the open routes; the body
+    /// limit and the media type where a body is read.
+    #[test]
+    fn every_operation_documents_every_status_it_can_answer() {
+        use ordo_domain::ErrorKind;
+        let doc = document();
+        let operations = operations(&doc);
+        assert_eq!(operations.len(), 15, "every route is documented");
+        for (path, method, operation) in &operations {
+            let name = format!("{method} {path}");
+            let responses = operation["responses"].as_object().unwrap();
+            let open = middleware::OPEN_ROUTES.contains(&path.as_str());
+            let mut expected = vec![
+                ErrorKind::InvalidArgument,
+                ErrorKind::Internal,
+                ErrorKind::Unavailable,
+                ErrorKind::DeadlineExceeded,
+            ];
+            if open {
+                assert_eq!(operation["security"], serde_json::json!([]), "{name}");
+            } else {
+                assert!(
+                    operation.get("security").is_none(),
+                    "{name}: the global keys apply"
+                );
+                expected.extend([ErrorKind::Unauthenticated, ErrorKind::RateLimited]);
+            }
+            if operation.get("requestBody").is_some() {
+                expected.push(ErrorKind::PayloadTooLarge);
+                if path.as_str() != middleware::CALLBACKS_ROUTE {
+                    expected.push(ErrorKind::UnsupportedMediaType);
+                }
+            }
+            for kind in expected {
+                let status = kind.http_status().to_string();
+                assert!(
+                    responses.contains_key(&status),
+                    "{name} lacks {status} ({kind})"
+                );
+            }
+            for (status, response) in responses {
+                let response = resolve(&doc, response);
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{name} {status}: no description"
+                );
+                if status.starts_with('2') {
+                    continue;
+                }
+                // Every error status is one of an error kind, and its body is the error body.
+                assert!(
+                    ErrorKind::ALL
+                        .iter()
+                        .any(|kind| kind.http_status().to_string() == *status),
+                    "{name}: {status} is the status of no error kind"
+                );
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{name} {status}"
+                );
+            }
+        }
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes[contract::API_KEY_SCHEME]["name"], "x-api-key");
+        assert_eq!(schemes[contract::BEARER_SCHEME]["scheme"], "bearer");
+    }
+
+    /// The error codes of the error body are the error kinds' codes.
+    #[test]
+    fn the_error_codes_are_the_error_kinds() {
+        let doc = document();
+        let code =
+            resolve(&doc, &doc["components"]["schemas"]["ErrorDetail"])["properties"]["code"]
+                .clone();
+        let codes: Vec<&str> = ordo_domain::ErrorKind::ALL
+            .iter()
+            .map(|k| k.code())
+            .collect();
+        assert_eq!(code["enum"], serde_json::json!(codes));
+    }
+
+    /// The request schemas carry the limits the code enforces: the same constants and patterns.
+    #[test]
+    fn request_schemas_carry_the_limits_the_code_enforces() {
+        use ordo_domain::ids::{CountryCode, IDENTIFIER_PATTERN, Sku};
+        use ordo_domain::money::{Currency, Money};
+        use ordo_domain::order::{Contact, NewOrder, ShippingAddress};
+        use ordo_domain::stock::{OnHand, Quantity};
+        use ordo_domain::text::TEXT_PATTERN;
+        use ordo_service::api::schema as limits;
+        use serde_json::json;
+        let doc = document();
+        let schema = |name: &str| doc["components"]["schemas"][name].clone();
+        let property = |name: &str, field: &str| schema(name)["properties"][field].clone();
+
+        let items = property("CreateOrderInput", "items");
+        assert_eq!(items["minItems"], 1);
+        assert_eq!(items["maxItems"], NewOrder::MAX_LINES);
+        let sku = property("OrderItemInput", "sku");
+        assert_eq!(sku["pattern"], IDENTIFIER_PATTERN);
+        assert_eq!(sku["minLength"], 1);
+        assert_eq!(sku["maxLength"], Sku::MAX_CHARS);
+        let quantity = property("OrderItemInput", "quantity");
+        assert_eq!(
+            (quantity["minimum"].clone(), quantity["maximum"].clone()),
+            (json!(1), json!(Quantity::MAX))
+        );
+        let amount = property("MoneyDto", "amount_minor");
+        assert_eq!(
+            (amount["minimum"].clone(), amount["maximum"].clone()),
+            (json!(0), json!(Money::MAX_MINOR))
+        );
+        assert_eq!(
+            property("MoneyDto", "currency")["pattern"],
+            Currency::PATTERN
+        );
+        assert_eq!(
+            property("CreateOrderInput", "currency")["pattern"],
+            Currency::PATTERN
+        );
+        assert_eq!(property("StockInput", "on_hand")["maximum"], OnHand::MAX);
+        assert_eq!(
+            property("WarehouseInput", "country")["pattern"],
+            CountryCode::PATTERN
+        );
+        assert_eq!(
+            property("ProductInput", "name")["maxLength"],
+            limits::PRODUCT_NAME_MAX_CHARS
+        );
+        for (field, max) in [
+            ("name", ShippingAddress::NAME_MAX_CHARS),
+            ("line1", ShippingAddress::LINE1_MAX_CHARS),
+            ("city", ShippingAddress::CITY_MAX_CHARS),
+            ("postal_code", ShippingAddress::POSTAL_CODE_MAX_CHARS),
+        ] {
+            let text = property("AddressDto", field);
+            assert_eq!(
+                (text["maxLength"].clone(), text["pattern"].clone()),
+                (json!(max), json!(TEXT_PATTERN)),
+                "{field}"
+            );
+        }
+        let email = property("ContactDto", "email");
+        assert_eq!(
+            (email["maxLength"].clone(), email["pattern"].clone()),
+            (
+                json!(Contact::EMAIL_MAX_CHARS),
+                json!(Contact::EMAIL_PATTERN)
+            )
+        );
+        let phone = property("ContactDto", "phone");
+        assert_eq!(
+            (phone["maxLength"].clone(), phone["pattern"].clone()),
+            (
+                json!(Contact::PHONE_MAX_CHARS),
+                json!(Contact::PHONE_PATTERN)
+            )
+        );
+        assert_eq!(
+            property("PosBatchInput", "sales")["maxItems"],
+            ordo_domain::pos::MAX_SALES_PER_BATCH
+        );
+        assert_eq!(
+            property("PosBatchInput", "batch_seq")["maximum"],
+            ordo_domain::pos::MAX_BATCH_SEQ
+        );
+
+        // Every request schema refuses unknown fields, as serde's deny_unknown_fields does.
+        for name in [
+            "ProductInput",
+            "MoneyDto",
+            "WarehouseInput",
+            "StockInput",
+            "CreateOrderInput",
+            "OrderItemInput",
+            "AddressDto",
+            "ContactDto",
+            "CreatePaymentInput",
+            "PaymentCallbackInput",
+            "PosBatchInput",
+            "PosSaleInput",
+            "PosPaymentInput",
+        ] {
+            assert_eq!(schema(name)["additionalProperties"], false, "{name}");
+        }
+
+        let list = &doc["paths"]["/v1/orders"]["get"]["parameters"];
+        let limit = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["maximum"], limits::MAX_PAGE);
+        let create = &doc["paths"]["/v1/orders"]["post"];
+        let key = &create["parameters"][0];
+        assert_eq!(
+            (key["name"].clone(), key["in"].clone()),
+            (json!("Idempotency-Key"), json!("header"))
+        );
+        assert_eq!(
+            key["schema"]["maxLength"],
+            limits::IDEMPOTENCY_KEY_MAX_CHARS
+        );
+        let sku_path = &doc["paths"]["/v1/products/{sku}"]["get"]["parameters"][0];
+        assert_eq!(sku_path["schema"]["pattern"], IDENTIFIER_PATTERN);
+    }
+
+    /// The stateful chain a client follows: create an order, read it, pay it, cancel it.
+    #[test]
+    fn links_lead_from_a_created_order_to_reading_paying_and_cancelling_it() {
+        let doc = document();
+        let operation_ids: Vec<String> = operations(&doc)
+            .iter()
+            .map(|(_, _, op)| op["operationId"].as_str().unwrap().to_owned())
+            .collect();
+        let links = &doc["paths"]["/v1/orders"]["post"]["responses"]["201"]["links"];
+        for (link, target) in [
+            ("GetOrder", "get_order"),
+            ("CreatePayment", "create_payment"),
+            ("CancelOrder", "cancel_order"),
+        ] {
+            assert_eq!(links[link]["operationId"], target, "{link}");
+            assert_eq!(
+                links[link]["parameters"]["id"], "$response.body#/id",
+                "{link}"
+            );
+        }
+        let paid = &doc["paths"]["/v1/orders/{id}/payments"]["post"]["responses"]["201"]["links"];
+        assert_eq!(
+            paid["CancelOrder"]["parameters"]["id"],
+            "$response.body#/order_id"
+        );
+        for operation in operations(&doc) {
+            for link in operation.2["responses"]
+                .as_object()
+                .unwrap()
+                .values()
+                .filter_map(|r| r.get("links").and_then(|l| l.as_object()))
+                .flat_map(|links| links.values())
+            {
+                let target = link["operationId"].as_str().unwrap();
+                assert!(
+                    operation_ids.iter().any(|id| id == target),
+                    "a link to {target}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

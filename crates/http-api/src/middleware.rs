@@ -23,10 +23,10 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Routes served without an API key: payment callbacks authenticate by their signature, and
 /// the API's description is public.
-const OPEN_ROUTES: [&str; 2] = [CALLBACKS_ROUTE, "/openapi.json"];
+pub(crate) const OPEN_ROUTES: [&str; 2] = [CALLBACKS_ROUTE, "/openapi.json"];
 /// Never shed nor limited: a provider's callback refused would be retried later at best, and a
 /// payment's outcome must not wait on our load.
-const CALLBACKS_ROUTE: &str = "/v1/payments/callbacks/{provider}";
+pub(crate) const CALLBACKS_ROUTE: &str = "/v1/payments/callbacks/{provider}";
 
 /// The middleware's settings.
 #[derive(Clone)]

@@ -1,5 +1,7 @@
 //! Handlers: each takes typed extractors, calls one [`Service`] method and renders its result.
-//! The `#[utoipa::path]` attributes are the source of the OpenAPI document.
+//! The `#[utoipa::path]` attributes and the parameter types below are the source of the OpenAPI
+//! document; the statuses every operation shares (bad input, API keys, rate limits, load
+//! shedding, time-outs) are added by `crate::contract`.
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, OptionalJson, Path, Query, RawBody};
@@ -7,55 +9,124 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use ordo_domain::Error;
+use ordo_service::api::schema;
 use ordo_service::api::*;
 use ordo_service::ports::Api;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 type ApiResult<T> = Result<axum::Json<T>, ApiError>;
 
-#[utoipa::path(put, path = "/v1/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "Stock-keeping unit")),
+// Path parameters: the extractors' types are the document's parameters, with the schemas of
+// `ordo_service::api::schema`. A value that breaks its schema is refused with 400 by the
+// service, which parses every identifier.
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct SkuParam {
+    #[param(schema_with = schema::sku)]
+    sku: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct WarehouseParam {
+    #[param(schema_with = schema::warehouse_id)]
+    id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct StockParams {
+    #[param(schema_with = schema::sku)]
+    sku: String,
+    #[param(schema_with = schema::warehouse_id)]
+    warehouse: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct OrderParam {
+    #[param(schema_with = schema::order_id)]
+    id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CustomerParam {
+    #[param(schema_with = schema::customer_id)]
+    customer_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct ProviderParam {
+    /// A provider that is not enabled is 404, as an unknown one.
+    #[param(schema_with = schema::provider)]
+    provider: String,
+}
+
+/// The `Idempotency-Key` header of `POST /v1/orders`, read by the handler itself.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Only its description is used: the handler reads the header map.
+pub(crate) struct IdempotencyKeyHeader {
+    /// Repeating a request with the same key and body returns the first result and reserves
+    /// nothing more; the same key with another body is 409. Visible ASCII.
+    #[param(rename = "Idempotency-Key", schema_with = schema::idempotency_key)]
+    idempotency_key: Option<String>,
+}
+
+#[utoipa::path(put, path = "/v1/products/{sku}", tag = "catalog", operation_id = "put_product",
+    params(SkuParam),
     request_body = ProductInput,
-    responses((status = 200, description = "Created or replaced", body = ProductView),
-              (status = 400, body = ErrorBody)))]
+    responses((status = 200, description = "Created or replaced", body = ProductView,
+        links(("GetProduct" = (operation_id = "get_product",
+                  parameters(("sku" = "$response.body#/sku")))),
+              ("GetStock" = (operation_id = "get_stock",
+                  parameters(("sku" = "$response.body#/sku"))))))))]
 pub(crate) async fn put_product(
     State(api): State<Api>,
-    Path(sku): Path<String>,
+    Path(SkuParam { sku }): Path<SkuParam>,
     Json(input): Json<ProductInput>,
 ) -> ApiResult<ProductView> {
     Ok(axum::Json(api.catalog.put_product(&sku, input).await?))
 }
 
-#[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "Stock-keeping unit")),
-    responses((status = 200, body = ProductView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog", operation_id = "get_product",
+    params(SkuParam),
+    responses((status = 200, description = "The product", body = ProductView),
+              (status = 404, description = "No such product", body = ErrorBody)))]
 pub(crate) async fn get_product(
     State(api): State<Api>,
-    Path(sku): Path<String>,
+    Path(SkuParam { sku }): Path<SkuParam>,
 ) -> ApiResult<ProductView> {
     Ok(axum::Json(api.catalog.product(&sku).await?))
 }
 
-#[utoipa::path(put, path = "/v1/warehouses/{id}", tag = "catalog",
-    params(("id" = String, Path, description = "Warehouse id")),
+#[utoipa::path(put, path = "/v1/warehouses/{id}", tag = "catalog", operation_id = "put_warehouse",
+    params(WarehouseParam),
     request_body = WarehouseInput,
-    responses((status = 200, body = WarehouseView), (status = 400, body = ErrorBody)))]
+    responses((status = 200, description = "Created or replaced", body = WarehouseView)))]
 pub(crate) async fn put_warehouse(
     State(api): State<Api>,
-    Path(id): Path<String>,
+    Path(WarehouseParam { id }): Path<WarehouseParam>,
     Json(input): Json<WarehouseInput>,
 ) -> ApiResult<WarehouseView> {
     Ok(axum::Json(api.catalog.put_warehouse(&id, input).await?))
 }
 
-#[utoipa::path(put, path = "/v1/stock/{sku}/{warehouse}", tag = "stock",
-    params(("sku" = String, Path), ("warehouse" = String, Path)),
+#[utoipa::path(put, path = "/v1/stock/{sku}/{warehouse}", tag = "stock", operation_id = "put_stock",
+    params(StockParams),
     request_body = StockInput,
-    responses((status = 200, body = StockEntryView),
+    responses((status = 200, description = "The new stock level", body = StockEntryView,
+                  links(("GetStock" = (operation_id = "get_stock",
+                      parameters(("sku" = "$response.body#/sku")))))),
               (status = 404, description = "Unknown product or warehouse", body = ErrorBody),
               (status = 409, description = "on_hand below reserved", body = ErrorBody)))]
 pub(crate) async fn put_stock(
     State(api): State<Api>,
-    Path((sku, warehouse)): Path<(String, String)>,
+    Path(StockParams { sku, warehouse }): Path<StockParams>,
     Json(input): Json<StockInput>,
 ) -> ApiResult<StockEntryView> {
     Ok(axum::Json(
@@ -63,27 +134,45 @@ pub(crate) async fn put_stock(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock",
-    params(("sku" = String, Path)),
-    responses((status = 200, body = StockView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock", operation_id = "get_stock",
+    params(SkuParam),
+    responses((status = 200, description = "The SKU's stock in every warehouse", body = StockView),
+              (status = 404, description = "No such product", body = ErrorBody)))]
 pub(crate) async fn get_stock(
     State(api): State<Api>,
-    Path(sku): Path<String>,
+    Path(SkuParam { sku }): Path<SkuParam>,
 ) -> ApiResult<StockView> {
     Ok(axum::Json(api.catalog.stock(&sku).await?))
 }
 
-#[utoipa::path(post, path = "/v1/orders", tag = "orders",
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "Repeating a request with the same key returns the first result")),
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", operation_id = "create_order",
+    params(IdempotencyKeyHeader),
     request_body = CreateOrderInput,
     responses(
-        (status = 201, description = "Created, or the earlier result for this key \
-            (then with `Idempotent-Replayed: true`)", body = OrderView),
-        (status = 400, body = ErrorBody),
-        (status = 409, description = "insufficient_stock, or the key reused with another body",
+        (status = 201, description = "Created, with every item reserved; or the earlier result \
+            for this key (then with `Idempotent-Replayed: true`)", body = OrderView,
+            headers(("Idempotent-Replayed" = String,
+                description = "`true` when the order is an earlier request's result")),
+            links(
+                ("GetOrder" = (operation_id = "get_order",
+                    parameters(("id" = "$response.body#/id")))),
+                ("CreatePayment" = (operation_id = "create_payment",
+                    parameters(("id" = "$response.body#/id")))),
+                ("CancelOrder" = (operation_id = "cancel_order",
+                    parameters(("id" = "$response.body#/id")))),
+                ("GetTimeline" = (operation_id = "order_timeline",
+                    parameters(("id" = "$response.body#/id")))),
+                ("ListPayments" = (operation_id = "list_payments",
+                    parameters(("id" = "$response.body#/id")))),
+                ("ListCustomerOrders" = (operation_id = "list_orders",
+                    parameters(("customer_id" = "$response.body#/customer_id")))),
+                ("EraseCustomer" = (operation_id = "erase_customer",
+                    parameters(("customer_id" = "$response.body#/customer_id")))))),
+        (status = 404, description = "An item names no product (`items[i].sku`)",
             body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+        (status = 409, description = "`insufficient_stock`; or `conflict`: an item priced in \
+            another currency than the order's, or the key reused with another body",
+            body = ErrorBody)))]
 pub(crate) async fn create_order(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -108,9 +197,9 @@ pub(crate) async fn create_order(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/v1/orders", tag = "orders",
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", operation_id = "list_orders",
     params(ListOrdersQuery),
-    responses((status = 200, body = OrderPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, description = "A page of orders, newest first", body = OrderPage)))]
 pub(crate) async fn list_orders(
     State(api): State<Api>,
     Query(query): Query<ListOrdersQuery>,
@@ -118,56 +207,73 @@ pub(crate) async fn list_orders(
     Ok(axum::Json(api.orders.orders(query).await?))
 }
 
-#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path)),
-    responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", operation_id = "get_order",
+    params(OrderParam),
+    responses((status = 200, description = "The order", body = OrderView),
+              (status = 404, description = "No such order", body = ErrorBody)))]
 pub(crate) async fn get_order(
     State(api): State<Api>,
-    Path(id): Path<String>,
+    Path(OrderParam { id }): Path<OrderParam>,
 ) -> Result<Response, ApiError> {
     // Encoded once per cached snapshot, not once per read.
     let json = api.orders.order_json(&id).await?;
     Ok(([(http::header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path)),
-    responses((status = 200, description = "Cancelled (or already cancelled)", body = OrderView),
-              (status = 404, body = ErrorBody),
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", operation_id = "cancel_order",
+    params(OrderParam),
+    responses((status = 200, description = "Cancelled (or already cancelled), its stock released",
+                  body = OrderView,
+                  links(("GetOrder" = (operation_id = "get_order",
+                      parameters(("id" = "$response.body#/id")))))),
+              (status = 404, description = "No such order", body = ErrorBody),
               (status = 409, description = "The order is past payment", body = ErrorBody)))]
 pub(crate) async fn cancel_order(
     State(api): State<Api>,
-    Path(id): Path<String>,
+    Path(OrderParam { id }): Path<OrderParam>,
 ) -> ApiResult<OrderView> {
     Ok(axum::Json(api.orders.cancel_order(&id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}/timeline", tag = "orders",
-    params(("id" = String, Path)),
-    responses((status = 200, body = TimelineView), (status = 404, body = ErrorBody)))]
+    operation_id = "order_timeline",
+    params(OrderParam),
+    responses((status = 200, description = "Every state change, oldest first", body = TimelineView),
+              (status = 404, description = "No such order", body = ErrorBody)))]
 pub(crate) async fn order_timeline(
     State(api): State<Api>,
-    Path(id): Path<String>,
+    Path(OrderParam { id }): Path<OrderParam>,
 ) -> ApiResult<TimelineView> {
     Ok(axum::Json(api.orders.timeline(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/payments", tag = "payments",
-    params(("id" = String, Path)),
+    operation_id = "create_payment",
+    params(OrderParam),
     request_body(content = Option<CreatePaymentInput>,
-        description = "Optional: empty, `{}`, or `{\"provider\": \"webhook\"}`; without a \
-            provider the routing rules choose"),
+        description = "Optional: empty, `null`, `{}`, or `{\"provider\": \"webhook\"}`; \
+            without a provider the routing rules choose"),
     responses(
         (status = 201, description = "The payment intent; the order's pending one if it has one \
-            (then with `Idempotent-Replayed: true`)", body = PaymentView),
-        (status = 400, description = "Unknown or disabled provider", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The order is not in pending_payment", body = ErrorBody),
-        (status = 415, body = ErrorBody),
+            (then with `Idempotent-Replayed: true`)", body = PaymentView,
+            headers(("Idempotent-Replayed" = String,
+                description = "`true` when the payment is the order's pending one")),
+            links(
+                ("GetOrder" = (operation_id = "get_order",
+                    parameters(("id" = "$response.body#/order_id")))),
+                ("ListPayments" = (operation_id = "list_payments",
+                    parameters(("id" = "$response.body#/order_id")))),
+                ("CancelOrder" = (operation_id = "cancel_order",
+                    parameters(("id" = "$response.body#/order_id")))))),
+        (status = 404, description = "No such order, or the provider asked for is not enabled",
+            body = ErrorBody),
+        (status = 409, description = "The order is not in pending_payment, has a pending \
+            payment with another provider, or the provider asked for does not take its \
+            currency or country", body = ErrorBody),
         (status = 503, description = "No healthy provider takes this payment", body = ErrorBody)))]
 pub(crate) async fn create_payment(
     State(api): State<Api>,
-    Path(id): Path<String>,
+    Path(OrderParam { id }): Path<OrderParam>,
     OptionalJson(input): OptionalJson<CreatePaymentInput>,
 ) -> Result<Response, ApiError> {
     let created = api
@@ -185,17 +291,20 @@ pub(crate) async fn create_payment(
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}/payments", tag = "payments",
-    params(("id" = String, Path)),
-    responses((status = 200, body = PaymentList), (status = 404, body = ErrorBody)))]
+    operation_id = "list_payments",
+    params(OrderParam),
+    responses((status = 200, description = "The order's payments", body = PaymentList),
+              (status = 404, description = "No such order", body = ErrorBody)))]
 pub(crate) async fn list_payments(
     State(api): State<Api>,
-    Path(id): Path<String>,
+    Path(OrderParam { id }): Path<OrderParam>,
 ) -> ApiResult<PaymentList> {
     Ok(axum::Json(api.payments.order_payments(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/payments/callbacks/{provider}", tag = "payments",
-    params(("provider" = String, Path, description = "`sandbox` or `webhook`"),
+    operation_id = "payment_callback",
+    params(ProviderParam,
         ("Ordo-Signature" = String, Header,
             description = "`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`; \
                 the timestamp must be within 300 s")),
@@ -204,15 +313,16 @@ pub(crate) async fn list_payments(
     responses(
         (status = 200, description = "Applied, or a replay of an event id answered with its \
             first outcome", body = PaymentCallbackAck),
-        (status = 400, body = ErrorBody),
+        (status = 400, description = "A signed body that is not a valid callback",
+            body = ErrorBody),
         (status = 401, description = "Missing or bad signature, or a stale timestamp",
             body = ErrorBody),
         (status = 404, description = "Unknown or disabled provider, or unknown payment",
-            body = ErrorBody),
-        (status = 413, body = ErrorBody)))]
+            body = ErrorBody)),
+    security(()))]
 pub(crate) async fn payment_callback(
     State(api): State<Api>,
-    Path(provider): Path<String>,
+    Path(ProviderParam { provider }): Path<ProviderParam>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> ApiResult<PaymentCallbackAck> {
@@ -232,14 +342,13 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError(Error::not_found("path"))
 }
 
-#[utoipa::path(post, path = "/v1/pos/batches", tag = "pos",
+#[utoipa::path(post, path = "/v1/pos/batches", tag = "pos", operation_id = "submit_pos_batch",
     request_body = PosBatchInput,
     responses(
         (status = 200, description = "Each sale's outcome; a replay of the batch (same \
-            terminal_id and batch_seq) returns the first answer again", body = PosBatchView),
-        (status = 400, body = ErrorBody),
-        (status = 404, description = "unknown warehouse", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+            terminal_id and batch_seq) returns the first answer again. A sale that breaks a \
+            rule is `rejected` on its own, the rest of the batch goes on", body = PosBatchView),
+        (status = 404, description = "Unknown warehouse", body = ErrorBody)))]
 pub(crate) async fn submit_pos_batch(
     State(api): State<Api>,
     Json(input): Json<PosBatchInput>,
@@ -248,15 +357,15 @@ pub(crate) async fn submit_pos_batch(
 }
 
 #[utoipa::path(post, path = "/v1/customers/{customer_id}/erasure", tag = "customers",
-    params(("customer_id" = String, Path)),
+    operation_id = "erase_customer",
+    params(CustomerParam),
     responses(
         (status = 200, description = "Erased (or erased before: a repeat changes nothing \
             more); orders still in fulfillment are listed in `orders_pending` and erased by \
-            themselves once terminal", body = ErasureView),
-        (status = 400, body = ErrorBody)))]
+            themselves once terminal", body = ErasureView)))]
 pub(crate) async fn erase_customer(
     State(api): State<Api>,
-    Path(customer_id): Path<String>,
+    Path(CustomerParam { customer_id }): Path<CustomerParam>,
 ) -> ApiResult<ErasureView> {
     Ok(axum::Json(api.orders.erase_customer(&customer_id).await?))
 }

@@ -213,12 +213,15 @@ async fn order_rejections_reserve_nothing(backend: Backend) {
         .post_order(&order_body("c1", &[(MUG, 1), (TEA, SEEDED_ON_HAND + 1)]))
         .await;
     assert_error(&partly, 409, "insufficient_stock");
+    // Valid requests the catalogue cannot satisfy: the state's answers, not 400.
     let other_currency = server.post_order(&order_body("c1", &[(BOOK_EUR, 1)])).await;
-    assert_error(&other_currency, 400, "invalid_argument");
+    let error = assert_error(&other_currency, 409, "conflict");
+    assert_eq!(error["details"][0]["field"], "items[0].sku");
     let unknown_sku = server
         .post_order(&order_body("c1", &[("NO-SUCH-SKU", 1)]))
         .await;
-    assert_error(&unknown_sku, 400, "invalid_argument");
+    let error = assert_error(&unknown_sku, 404, "not_found");
+    assert_eq!(error["details"][0]["field"], "items[0].sku");
 
     for sku in [TEA, MUG, BOOK_EUR] {
         assert_eq!(server.reserved(sku).await, 0, "{sku} reserved");
@@ -495,12 +498,17 @@ async fn text_is_returned_nfc(backend: Backend) {
         "Caf\u{e9}"
     );
 
-    // Limits apply after normalisation: 100 decomposed "é" are 200 code points but 100
-    // characters in NFC, which fits the city's limit of 100.
+    // Limits count the characters as sent, as the document's `maxLength` does (a client can
+    // check them before sending): 50 decomposed "é" are 100 characters, the city's limit, and
+    // are stored as 50; 100 of them are 200 characters, over it.
     let mut city = order_body("c1", &[(TEA, 1)]);
-    city["shipping_address"]["city"] = json!("e\u{0301}".repeat(100));
+    city["shipping_address"]["city"] = json!("e\u{0301}".repeat(50));
     let order = server.create_order(&city).await;
-    assert_eq!(order["shipping_address"]["city"], "\u{e9}".repeat(100));
+    assert_eq!(order["shipping_address"]["city"], "\u{e9}".repeat(50));
+    city["shipping_address"]["city"] = json!("e\u{0301}".repeat(100));
+    let too_long = server.post_order(&city).await;
+    let error = assert_error(&too_long, 400, "invalid_argument");
+    assert_eq!(error["details"][0]["field"], "shipping_address.city");
 }
 
 const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

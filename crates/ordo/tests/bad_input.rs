@@ -336,7 +336,9 @@ async fn out_of_range_numbers(backend: Backend) {
         json!(1_u64 << 40),
         json!(i64::MIN),
         too_big.clone(),
-        json!(1e3),
+        // A fraction is no integer (`2.0` is: see boundary_numbers_are_accepted).
+        json!(2.5),
+        json!(1e300),
     ]
     .map(quantity)
     .to_vec();
@@ -386,6 +388,26 @@ async fn boundary_numbers_are_accepted(backend: Backend) {
         .await;
     assert_eq!(order["items"][0]["quantity"], 10_000);
     assert_eq!(order["total"], money(10_000, "USD"));
+
+    // JSON has one number type: `2.0` and `2e0` are the integer 2, as JSON Schema's `integer`
+    // (the document's) says.
+    for quantity in [json!(2.0), json!(2e0)] {
+        let order = server
+            .create_order(&order_with("/items/0/quantity", quantity))
+            .await;
+        assert_eq!(order["items"][0]["quantity"], 2);
+    }
+    let put = server
+        .put_json(
+            "/v1/products/EDGE",
+            &product(
+                json!("Edge"),
+                json!({"amount_minor": 1999.0, "currency": "USD"}),
+            ),
+        )
+        .await
+        .expect_status(200);
+    assert_eq!(put.body["price"]["amount_minor"], 1999);
 }
 
 async fn empty_items(backend: Backend) {

@@ -474,9 +474,15 @@ async fn payments_need_an_unpaid_order_and_an_enabled_provider(backend: Backend)
 
     let order = new_order(&server, "provider-customer", TEA, 1).await;
     let order_id = id_of(&order);
-    for provider in ["webhook", "bitcoin", ""] {
+    // No such provider is a bad request; a provider this deployment has not enabled is not
+    // found, as its callbacks are.
+    for (provider, status, code) in [
+        ("webhook", 404, "not_found"),
+        ("bitcoin", 400, "invalid_argument"),
+        ("", 400, "invalid_argument"),
+    ] {
         let reply = create_payment(&server, &order_id, Some(&json!({"provider": provider}))).await;
-        let error = assert_error(&reply, 400, "invalid_argument");
+        let error = assert_error(&reply, status, code);
         assert_eq!(error["details"][0]["field"], "provider", "{provider:?}");
     }
     let path = format!("/v1/orders/{order_id}/payments");

@@ -1,25 +1,92 @@
 //! Request inputs and response views: the JSON shapes of the API contract, and the schemas of
 //! the OpenAPI document. Inputs refuse unknown fields; numbers arrive as wide integers so that a
 //! value out of range is reported by the domain with the rule it broke.
+//!
+//! Constrained fields take their JSON Schema from [`schema`], built from the same constants and
+//! patterns the validating code uses.
+
+pub mod schema;
 
 use ordo_domain::personal::Personal;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// An amount in minor units (cents) of an ISO 4217 currency.
+/// The largest integer a JSON number carries exactly everywhere (2^53 - 1, JavaScript's
+/// `Number.MAX_SAFE_INTEGER`): no integer of a request may be larger.
+pub const MAX_JSON_INTEGER: i64 = (1 << 53) - 1;
+
+/// An integer field. JSON has one number type, and JSON Schema's `integer` is any number with
+/// no fraction: `847.0` and `8.47e2` are the integer 847, as `847` is. Such a number is taken
+/// if it is within [`MAX_JSON_INTEGER`] in magnitude, where every integer is exact; a fraction
+/// is refused, and so is every other type (`"847"` included).
+fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    deserializer.deserialize_any(IntegerVisitor { text: false })
+}
+
+/// An integer query parameter (`?limit=20`): the text of a number, read as [`integer`] reads
+/// a JSON number.
+fn query_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    deserializer
+        .deserialize_any(IntegerVisitor { text: true })
+        .map(Some)
+}
+
+struct IntegerVisitor {
+    /// Whether the integer comes as text (a query string).
+    text: bool,
+}
+
+impl serde::de::Visitor<'_> for IntegerVisitor {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<i64, E> {
+        Ok(value)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<i64, E> {
+        i64::try_from(value)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<i64, E> {
+        if value.fract() == 0.0 && value.abs() <= MAX_JSON_INTEGER as f64 {
+            // Integral and within 2^53: the conversion is exact.
+            Ok(value as i64)
+        } else {
+            Err(E::invalid_value(serde::de::Unexpected::Float(value), &self))
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<i64, E> {
+        if !self.text {
+            return Err(E::invalid_type(serde::de::Unexpected::Str(value), &self));
+        }
+        match (value.parse::<i64>(), value.parse::<f64>()) {
+            (Ok(integer), _) => Ok(integer),
+            (Err(_), Ok(number)) if number.is_finite() => self.visit_f64(number),
+            _ => Err(E::invalid_value(serde::de::Unexpected::Str(value), &self)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyDto {
-    #[schema(example = 1999, minimum = 0, maximum = 1_000_000_000_000_000i64)]
+    #[serde(deserialize_with = "integer")]
+    #[schema(schema_with = schema::amount_minor)]
     pub amount_minor: i64,
-    #[schema(example = "USD")]
+    #[schema(schema_with = schema::currency)]
     pub currency: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
-    #[schema(example = "Green tea 500 g")]
+    #[schema(schema_with = schema::product_name)]
     pub name: String,
     pub price: MoneyDto,
 }
@@ -34,8 +101,7 @@ pub struct ProductView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WarehouseInput {
-    /// ISO 3166-1 alpha-2.
-    #[schema(example = "TH")]
+    #[schema(schema_with = schema::country)]
     pub country: String,
 }
 
@@ -48,7 +114,8 @@ pub struct WarehouseView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockInput {
-    #[schema(minimum = 0, maximum = 1_000_000_000_000i64)]
+    #[serde(deserialize_with = "integer")]
+    #[schema(schema_with = schema::on_hand)]
     pub on_hand: i64,
 }
 
@@ -82,8 +149,10 @@ pub struct StockView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderItemInput {
+    #[schema(schema_with = schema::sku)]
     pub sku: String,
-    #[schema(minimum = 1, maximum = 10000)]
+    #[serde(deserialize_with = "integer")]
+    #[schema(schema_with = schema::quantity)]
     pub quantity: i64,
 }
 
@@ -91,16 +160,15 @@ pub struct OrderItemInput {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressDto {
-    #[schema(value_type = String, max_length = 100)]
+    #[schema(schema_with = schema::address_name)]
     pub name: Personal<String>,
-    #[schema(value_type = String, max_length = 200)]
+    #[schema(schema_with = schema::address_line1)]
     pub line1: Personal<String>,
-    #[schema(value_type = String, max_length = 100)]
+    #[schema(schema_with = schema::address_city)]
     pub city: Personal<String>,
-    #[schema(value_type = String, max_length = 20)]
+    #[schema(schema_with = schema::address_postal_code)]
     pub postal_code: Personal<String>,
-    /// ISO 3166-1 alpha-2.
-    #[schema(example = "TH")]
+    #[schema(schema_with = schema::country)]
     pub country: String,
 }
 
@@ -108,20 +176,21 @@ pub struct AddressDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactDto {
-    #[schema(value_type = String, max_length = 254)]
+    #[schema(schema_with = schema::email)]
     pub email: Personal<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, max_length = 32)]
+    #[schema(schema_with = schema::phone, required = false)]
     pub phone: Option<Personal<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderInput {
+    #[schema(schema_with = schema::customer_id)]
     pub customer_id: String,
-    #[schema(example = "USD")]
+    #[schema(schema_with = schema::currency)]
     pub currency: String,
-    /// 1 to 100 lines.
+    #[schema(schema_with = schema::order_items)]
     pub items: Vec<OrderItemInput>,
     pub shipping_address: AddressDto,
     pub contact: ContactDto,
@@ -139,7 +208,7 @@ pub struct OrderItemView {
 pub struct ShipmentView {
     pub id: String,
     pub warehouse: String,
-    /// One of pending, scheduled, pushing, accepted, failed.
+    #[schema(schema_with = schema::shipment_status)]
     pub status: String,
     /// The carrier chosen by the scheduling stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,15 +222,14 @@ pub struct ShipmentView {
 pub struct OrderView {
     pub id: String,
     pub customer_id: String,
-    /// One of pending_payment, paid, risk_approved, split, scheduled, shipped, cancelled,
-    /// rejected, fulfillment_failed, completed (a POS terminal's sale).
+    #[schema(schema_with = schema::order_status)]
     pub status: String,
     pub currency: String,
     pub items: Vec<OrderItemView>,
     pub total: MoneyDto,
     /// `null` for a sale a POS terminal recorded (nothing ships).
     pub shipping_address: Option<AddressDto>,
-    /// `null` for a sale a POS terminal recorded.
+    #[schema(schema_with = schema::contact_view)]
     pub contact: Option<ContactDto>,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -175,11 +243,14 @@ pub struct OrderView {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListOrdersQuery {
+    #[param(schema_with = schema::customer_id)]
     pub customer_id: Option<String>,
+    #[param(schema_with = schema::order_status)]
     pub status: Option<String>,
-    /// 1 to 100, default 20.
+    #[serde(default, deserialize_with = "query_integer")]
+    #[param(schema_with = schema::list_limit)]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    #[param(schema_with = schema::cursor)]
     pub cursor: Option<String>,
 }
 
@@ -195,6 +266,7 @@ pub struct TimelineEventView {
     /// RFC 3339, UTC.
     pub at: String,
     #[serde(rename = "type")]
+    #[schema(schema_with = schema::timeline_kind)]
     pub kind: String,
     pub detail: String,
     pub trace_id: String,
@@ -210,9 +282,8 @@ pub struct TimelineView {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePaymentInput {
-    /// `sandbox` or `webhook` (enabled by `ORDO_PAYMENT_WEBHOOK_SECRET`).
     #[serde(default)]
-    #[schema(example = "webhook")]
+    #[schema(schema_with = schema::requested_provider, required = false)]
     pub provider: Option<String>,
 }
 
@@ -221,9 +292,9 @@ pub struct PaymentView {
     /// `pay_` and 32 hex digits.
     pub id: String,
     pub order_id: String,
-    #[schema(example = "sandbox")]
+    #[schema(schema_with = schema::provider)]
     pub provider: String,
-    /// One of pending, succeeded, failed.
+    #[schema(schema_with = schema::payment_status)]
     pub status: String,
     /// The order's total at the time of the intent.
     pub amount: MoneyDto,
@@ -239,8 +310,9 @@ pub struct PaymentList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentCallbackInput {
-    /// The provider's id of this event; a replay of it changes nothing.
+    #[schema(schema_with = schema::event_id)]
     pub event_id: String,
+    #[schema(schema_with = schema::payment_id)]
     pub payment_id: String,
     pub status: CallbackStatus,
     pub amount: MoneyDto,
@@ -257,7 +329,7 @@ pub enum CallbackStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentCallbackAck {
     pub event_id: String,
-    /// One of succeeded, failed, amount_mismatch, order_not_payable, payment_not_pending.
+    #[schema(schema_with = schema::callback_outcome)]
     pub outcome: String,
 }
 
@@ -265,33 +337,38 @@ pub struct PaymentCallbackAck {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PosBatchInput {
-    #[schema(example = "till-07", max_length = 64)]
+    #[schema(schema_with = schema::terminal_id)]
     pub terminal_id: String,
     /// The terminal's warehouse: where the sold goods' stock is taken from.
-    #[schema(example = "bkk-1", max_length = 64)]
+    #[schema(schema_with = schema::warehouse_id)]
     pub warehouse: String,
-    /// 1 for a terminal's first batch, one more for each next one.
-    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "integer")]
+    #[schema(schema_with = schema::batch_seq)]
     pub batch_seq: i64,
-    /// At most 500.
-    #[schema(max_items = 500)]
+    #[schema(schema_with = schema::pos_sales)]
     pub sales: Vec<PosSaleInput>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PosSaleInput {
-    /// Unique per terminal.
-    #[schema(example = "sale-000123", max_length = 64)]
+    /// Unique per terminal: an identifier (letters, marks and digits of any script and
+    /// `- _ . :`); else the sale is rejected.
+    #[schema(example = "sale-000123")]
     pub client_sale_id: String,
-    /// RFC 3339 with an offset: the terminal's local time of the sale.
+    /// RFC 3339 with an offset: the terminal's local time of the sale. More than 5 minutes
+    /// ahead of the service's clock, or older than the offline window
+    /// (`ORDO_POS_OFFLINE_WINDOW_HOURS`), the sale is rejected.
     #[schema(example = "2026-11-29T14:03:00+07:00")]
     pub sold_at: String,
+    /// Optional: the customer's id (an identifier; else the sale is rejected).
     #[serde(default)]
     pub customer_id: Option<String>,
+    /// The sale's ISO 4217 currency, the one its products are priced in (else the sale is
+    /// rejected).
     #[schema(example = "THB")]
     pub currency: String,
-    /// 1 to 100 lines.
+    #[schema(schema_with = schema::pos_sale_items)]
     pub items: Vec<OrderItemInput>,
     pub payment: PosPaymentInput,
 }
@@ -302,7 +379,7 @@ pub struct PosPaymentInput {
     /// `cash` or `card_offline`.
     #[schema(example = "cash")]
     pub method: String,
-    /// What the customer paid: the amount the order records.
+    #[schema(schema_with = schema::pos_money)]
     pub amount: MoneyDto,
 }
 
@@ -321,7 +398,7 @@ pub struct PosBatchView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PosSaleResultView {
     pub client_sale_id: String,
-    /// `accepted`, `duplicate` (accepted before: `order_id` is that order) or `rejected`.
+    #[schema(schema_with = schema::pos_outcome)]
     pub outcome: String,
     pub order_id: Option<String>,
     /// Units the warehouse's free stock did not cover (the sale is accepted all the same).
@@ -347,7 +424,7 @@ pub struct MoneyDifferenceDto {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PosSaleErrorView {
-    /// An error code of the error model (`invalid_argument`, `not_found`, ...).
+    #[schema(schema_with = schema::sale_error_code)]
     pub code: String,
     pub message: String,
 }

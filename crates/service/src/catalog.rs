@@ -13,6 +13,9 @@ use ordo_domain::{Error, Result};
 use ordo_storage::now_ms;
 use ordo_storage::records::{ProductRecord, StockRecord, WarehouseRecord};
 
+/// The longest product name, in characters.
+pub const PRODUCT_NAME_MAX_CHARS: usize = 200;
+
 impl MoneyDto {
     /// Parses the amount of field `field` (`price`, `total`...).
     pub fn parse(&self, field: &str) -> Result<Money> {
@@ -58,7 +61,7 @@ impl Service {
     #[tracing::instrument(skip_all, fields(sku = %sku))]
     pub async fn put_product(&self, sku: &str, input: ProductInput) -> Result<ProductView> {
         let sku = Sku::parse(sku)?;
-        let name = parse_text("name", &input.name, 200)?;
+        let name = parse_text("name", &input.name, PRODUCT_NAME_MAX_CHARS)?;
         let price = input.price.parse("price")?;
         let record = ProductRecord {
             sku: sku.into_string(),

@@ -32,8 +32,12 @@ pub struct Created {
     pub replayed: bool,
 }
 
-const MAX_PAGE: i64 = 100;
+/// The largest page `GET /v1/orders` returns (`limit`).
+pub const MAX_PAGE: i64 = 100;
 const DEFAULT_PAGE: i64 = 20;
+/// The longest `Idempotency-Key`; its characters are visible ASCII
+/// ([`ordo_domain::payment::VISIBLE_ASCII_PATTERN`]).
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
 
 impl CreateOrderInput {
     /// Validates every field into a [`NewOrder`]; the first violation is the error.
@@ -66,7 +70,9 @@ impl CreateOrderInput {
 
 /// An idempotency key: 1 to 255 visible ASCII characters.
 fn parse_idempotency_key(raw: &str) -> Result<&str> {
-    let valid = !raw.is_empty() && raw.len() <= 255 && raw.bytes().all(|b| b.is_ascii_graphic());
+    let valid = !raw.is_empty()
+        && raw.len() <= IDEMPOTENCY_KEY_MAX_CHARS
+        && raw.bytes().all(|b| b.is_ascii_graphic());
     if valid {
         Ok(raw)
     } else {

@@ -29,7 +29,7 @@ use tracing::{Instrument, field};
 /// At most this many missing batch numbers are listed in an answer.
 const MAX_MISSING_LISTED: usize = 1_000;
 /// At most this many lines per sale (as for orders).
-const MAX_LINES: usize = 100;
+const MAX_LINES: usize = ordo_domain::order::NewOrder::MAX_LINES;
 
 /// A sale that passed every check, ready to be written.
 struct CheckedSale {
@@ -44,8 +44,11 @@ impl Service {
     pub async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
         let terminal = TerminalId::parse(&input.terminal_id)?;
         let warehouse = WarehouseId::parse(&input.warehouse)?;
-        if input.batch_seq < 1 {
-            return Err(Error::invalid_field("batch_seq", "must be at least 1"));
+        if !(1..=pos::MAX_BATCH_SEQ).contains(&input.batch_seq) {
+            return Err(Error::invalid_field(
+                "batch_seq",
+                format!("must be between 1 and {}", pos::MAX_BATCH_SEQ),
+            ));
         }
         if input.sales.len() > pos::MAX_SALES_PER_BATCH {
             return Err(Error::invalid_field(
