@@ -12,7 +12,9 @@
 //! so every response carries `traceparent` and every error has the one body shape.
 
 pub mod error;
-mod extract;
+// Public, though not API, for the fuzz targets (fuzz/), which run request bodies through it.
+#[doc(hidden)]
+pub mod extract;
 mod middleware;
 mod routes;
 pub mod server;

@@ -33,7 +33,8 @@ mod watchdog;
 
 pub use fulfillment::{FulfillmentSettings, PushStage, RiskStage, ScheduleStage, SplitStage};
 pub use orders::Created;
-pub use payments::{PaymentCreated, PaymentSettings, SweepReport};
+pub use payments::{PaymentCreated, PaymentSettings, SweepReport, VerifiedCallback};
+pub use pos::CheckedSale;
 
 use ordo_storage::Database;
 

@@ -205,6 +205,53 @@ fn sweep_interval(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
 }
 
+/// A provider's callback whose signature verified and whose body is well-formed: what
+/// [`Service::payment_callback`] acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedCallback {
+    pub event_id: String,
+    pub payment_id: PaymentId,
+    pub reported: ReportedStatus,
+    pub amount: Money,
+}
+
+impl PaymentCallbackInput {
+    /// The first steps of [`Service::payment_callback`], before anything is read: verifies
+    /// `signature_header` over the exact `raw_body` with `secret` at `now_unix_seconds`, then
+    /// decodes and checks the body. A missing or bad signature is `unauthenticated`, a body
+    /// that is not the callback's JSON `invalid_argument`.
+    pub fn verify_and_parse(
+        secret: &[u8],
+        signature_header: Option<&str>,
+        raw_body: &[u8],
+        now_unix_seconds: i64,
+    ) -> Result<VerifiedCallback> {
+        let header = signature_header.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unauthenticated,
+                format!("the {} header is missing", signature::HEADER),
+            )
+        })?;
+        signature::verify(secret, header, raw_body, now_unix_seconds)?;
+
+        let input: PaymentCallbackInput = serde_json::from_slice(raw_body).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("the callback body is not valid: {e}"),
+            )
+        })?;
+        Ok(VerifiedCallback {
+            event_id: parse_event_id(&input.event_id)?.to_owned(),
+            payment_id: PaymentId::parse(&input.payment_id)?,
+            amount: input.amount.parse("amount")?,
+            reported: match input.status {
+                CallbackStatus::Succeeded => ReportedStatus::Succeeded,
+                CallbackStatus::Failed => ReportedStatus::Failed,
+            },
+        })
+    }
+}
+
 impl Service {
     /// Creates the payment intent of an unpaid order, for its total, with the provider the
     /// routing rules choose (or the one `input` names, if enabled and matching). An order that
@@ -341,27 +388,18 @@ impl Service {
             .and_then(|p| Some((p, self.payments.secret(p)?)))
             .ok_or_else(|| Error::not_found("payment provider"))?;
         span.record("payment.provider", provider.as_str());
-        let header = signature_header.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unauthenticated,
-                format!("the {} header is missing", signature::HEADER),
-            )
-        })?;
-        signature::verify(secret, header, raw_body, unix_seconds())?;
-
-        let input: PaymentCallbackInput = serde_json::from_slice(raw_body).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                format!("the callback body is not valid: {e}"),
-            )
-        })?;
-        let event_id = parse_event_id(&input.event_id)?;
-        let payment_id = PaymentId::parse(&input.payment_id)?;
-        let reported_amount = input.amount.parse("amount")?;
-        let reported = match input.status {
-            CallbackStatus::Succeeded => ReportedStatus::Succeeded,
-            CallbackStatus::Failed => ReportedStatus::Failed,
-        };
+        let VerifiedCallback {
+            event_id,
+            payment_id,
+            reported,
+            amount: reported_amount,
+        } = PaymentCallbackInput::verify_and_parse(
+            secret,
+            signature_header,
+            raw_body,
+            unix_seconds(),
+        )?;
+        let event_id = event_id.as_str();
         span.record("payment.event_id", event_id);
         span.record("payment.id", payment_id.as_str());
 

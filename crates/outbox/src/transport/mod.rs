@@ -123,7 +123,8 @@ fn valid_namespace(namespace: &str) -> bool {
 
 /// Rebuilds an envelope from what a broker carried: the body is the JSON payload, the headers
 /// the trace context plus ordo's own.
-fn envelope_from_parts(
+#[doc(hidden)]
+pub fn envelope_from_parts(
     event_id: String,
     topic: String,
     mut headers: HashMap<String, String>,

@@ -286,24 +286,11 @@ impl Subscription {
             .info()
             .map(|info| u32::try_from(info.delivered).unwrap_or(1))
             .unwrap_or(1);
-        let mut headers = HashMap::new();
-        if let Some(map) = &message.message.headers {
-            for (name, values) in map.iter() {
-                if let Some(value) = values.first() {
-                    headers.insert(name.to_string(), value.as_str().to_owned());
-                }
-            }
-        }
-        let event_id = headers.remove(MSG_ID_HEADER).unwrap_or_default();
-        let topic = headers.get(TOPIC_HEADER).cloned().unwrap_or_else(|| {
-            message
-                .message
-                .subject
-                .as_str()
-                .strip_prefix(&self.prefix)
-                .unwrap_or_default()
-                .to_owned()
-        });
+        let (event_id, topic, headers) = read_headers(
+            message.message.headers.as_ref(),
+            message.message.subject.as_str(),
+            &self.prefix,
+        );
         if !self.runner.topics().contains(&topic.as_str()) {
             // An older server cannot filter on several subjects: not ours.
             return timed("ack", message.ack()).await;
@@ -337,17 +324,7 @@ impl Subscription {
             let nak = AckKind::Nak(Some(redelivery_delay(delivered)));
             return timed("nak", message.ack_with(nak)).await;
         }
-        let mut headers = message.message.headers.clone().unwrap_or_default();
-        headers.insert("ordo-error", failure.as_str());
-        // The dead copy must not be dropped as a duplicate of the original.
-        let dead_id = format!(
-            "{}:dead",
-            headers
-                .get(MSG_ID_HEADER)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default()
-        );
-        headers.insert(MSG_ID_HEADER, dead_id.as_str());
+        let headers = dead_letter_headers(message.message.headers.as_ref(), &failure);
         let republish = async {
             self.context
                 .publish_with_headers(
@@ -371,6 +348,52 @@ impl Subscription {
         );
         Ok(())
     }
+}
+
+/// The headers of a dead letter: the original's, with `ordo-error` = `failure`, and a
+/// `Nats-Msg-Id` of its own (the original's plus `:dead`), so that the server does not drop the
+/// dead copy as a duplicate of the original.
+#[doc(hidden)]
+pub fn dead_letter_headers(
+    original: Option<&async_nats::HeaderMap>,
+    failure: &str,
+) -> async_nats::HeaderMap {
+    let mut headers = original.cloned().unwrap_or_default();
+    headers.insert("ordo-error", failure);
+    let dead_id = format!(
+        "{}:dead",
+        headers
+            .get(MSG_ID_HEADER)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    );
+    headers.insert(MSG_ID_HEADER, dead_id.as_str());
+    headers
+}
+
+/// Reads a message's headers as a subscription does: the event id (`Nats-Msg-Id`), the topic
+/// (`ordo-topic`, else the subject after `prefix`) and the other headers, the first value of
+/// each (the trace context and ordo's own), for [`envelope_from_parts`].
+#[doc(hidden)]
+pub fn read_headers(
+    map: Option<&async_nats::HeaderMap>,
+    subject: &str,
+    prefix: &str,
+) -> (String, String, HashMap<String, String>) {
+    let mut headers = HashMap::new();
+    if let Some(map) = map {
+        for (name, values) in map.iter() {
+            if let Some(value) = values.first() {
+                headers.insert(name.to_string(), value.as_str().to_owned());
+            }
+        }
+    }
+    let event_id = headers.remove(MSG_ID_HEADER).unwrap_or_default();
+    let topic = headers
+        .get(TOPIC_HEADER)
+        .cloned()
+        .unwrap_or_else(|| subject.strip_prefix(prefix).unwrap_or_default().to_owned());
+    (event_id, topic, headers)
 }
 
 #[cfg(test)]
