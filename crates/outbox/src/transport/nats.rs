@@ -17,7 +17,7 @@
 
 use super::{
     BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, TOPIC_HEADER,
-    Transport, envelope_from_parts, internal, outgoing_headers, redelivery_delay,
+    Transport, envelope_from_parts, header_reason, internal, outgoing_headers, redelivery_delay,
 };
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery, Envelope};
@@ -350,7 +350,8 @@ impl Subscription {
     }
 }
 
-/// The headers of a dead letter: the original's, with `ordo-error` = `failure`, and a
+/// The headers of a dead letter: the original's, with `ordo-error` = `failure` (on one line,
+/// cut: [`header_reason`]), and a
 /// `Nats-Msg-Id` of its own (the original's plus `:dead`), so that the server does not drop the
 /// dead copy as a duplicate of the original.
 #[doc(hidden)]
@@ -359,7 +360,7 @@ pub fn dead_letter_headers(
     failure: &str,
 ) -> async_nats::HeaderMap {
     let mut headers = original.cloned().unwrap_or_default();
-    headers.insert("ordo-error", failure);
+    headers.insert("ordo-error", header_reason(failure));
     let dead_id = format!(
         "{}:dead",
         headers
@@ -408,5 +409,25 @@ mod tests {
         assert!(server_at_least("2.10.1", 2, 10));
         assert!(!server_at_least("2.9.10", 2, 10));
         assert!(server_at_least("v3.0.0", 2, 10));
+    }
+
+    /// Found by fuzzing (fuzz/ broker_headers): a consumer's error with a line break made the
+    /// dead letter's header panic (async-nats refuses CR and LF in a value), which killed the
+    /// subscription task: the consumer stopped until a restart.
+    #[test]
+    fn a_failure_with_line_breaks_still_dead_letters() {
+        let mut original = async_nats::HeaderMap::new();
+        original.insert(MSG_ID_HEADER, "evt_1");
+        original.insert("traceparent", "00-x-y-01");
+        let dead = dead_letter_headers(Some(&original), "carrier said:\r\n502 Bad Gateway\n");
+        assert_eq!(
+            dead.get("ordo-error").unwrap().as_str(),
+            "carrier said:  502 Bad Gateway "
+        );
+        assert_eq!(dead.get(MSG_ID_HEADER).unwrap().as_str(), "evt_1:dead");
+        assert_eq!(dead.get("traceparent").unwrap().as_str(), "00-x-y-01");
+        let dead = dead_letter_headers(None, &"x".repeat(100_000));
+        assert_eq!(dead.get("ordo-error").unwrap().as_str().len(), 1_000);
+        assert_eq!(dead.get(MSG_ID_HEADER).unwrap().as_str(), ":dead");
     }
 }

@@ -17,7 +17,8 @@
 
 use super::{
     BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, Transport,
-    envelope_from_parts, internal, outgoing_headers, previous_attempt_headers, redelivery_delay,
+    envelope_from_parts, header_reason, internal, outgoing_headers, previous_attempt_headers,
+    redelivery_delay,
 };
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery as EventDelivery, Envelope};
@@ -404,7 +405,7 @@ impl Subscription {
             let reason = failure.unwrap_or_else(|| "unreadable message".to_owned());
             table.insert(
                 ShortString::from("x-ordo-error"),
-                AMQPValue::LongString(LongString::from(reason)),
+                AMQPValue::LongString(LongString::from(header_reason(&reason))),
             );
             &self.dead_queue
         };
