@@ -8,7 +8,7 @@
 #   Writes target/sbom/ordo.cdx.json, then checks it:
 #   - it is CycloneDX JSON whose root component is `ordo` at the workspace's version;
 #   - every package the release build compiles (`cargo tree -e normal,build`, the features the
-#     release uses) is a component with its name, version and purl, and every crates.io one
+#     release uses) is a component with its name, version and purl, and every registry one
 #     carries the SHA-256 that Cargo.lock pins;
 #   - every component is a package of Cargo.lock (nothing else).
 #   `--check` (CI) is the same, quieter. cargo-cyclonedx is installed at a pinned version when
@@ -117,7 +117,7 @@ if problems:
 extra = sorted(f"{n} {v}" for (n, v) in components if (n, v) not in build)
 if not quiet:
     print(f"SBOM ok: ordo {version}, {len(components)} components; all {len(build)} packages "
-          f"of the release build with purl (and crates.io SHA-256 = Cargo.lock).")
+          f"of the release build with purl (and registry SHA-256 = Cargo.lock).")
     if extra:
         # cargo-cyclonedx reads `cargo metadata`, whose graph keeps optional dependencies of
         # features nobody enables: listed, though never compiled. Over- not under-reporting.
