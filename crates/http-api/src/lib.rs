@@ -13,7 +13,9 @@
 
 mod contract;
 pub mod error;
-mod extract;
+// Public, though not API, for the fuzz targets (fuzz/), which run request bodies through it.
+#[doc(hidden)]
+pub mod extract;
 mod middleware;
 mod routes;
 pub mod server;

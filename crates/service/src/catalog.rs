@@ -35,6 +35,21 @@ impl MoneyDto {
     }
 }
 
+impl ProductInput {
+    /// Validates the product `sku` (from the path) and this body into the row to store.
+    pub fn parse(&self, sku: &str) -> Result<ProductRecord> {
+        let sku = Sku::parse(sku)?;
+        let name = parse_text("name", &self.name, PRODUCT_NAME_MAX_CHARS)?;
+        let price = self.price.parse("price")?;
+        Ok(ProductRecord {
+            sku: sku.into_string(),
+            name,
+            price_minor: price.amount_minor(),
+            currency: price.currency().to_string(),
+        })
+    }
+}
+
 impl From<ProductRecord> for ProductView {
     fn from(record: ProductRecord) -> Self {
         ProductView {
@@ -60,15 +75,7 @@ impl From<StockRecord> for StockEntryView {
 impl Service {
     #[tracing::instrument(skip_all, fields(sku = %sku))]
     pub async fn put_product(&self, sku: &str, input: ProductInput) -> Result<ProductView> {
-        let sku = Sku::parse(sku)?;
-        let name = parse_text("name", &input.name, PRODUCT_NAME_MAX_CHARS)?;
-        let price = input.price.parse("price")?;
-        let record = ProductRecord {
-            sku: sku.into_string(),
-            name,
-            price_minor: price.amount_minor(),
-            currency: price.currency().to_string(),
-        };
+        let record = input.parse(sku)?;
         self.db.upsert_product(&record, now_ms()).await?;
         Ok(record.into())
     }

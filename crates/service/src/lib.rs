@@ -35,7 +35,8 @@ mod watchdog;
 
 pub use fulfillment::FulfillmentSettings;
 pub use orders::Created;
-pub use payments::{PaymentCreated, PaymentSettings, SweepReport};
+pub use payments::{PaymentCreated, PaymentSettings, SweepReport, VerifiedCallback};
+pub use pos::CheckedSale;
 
 use ordo_storage::Database;
 

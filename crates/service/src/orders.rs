@@ -83,6 +83,41 @@ fn parse_idempotency_key(raw: &str) -> Result<&str> {
     }
 }
 
+impl ListOrdersQuery {
+    /// Validates a listing query into the storage filter and the page size. The filter asks
+    /// for one more order than the page holds: that one tells whether another page follows.
+    /// The cursor must be an order id this service generated (a `next_cursor` it issued).
+    pub fn parse(&self) -> Result<(OrderFilter, usize)> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::invalid_field(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let filter = OrderFilter {
+            customer_id: self
+                .customer_id
+                .as_deref()
+                .map(CustomerId::parse)
+                .transpose()?
+                .map(CustomerId::into_string),
+            status: self.status.as_deref().map(OrderStatus::parse).transpose()?,
+            before_id: self
+                .cursor
+                .as_deref()
+                .map(|c| {
+                    OrderId::parse_generated(c)
+                        .map_err(|_| Error::invalid_field("cursor", "is not a cursor of this API"))
+                })
+                .transpose()?
+                .map(OrderId::into_string),
+            limit: limit as u32 + 1,
+        };
+        Ok((filter, limit as usize))
+    }
+}
+
 /// Why an order is cancelled: it decides the timeline detail and the event's `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CancelCause {
@@ -307,40 +342,10 @@ impl Service {
 
     #[tracing::instrument(name = "list_orders", skip_all)]
     pub async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage> {
-        let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(Error::invalid_field(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ));
-        }
-        let filter = OrderFilter {
-            customer_id: query
-                .customer_id
-                .as_deref()
-                .map(CustomerId::parse)
-                .transpose()?
-                .map(CustomerId::into_string),
-            status: query
-                .status
-                .as_deref()
-                .map(OrderStatus::parse)
-                .transpose()?,
-            before_id: query
-                .cursor
-                .as_deref()
-                .map(|c| {
-                    OrderId::parse_generated(c)
-                        .map_err(|_| Error::invalid_field("cursor", "is not a cursor of this API"))
-                })
-                .transpose()?
-                .map(OrderId::into_string),
-            // One more than asked tells whether another page follows.
-            limit: limit as u32 + 1,
-        };
+        let (filter, limit) = query.parse()?;
         let mut records = self.db.orders(&filter).await?;
-        let more = records.len() > limit as usize;
-        records.truncate(limit as usize);
+        let more = records.len() > limit;
+        records.truncate(limit);
         let next_cursor = more.then(|| records.last().map(|r| r.id.clone())).flatten();
         Ok(OrderPage {
             orders: records.into_iter().map(view).collect::<Result<_>>()?,

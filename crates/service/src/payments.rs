@@ -202,35 +202,13 @@ fn ack(event: PaymentEventRecord) -> PaymentCallbackAck {
 
 /// The interval of the payment-timeout job: a quarter of the timeout, at most 5 s, at least
 /// 200 ms.
-/// A provider's callback, authenticated and parsed.
+/// A provider's callback, authenticated and parsed ([`PaymentCallbackInput::verify_and_parse`]).
 struct Callback {
     provider: Provider,
     event_id: String,
     payment_id: PaymentId,
     reported: ReportedStatus,
     reported_amount: Money,
-}
-
-impl Callback {
-    /// The callback's JSON body; anything else is `invalid_argument`.
-    fn parse(provider: Provider, raw_body: &[u8]) -> Result<Callback> {
-        let input: PaymentCallbackInput = serde_json::from_slice(raw_body).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidArgument,
-                format!("the callback body is not valid: {e}"),
-            )
-        })?;
-        Ok(Callback {
-            provider,
-            event_id: parse_event_id(&input.event_id)?.to_owned(),
-            payment_id: PaymentId::parse(&input.payment_id)?,
-            reported: match input.status {
-                CallbackStatus::Succeeded => ReportedStatus::Succeeded,
-                CallbackStatus::Failed => ReportedStatus::Failed,
-            },
-            reported_amount: input.amount.parse("amount")?,
-        })
-    }
 }
 
 /// A callback being applied to its payment (locked) and order (locked).
@@ -245,6 +223,53 @@ struct Applied<'a> {
 
 fn sweep_interval(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+}
+
+/// A provider's callback whose signature verified and whose body is well-formed: what
+/// [`Service::payment_callback`] acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedCallback {
+    pub event_id: String,
+    pub payment_id: PaymentId,
+    pub reported: ReportedStatus,
+    pub amount: Money,
+}
+
+impl PaymentCallbackInput {
+    /// The first steps of [`Service::payment_callback`], before anything is read: verifies
+    /// `signature_header` over the exact `raw_body` with `secret` at `now_unix_seconds`, then
+    /// decodes and checks the body. A missing or bad signature is `unauthenticated`, a body
+    /// that is not the callback's JSON `invalid_argument`.
+    pub fn verify_and_parse(
+        secret: &[u8],
+        signature_header: Option<&str>,
+        raw_body: &[u8],
+        now_unix_seconds: i64,
+    ) -> Result<VerifiedCallback> {
+        let header = signature_header.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unauthenticated,
+                format!("the {} header is missing", signature::HEADER),
+            )
+        })?;
+        signature::verify(secret, header, raw_body, now_unix_seconds)?;
+
+        let input: PaymentCallbackInput = serde_json::from_slice(raw_body).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("the callback body is not valid: {e}"),
+            )
+        })?;
+        Ok(VerifiedCallback {
+            event_id: parse_event_id(&input.event_id)?.to_owned(),
+            payment_id: PaymentId::parse(&input.payment_id)?,
+            amount: input.amount.parse("amount")?,
+            reported: match input.status {
+                CallbackStatus::Succeeded => ReportedStatus::Succeeded,
+                CallbackStatus::Failed => ReportedStatus::Failed,
+            },
+        })
+    }
 }
 
 impl Service {
@@ -379,9 +404,21 @@ impl Service {
         raw_body: &[u8],
     ) -> Result<PaymentCallbackAck> {
         let span = tracing::Span::current();
-        let provider = self.authenticate_callback(provider, signature_header, raw_body)?;
+        let (provider, secret) = self.callback_provider(provider)?;
         span.record("payment.provider", provider.as_str());
-        let callback = Callback::parse(provider, raw_body)?;
+        let verified = PaymentCallbackInput::verify_and_parse(
+            secret,
+            signature_header,
+            raw_body,
+            unix_seconds(),
+        )?;
+        let callback = Callback {
+            provider,
+            event_id: verified.event_id,
+            payment_id: verified.payment_id,
+            reported: verified.reported,
+            reported_amount: verified.amount,
+        };
         span.record("payment.event_id", callback.event_id.as_str());
         span.record("payment.id", callback.payment_id.as_str());
 
@@ -412,25 +449,11 @@ impl Service {
         self.apply_callback(&callback).instrument(step).await
     }
 
-    /// The callback's provider, if it is enabled and `signature_header` signs `raw_body` with
-    /// its secret.
-    fn authenticate_callback(
-        &self,
-        provider: &str,
-        signature_header: Option<&str>,
-        raw_body: &[u8],
-    ) -> Result<Provider> {
-        let (provider, secret) = Provider::from_name(provider)
+    /// The callback's provider and its secret, if it is enabled.
+    fn callback_provider(&self, provider: &str) -> Result<(Provider, &[u8])> {
+        Provider::from_name(provider)
             .and_then(|p| Some((p, self.payments.secret(p)?)))
-            .ok_or_else(|| Error::not_found("payment provider"))?;
-        let header = signature_header.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unauthenticated,
-                format!("the {} header is missing", signature::HEADER),
-            )
-        })?;
-        signature::verify(secret, header, raw_body, unix_seconds())?;
-        Ok(provider)
+            .ok_or_else(|| Error::not_found("payment provider"))
     }
 
     /// One transaction: the event (the idempotency of callbacks), what [`decide`] makes of it

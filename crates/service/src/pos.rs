@@ -32,30 +32,42 @@ const MAX_MISSING_LISTED: usize = 1_000;
 const MAX_LINES: usize = ordo_domain::order::NewOrder::MAX_LINES;
 
 /// A sale that passed every check, ready to be written.
-struct CheckedSale {
-    client_sale_id: String,
-    sold_at_ms: i64,
-    order: OrderRecord,
-    price_difference: MoneyDifferenceDto,
+#[derive(Debug, Clone)]
+pub struct CheckedSale {
+    pub client_sale_id: String,
+    pub sold_at_ms: i64,
+    /// The `completed` order the sale becomes; its total is what was paid.
+    pub order: OrderRecord,
+    /// What was paid minus the catalogue total.
+    pub price_difference: MoneyDifferenceDto,
 }
 
-impl Service {
-    /// Takes a batch of offline sales; see the module documentation.
-    pub async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
-        let terminal = TerminalId::parse(&input.terminal_id)?;
-        let warehouse = WarehouseId::parse(&input.warehouse)?;
-        if !(1..=pos::MAX_BATCH_SEQ).contains(&input.batch_seq) {
+impl PosBatchInput {
+    /// The checks of a batch as a whole, before any sale or read: its terminal, warehouse,
+    /// sequence number and size.
+    pub fn check(&self) -> Result<(TerminalId, WarehouseId)> {
+        let terminal = TerminalId::parse(&self.terminal_id)?;
+        let warehouse = WarehouseId::parse(&self.warehouse)?;
+        if !(1..=pos::MAX_BATCH_SEQ).contains(&self.batch_seq) {
             return Err(Error::invalid_field(
                 "batch_seq",
                 format!("must be between 1 and {}", pos::MAX_BATCH_SEQ),
             ));
         }
-        if input.sales.len() > pos::MAX_SALES_PER_BATCH {
+        if self.sales.len() > pos::MAX_SALES_PER_BATCH {
             return Err(Error::invalid_field(
                 "sales",
                 format!("must hold at most {} sales", pos::MAX_SALES_PER_BATCH),
             ));
         }
+        Ok((terminal, warehouse))
+    }
+}
+
+impl Service {
+    /// Takes a batch of offline sales; see the module documentation.
+    pub async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
+        let (terminal, warehouse) = input.check()?;
         if !self.db.warehouse_exists(warehouse.as_str()).await? {
             return Err(Error::not_found(format!(
                 "warehouse {}",
@@ -104,10 +116,11 @@ impl Service {
                 order.id = field::Empty,
             );
             let result = async {
-                let checked = match self.check_sale(&terminal, sale, &prices, now) {
-                    Ok(checked) => checked,
-                    Err(error) => return Ok(rejected(&sale.client_sale_id, &error)),
-                };
+                let checked =
+                    match sale.check(&terminal, &prices, now, self.pos_offline_window_hours) {
+                        Ok(checked) => checked,
+                        Err(error) => return Ok(rejected(&sale.client_sale_id, &error)),
+                    };
                 tracing::Span::current()
                     .record("pos.client_sale_id", checked.client_sale_id.as_str());
                 let detail = format!(
@@ -271,45 +284,48 @@ impl Service {
         }
         Ok(())
     }
+}
 
-    /// Checks one sale against the catalogue and the clock into the order it becomes.
-    fn check_sale(
+impl PosSaleInput {
+    /// Checks one sale of `terminal`'s batch against the catalogue's `prices` and the clock
+    /// (`now`, an offline window of `window_hours`) into the order it becomes.
+    pub fn check(
         &self,
         terminal: &TerminalId,
-        sale: &PosSaleInput,
         prices: &HashMap<Sku, Money>,
         now: i64,
+        window_hours: u64,
     ) -> Result<CheckedSale> {
-        let client_sale_id = pos::parse_client_sale_id("client_sale_id", &sale.client_sale_id)?;
+        let client_sale_id = pos::parse_client_sale_id("client_sale_id", &self.client_sale_id)?;
         let sold_at = time::OffsetDateTime::parse(
-            &sale.sold_at,
+            &self.sold_at,
             &time::format_description::well_known::Rfc3339,
         )
         .map_err(|_| Error::invalid_field("sold_at", "must be RFC 3339 with an offset"))?;
         let sold_at_ms = i64::try_from(sold_at.unix_timestamp_nanos() / 1_000_000)
             .map_err(|_| Error::invalid_field("sold_at", "is out of range"))?;
-        pos::check_sold_at(sold_at_ms, now, self.pos_offline_window_hours)?;
-        let customer_id = match &sale.customer_id {
+        pos::check_sold_at(sold_at_ms, now, window_hours)?;
+        let customer_id = match &self.customer_id {
             Some(raw) => CustomerId::parse(raw)?.as_str().to_owned(),
             // An anonymous sale belongs to its terminal.
             None => format!("pos:{}", terminal.as_str()),
         };
-        let currency = Currency::parse(&sale.currency)?;
-        PosPaymentMethod::parse(&sale.payment.method)?;
-        let paid = sale.payment.amount.parse("payment.amount")?;
+        let currency = Currency::parse(&self.currency)?;
+        PosPaymentMethod::parse(&self.payment.method)?;
+        let paid = self.payment.amount.parse("payment.amount")?;
         if paid.currency() != currency {
             return Err(Error::invalid_field(
                 "payment.amount.currency",
                 format!("must be the sale's currency {currency}"),
             ));
         }
-        if sale.items.is_empty() || sale.items.len() > MAX_LINES {
+        if self.items.is_empty() || self.items.len() > MAX_LINES {
             return Err(Error::invalid_field(
                 "items",
                 format!("must hold 1 to {MAX_LINES} lines"),
             ));
         }
-        let lines = parse_lines(&sale.items)?;
+        let lines = parse_lines(&self.items)?;
         let (priced, catalogue_total) =
             price_lines(currency, &lines, |sku| prices.get(sku).copied())?;
         let ids = step_ids();

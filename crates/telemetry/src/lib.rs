@@ -224,6 +224,14 @@ fn install_panic_hook() {
     }));
 }
 
+/// Installs only the propagators [`init`] installs when `OTEL_PROPAGATORS` is unset (W3C trace
+/// context and baggage), without a subscriber or exporter: for the fuzz targets, which drive
+/// [`propagation`] with the production propagators.
+#[doc(hidden)]
+pub fn install_default_propagators() {
+    opentelemetry::global::set_text_map_propagator(propagator(None, &mut Vec::new()));
+}
+
 /// `OTEL_PROPAGATORS`: `tracecontext` and `baggage` (the default is both), or `none`.
 fn propagator(setting: Option<&str>, warnings: &mut Vec<String>) -> TextMapCompositePropagator {
     let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();

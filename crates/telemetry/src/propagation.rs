@@ -17,6 +17,68 @@ pub struct TraceIds {
     pub span_id: String,
 }
 
+/// Whether `value` is a `traceparent` of W3C Trace Context: `<version>-<trace id>-<span id>-
+/// <flags>`, 2, 32, 16 and 2 lower-case hex digits, version `ff` invalid, nothing after version
+/// `00`'s flags, a `-` before whatever a later version adds. The SDK's propagator is laxer (it
+/// reads the ids with `from_str_radix`: any length, a `+` sign), so garbage like `00-1-+1-01`
+/// would become our parent; it sees only what passes here.
+fn well_formed_traceparent(value: &str) -> bool {
+    let value = value.trim();
+    let Some(head) = value.get(..55) else {
+        return false;
+    };
+    let rest = &value[55..];
+    let mut fields = head.split('-');
+    let (Some(version), Some(trace_id), Some(span_id), Some(flags), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return false;
+    };
+    let sized = version.len() == 2 && trace_id.len() == 32 && span_id.len() == 16;
+    let hex = [version, trace_id, span_id, flags]
+        .iter()
+        .all(|f| is_lower_hex(f));
+    let tail = match version {
+        "ff" => false,
+        "00" => rest.is_empty(),
+        _ => rest.is_empty() || rest.starts_with('-'),
+    };
+    sized && flags.len() == 2 && hex && tail
+}
+
+fn is_lower_hex(field: &str) -> bool {
+    field
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Hands a propagator only a well-formed `traceparent` ([`well_formed_traceparent`]).
+struct WellFormed<'a>(&'a dyn Extractor);
+
+impl Extractor for WellFormed<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let value = self.0.get(key)?;
+        let refused = key.eq_ignore_ascii_case("traceparent") && !well_formed_traceparent(value);
+        (!refused).then_some(value)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys()
+    }
+}
+
+/// The context `carrier` holds, through the global propagators, whose `traceparent` is
+/// well-formed: the one way in for every transport.
+fn extract(carrier: &dyn Extractor) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&WellFormed(carrier))
+    })
+}
+
 struct HeaderExtractor<'a>(&'a HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
@@ -46,9 +108,7 @@ impl Injector for HeaderInjector<'_> {
 /// invalid `traceparent` leaves `span` a root: a caller's garbage never becomes our parent.
 /// Call before the span is first entered.
 pub fn adopt_http_parent(span: &tracing::Span, headers: &HeaderMap) {
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(headers))
-    });
+    let parent = extract(&HeaderExtractor(headers));
     if parent.span().span_context().is_valid() {
         // Fails only when telemetry is not installed (unit tests); nothing to adopt then.
         let _ = span.set_parent(parent);
@@ -126,8 +186,7 @@ pub fn adopt_parent_from_map(
     span: &tracing::Span,
     carrier: &std::collections::HashMap<String, String>,
 ) {
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(carrier));
+    let parent = extract(carrier);
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
@@ -136,6 +195,14 @@ pub fn adopt_parent_from_map(
 /// A remote, sampled span context from the hex ids stored on a row; `None` when they do not
 /// parse or are all zeros (a row written without telemetry).
 fn remote_context(trace_id_hex: &str, span_id_hex: &str) -> Option<SpanContext> {
+    // The form we store, exactly (`from_hex` alone takes any length and a sign).
+    let stored_form = trace_id_hex.len() == 32
+        && span_id_hex.len() == 16
+        && is_lower_hex(trace_id_hex)
+        && is_lower_hex(span_id_hex);
+    if !stored_form {
+        return None;
+    }
     let trace_id = TraceId::from_hex(trace_id_hex).ok()?;
     let span_id = SpanId::from_hex(span_id_hex).ok()?;
     let context = SpanContext::new(
@@ -212,8 +279,7 @@ pub fn link_to(span: &tracing::Span, linked: &tracing::Span) {
 /// an earlier attempt at the same work (a redelivered message, a retried publish). Nothing
 /// happens when the carrier holds no valid context.
 pub fn link_to_map(span: &tracing::Span, carrier: &std::collections::HashMap<String, String>) {
-    let context =
-        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(carrier));
+    let context = extract(carrier);
     let linked = context.span().span_context().clone();
     if linked.is_valid() {
         span.add_link(linked);
@@ -300,6 +366,57 @@ mod tests {
             let span = tracing::info_span!("consume");
             adopt_parent_from_map(&span, &carrier);
             assert!(ids_of(&span).is_some(), "still a valid root span");
+        });
+    }
+
+    /// Found by fuzzing (fuzz/ trace_context): the SDK's propagator read `00-1-1-01` as trace 1,
+    /// span 1, and a stored `+1` as an id, so such garbage became the parent of our spans.
+    #[test]
+    fn only_a_well_formed_traceparent_becomes_the_parent() {
+        with_tracing(|| {
+            let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+            let joins = |traceparent: &str| {
+                let mut headers = HeaderMap::new();
+                headers.insert("traceparent", HeaderValue::from_str(traceparent).unwrap());
+                let span = tracing::info_span!(parent: None, "serve");
+                adopt_http_parent(&span, &headers);
+                let carrier = std::collections::HashMap::from([(
+                    "traceparent".to_owned(),
+                    traceparent.to_owned(),
+                )]);
+                let consumer = tracing::info_span!(parent: None, "consume");
+                adopt_parent_from_map(&consumer, &carrier);
+                let (http, map) = (ids_of(&span).unwrap(), ids_of(&consumer).unwrap());
+                assert_eq!(
+                    http.trace_id == trace,
+                    map.trace_id == trace,
+                    "{traceparent}"
+                );
+                http.trace_id == trace || http.trace_id == format!("{:032x}", 1)
+            };
+            for good in [
+                format!("00-{trace}-00f067aa0ba902b7-01"),
+                format!("00-{trace}-00f067aa0ba902b7-00"),
+                format!("cc-{trace}-00f067aa0ba902b7-01-future"),
+            ] {
+                assert!(joins(&good), "{good}");
+            }
+            for bad in [
+                "00-1-1-01".to_owned(),
+                "00-+1-+1-01".to_owned(),
+                format!("00-{trace}-00f067aa0ba902b7-01-"),
+                format!("00-{trace}-00f067aa0ba902b7-1"),
+                format!("00-{}-00f067aa0ba902b7-01", trace.to_uppercase()),
+                format!("ff-{trace}-00f067aa0ba902b7-01"),
+                format!("cc-{trace}-00f067aa0ba902b7-01x"),
+                format!("00-0{trace}-0f067aa0ba902b7-01"),
+            ] {
+                assert!(!joins(&bad), "{bad}");
+            }
+            let orphan = tracing::info_span!(parent: None, "orphan");
+            assert!(!adopt_parent_from_ids(&orphan, "+1", "+1"));
+            assert!(!adopt_parent_from_ids(&orphan, "1", "1"));
+            assert!(adopt_parent_from_ids(&orphan, trace, "00f067aa0ba902b7"));
         });
     }
 

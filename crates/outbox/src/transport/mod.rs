@@ -123,7 +123,8 @@ fn valid_namespace(namespace: &str) -> bool {
 
 /// Rebuilds an envelope from what a broker carried: the body is the JSON payload, the headers
 /// the trace context plus ordo's own.
-fn envelope_from_parts(
+#[doc(hidden)]
+pub fn envelope_from_parts(
     event_id: String,
     topic: String,
     mut headers: HashMap<String, String>,
@@ -174,6 +175,21 @@ fn outgoing_headers(event: &Envelope) -> Vec<(&str, &str)> {
     headers.push((AGGREGATE_HEADER, event.aggregate_id.as_str()));
     headers.push((TOPIC_HEADER, event.topic.as_str()));
     headers
+}
+
+/// The most characters of a failure's reason a dead letter carries (`ordo-error`,
+/// `x-ordo-error`).
+pub const MAX_REASON_CHARS: usize = 1_000;
+
+/// A failure's reason fit for a message header: on one line (every control character, line
+/// breaks included, becomes a space: a NATS header value cannot hold one at all) and at most
+/// [`MAX_REASON_CHARS`] characters. A consumer's error says anything it likes.
+pub fn header_reason(reason: &str) -> String {
+    reason
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Waits before a redelivery: 200 ms · 2^(delivery - 1), capped at 5 s.
@@ -227,6 +243,16 @@ mod tests {
         let mut expected = event;
         expected.delivery.previous_attempt = previous;
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn reasons_fit_a_header_line() {
+        assert_eq!(header_reason("no\r\nway\t!"), "no  way !");
+        assert_eq!(
+            header_reason(&"é".repeat(5_000)).chars().count(),
+            MAX_REASON_CHARS
+        );
+        assert_eq!(header_reason("fine"), "fine");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use super::{
     BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, TOPIC_HEADER,
-    Transport, envelope_from_parts, internal, outgoing_headers, redelivery_delay,
+    Transport, envelope_from_parts, header_reason, internal, outgoing_headers, redelivery_delay,
 };
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery, Envelope};
@@ -286,24 +286,11 @@ impl Subscription {
             .info()
             .map(|info| u32::try_from(info.delivered).unwrap_or(1))
             .unwrap_or(1);
-        let mut headers = HashMap::new();
-        if let Some(map) = &message.message.headers {
-            for (name, values) in map.iter() {
-                if let Some(value) = values.first() {
-                    headers.insert(name.to_string(), value.as_str().to_owned());
-                }
-            }
-        }
-        let event_id = headers.remove(MSG_ID_HEADER).unwrap_or_default();
-        let topic = headers.get(TOPIC_HEADER).cloned().unwrap_or_else(|| {
-            message
-                .message
-                .subject
-                .as_str()
-                .strip_prefix(&self.prefix)
-                .unwrap_or_default()
-                .to_owned()
-        });
+        let (event_id, topic, headers) = read_headers(
+            message.message.headers.as_ref(),
+            message.message.subject.as_str(),
+            &self.prefix,
+        );
         if !self.runner.topics().contains(&topic.as_str()) {
             // An older server cannot filter on several subjects: not ours.
             return timed("ack", message.ack()).await;
@@ -337,17 +324,7 @@ impl Subscription {
             let nak = AckKind::Nak(Some(redelivery_delay(delivered)));
             return timed("nak", message.ack_with(nak)).await;
         }
-        let mut headers = message.message.headers.clone().unwrap_or_default();
-        headers.insert("ordo-error", failure.as_str());
-        // The dead copy must not be dropped as a duplicate of the original.
-        let dead_id = format!(
-            "{}:dead",
-            headers
-                .get(MSG_ID_HEADER)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default()
-        );
-        headers.insert(MSG_ID_HEADER, dead_id.as_str());
+        let headers = dead_letter_headers(message.message.headers.as_ref(), &failure);
         let republish = async {
             self.context
                 .publish_with_headers(
@@ -373,6 +350,53 @@ impl Subscription {
     }
 }
 
+/// The headers of a dead letter: the original's, with `ordo-error` = `failure` (on one line,
+/// cut: [`header_reason`]), and a
+/// `Nats-Msg-Id` of its own (the original's plus `:dead`), so that the server does not drop the
+/// dead copy as a duplicate of the original.
+#[doc(hidden)]
+pub fn dead_letter_headers(
+    original: Option<&async_nats::HeaderMap>,
+    failure: &str,
+) -> async_nats::HeaderMap {
+    let mut headers = original.cloned().unwrap_or_default();
+    headers.insert("ordo-error", header_reason(failure));
+    let dead_id = format!(
+        "{}:dead",
+        headers
+            .get(MSG_ID_HEADER)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    );
+    headers.insert(MSG_ID_HEADER, dead_id.as_str());
+    headers
+}
+
+/// Reads a message's headers as a subscription does: the event id (`Nats-Msg-Id`), the topic
+/// (`ordo-topic`, else the subject after `prefix`) and the other headers, the first value of
+/// each (the trace context and ordo's own), for [`envelope_from_parts`].
+#[doc(hidden)]
+pub fn read_headers(
+    map: Option<&async_nats::HeaderMap>,
+    subject: &str,
+    prefix: &str,
+) -> (String, String, HashMap<String, String>) {
+    let mut headers = HashMap::new();
+    if let Some(map) = map {
+        for (name, values) in map.iter() {
+            if let Some(value) = values.first() {
+                headers.insert(name.to_string(), value.as_str().to_owned());
+            }
+        }
+    }
+    let event_id = headers.remove(MSG_ID_HEADER).unwrap_or_default();
+    let topic = headers
+        .get(TOPIC_HEADER)
+        .cloned()
+        .unwrap_or_else(|| subject.strip_prefix(prefix).unwrap_or_default().to_owned());
+    (event_id, topic, headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +409,25 @@ mod tests {
         assert!(server_at_least("2.10.1", 2, 10));
         assert!(!server_at_least("2.9.10", 2, 10));
         assert!(server_at_least("v3.0.0", 2, 10));
+    }
+
+    /// Found by fuzzing (fuzz/ broker_headers): a consumer's error with a line break made the
+    /// dead letter's header panic (async-nats refuses CR and LF in a value), which killed the
+    /// subscription task: the consumer stopped until a restart.
+    #[test]
+    fn a_failure_with_line_breaks_still_dead_letters() {
+        let mut original = async_nats::HeaderMap::new();
+        original.insert(MSG_ID_HEADER, "evt_1");
+        original.insert("traceparent", "00-x-y-01");
+        let dead = dead_letter_headers(Some(&original), "carrier said:\r\n502 Bad Gateway\n");
+        assert_eq!(
+            dead.get("ordo-error").unwrap().as_str(),
+            "carrier said:  502 Bad Gateway "
+        );
+        assert_eq!(dead.get(MSG_ID_HEADER).unwrap().as_str(), "evt_1:dead");
+        assert_eq!(dead.get("traceparent").unwrap().as_str(), "00-x-y-01");
+        let dead = dead_letter_headers(None, &"x".repeat(100_000));
+        assert_eq!(dead.get("ordo-error").unwrap().as_str().len(), 1_000);
+        assert_eq!(dead.get(MSG_ID_HEADER).unwrap().as_str(), ":dead");
     }
 }

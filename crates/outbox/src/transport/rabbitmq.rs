@@ -17,7 +17,8 @@
 
 use super::{
     BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, Transport,
-    envelope_from_parts, internal, outgoing_headers, previous_attempt_headers, redelivery_delay,
+    envelope_from_parts, header_reason, internal, outgoing_headers, previous_attempt_headers,
+    redelivery_delay,
 };
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery as EventDelivery, Envelope};
@@ -355,33 +356,8 @@ impl Subscription {
         stop: &CancellationToken,
     ) -> Result<(), String> {
         let properties = &delivery.properties;
-        let mut headers = HashMap::new();
-        let mut delivery_count = 1u32;
-        if let Some(table) = properties.headers() {
-            for (key, value) in table.inner() {
-                if key.as_str() == DELIVERY_HEADER {
-                    delivery_count = as_u32(value).unwrap_or(1).max(1);
-                } else if let AMQPValue::LongString(text) = value {
-                    headers.insert(
-                        key.as_str().to_owned(),
-                        String::from_utf8_lossy(text.as_bytes()).into_owned(),
-                    );
-                }
-            }
-        }
-        let event_id = properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.as_str().to_owned())
-            .unwrap_or_default();
-        let topic = delivery.routing_key.as_str().to_owned();
-        let envelope = envelope_from_parts(
-            event_id,
-            topic,
-            headers,
-            &delivery.data,
-            EventDelivery::numbered(delivery_count, MAX_DELIVERIES),
-        );
+        let (envelope, delivery_count) =
+            read_delivery(properties, delivery.routing_key.as_str(), &delivery.data);
         let mut attempt_context = HashMap::new();
         let failure = match &envelope {
             Ok(envelope) if !envelope.event_id.is_empty() => {
@@ -429,7 +405,7 @@ impl Subscription {
             let reason = failure.unwrap_or_else(|| "unreadable message".to_owned());
             table.insert(
                 ShortString::from("x-ordo-error"),
-                AMQPValue::LongString(LongString::from(reason)),
+                AMQPValue::LongString(LongString::from(header_reason(&reason))),
             );
             &self.dead_queue
         };
@@ -448,6 +424,44 @@ impl Subscription {
         }
         Ok(())
     }
+}
+
+/// Reads a delivery as a subscription does: the envelope, or why it cannot be read, and the
+/// delivery number (`x-ordo-delivery`, at least 1). Text headers carry the trace context and
+/// ordo's own; `ordo-previous-*` ones the previous attempt's context; other values are skipped.
+#[doc(hidden)]
+pub fn read_delivery(
+    properties: &BasicProperties,
+    routing_key: &str,
+    data: &[u8],
+) -> (Result<Envelope, String>, u32) {
+    let mut headers = HashMap::new();
+    let mut delivery_count = 1u32;
+    if let Some(table) = properties.headers() {
+        for (key, value) in table.inner() {
+            if key.as_str() == DELIVERY_HEADER {
+                delivery_count = as_u32(value).unwrap_or(1).max(1);
+            } else if let AMQPValue::LongString(text) = value {
+                headers.insert(
+                    key.as_str().to_owned(),
+                    String::from_utf8_lossy(text.as_bytes()).into_owned(),
+                );
+            }
+        }
+    }
+    let event_id = properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    let envelope = envelope_from_parts(
+        event_id,
+        routing_key.to_owned(),
+        headers,
+        data,
+        EventDelivery::numbered(delivery_count, MAX_DELIVERIES),
+    );
+    (envelope, delivery_count)
 }
 
 fn as_u32(value: &AMQPValue) -> Option<u32> {
