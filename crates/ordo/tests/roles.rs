@@ -71,7 +71,9 @@ async fn the_callers_deadline_bounds_every_downstream_call() {
         "{status:?}"
     );
     // The orders process ended its side of the call within the deadline too: its access line
-    // for CreateOrder (DEADLINE_EXCEEDED, 4) is there well before its own 60 s timeout.
+    // for CreateOrder is there well before its own 60 s timeout — DEADLINE_EXCEEDED (4) when
+    // its own copy of the deadline fired first, CANCELLED (1) when the edge's cancellation
+    // arrived first (a race both sides may win on a loaded machine).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let ended = deployment
@@ -81,7 +83,8 @@ async fn the_callers_deadline_bounds_every_downstream_call() {
             .iter()
             .any(|l| {
                 l.contains("\"rpc_method\":\"CreateOrder\"")
-                    && l.contains("\"rpc_grpc_status_code\":4")
+                    && (l.contains("\"rpc_grpc_status_code\":4")
+                        || l.contains("\"rpc_grpc_status_code\":1"))
             });
         if ended {
             break;
