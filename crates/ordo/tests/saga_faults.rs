@@ -6,6 +6,8 @@
 //! - `kill -9` in the middle of a burst: after a restart on the same database every paid order
 //!   ends terminal, no shipment is accepted twice by an idempotent carrier, and the reserved
 //!   stock is exactly what the live orders hold.
+//! - A `kill -9` loop under steady create-and-pay load: the same, across several crashes in a
+//!   row, each one while the carrier is receiving pushes.
 
 use ordo_testkit::otlp;
 
@@ -20,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 backend_tests!(kill_9_in_the_middle_of_a_burst_leaves_every_order_terminal_and_no_push_duplicated);
+backend_tests!(a_kill_9_loop_under_pay_and_follow_load_loses_nothing_and_leaves_nothing_stuck);
 
 const TERMINAL: [&str; 4] = ["shipped", "cancelled", "rejected", "fulfillment_failed"];
 
@@ -343,6 +346,122 @@ impl IdempotentCarrier {
     }
 }
 
+/// The carrier's view of `orders` (all shipped, two shipments each): every shipment accepted
+/// exactly once, every push under the shipment's own id as its `Idempotency-Key`, nothing
+/// accepted that is not a shipment of these orders. Returns the number of shipments and how
+/// many of them were pushed more than once (the at-least-once window of a crash between a push
+/// and its commit).
+async fn each_shipment_accepted_once(
+    server: &TestServer,
+    orders: &HashMap<String, Value>,
+    carrier: &IdempotentCarrier,
+) -> (usize, usize) {
+    let log = carrier.log.lock().unwrap().clone();
+    let mut accepted_per_shipment: HashMap<&str, usize> = HashMap::new();
+    for (key, shipment) in &log.accepted {
+        assert_eq!(key, shipment, "the Idempotency-Key is the shipment id");
+        *accepted_per_shipment.entry(shipment.as_str()).or_default() += 1;
+    }
+    for (shipment, key) in &log.received {
+        assert_eq!(key.as_deref(), Some(shipment.as_str()), "{shipment}");
+    }
+    let mut shipments = HashSet::new();
+    for id in orders.keys() {
+        // The list shows no shipments: read each order.
+        let order = server.get_order(id).await;
+        let list = order["shipments"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{order:#}");
+        for shipment in list {
+            assert_eq!(shipment["status"], "accepted", "{order:#}");
+            let id = shipment["id"].as_str().unwrap();
+            assert_eq!(
+                accepted_per_shipment.get(id),
+                Some(&1),
+                "shipment {id} accepted once"
+            );
+            shipments.insert(id.to_owned());
+        }
+    }
+    assert_eq!(
+        accepted_per_shipment.len(),
+        shipments.len(),
+        "the carrier accepted only shipments of these orders"
+    );
+    let mut pushes_per_shipment: HashMap<&str, usize> = HashMap::new();
+    for (shipment, _) in &log.received {
+        *pushes_per_shipment.entry(shipment.as_str()).or_default() += 1;
+    }
+    let pushed_twice = pushes_per_shipment.values().filter(|n| **n > 1).count();
+    (shipments.len(), pushed_twice)
+}
+
+/// After a crash: orders still `pending_payment` whose payment was never answered are paid
+/// again; those answered 201 must go on by themselves (the restarted process resumes their
+/// sandbox approval). Returns (paid again, resumed).
+async fn pay_the_unanswered(
+    server: &TestServer,
+    orders: &HashMap<String, Value>,
+    answered_paid: &HashSet<String>,
+) -> (usize, usize) {
+    let (mut repaid, mut resumed) = (0, 0);
+    for (id, order) in orders {
+        if order["status"] != "pending_payment" {
+            continue;
+        }
+        if answered_paid.contains(id) {
+            resumed += 1;
+            continue;
+        }
+        let reply = server
+            .post_json(&format!("/v1/orders/{id}/payments"), &json!({}))
+            .await;
+        if reply.status == 409 {
+            // Its payment request had committed but its answer died with the process: the
+            // restart resumed that approval, which paid the order since the snapshot.
+            assert_ne!(
+                server.get_order(id).await["status"],
+                "pending_payment",
+                "409 for an order still unpaid: {}",
+                reply.text
+            );
+            resumed += 1;
+            continue;
+        }
+        assert_eq!(
+            reply.status, 201,
+            "paying again after the restart: {}",
+            reply.text
+        );
+        repaid += 1;
+    }
+    (repaid, resumed)
+}
+
+/// Every order of the server once all are terminal; fails after `within` (a dead relay's
+/// lease is 10 s, so events it held wait that long).
+async fn wait_until_every_order_is_terminal(
+    server: &TestServer,
+    within: Duration,
+) -> HashMap<String, Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let all = all_orders(server).await;
+        if all
+            .values()
+            .all(|o| TERMINAL.contains(&o["status"].as_str().unwrap_or("")))
+        {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orders stuck {within:?} after the restart: {:?}\n{}",
+            status_counts(&all),
+            server.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 const CRASH_ORDERS: usize = 60;
 
 async fn kill_9_in_the_middle_of_a_burst_leaves_every_order_terminal_and_no_push_duplicated(
@@ -439,58 +558,8 @@ async fn kill_9_in_the_middle_of_a_burst_leaves_every_order_terminal_and_no_push
         status_counts(&before)
     );
 
-    // Orders whose payment was never answered are paid again now. Those answered 201 must
-    // ship on their own: the restarted process resumes their sandbox approval.
-    let (mut repaid, mut resumed) = (0, 0);
-    for (id, order) in &before {
-        if order["status"] != "pending_payment" {
-            continue;
-        }
-        if answered_paid.contains(id) {
-            resumed += 1;
-            continue;
-        }
-        let reply = server
-            .post_json(&format!("/v1/orders/{id}/payments"), &json!({}))
-            .await;
-        if reply.status == 409 {
-            // Its payment request had committed but its answer died with the process: the
-            // restart resumed that approval, which paid the order since the snapshot.
-            assert_ne!(
-                server.get_order(id).await["status"],
-                "pending_payment",
-                "409 for an order still unpaid: {}",
-                reply.text
-            );
-            resumed += 1;
-            continue;
-        }
-        assert_eq!(
-            reply.status, 201,
-            "paying again after the restart: {}",
-            reply.text
-        );
-        repaid += 1;
-    }
-
-    // Every order terminal (the dead relay's lease is 10 s).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let after = loop {
-        let all = all_orders(&server).await;
-        if all
-            .values()
-            .all(|o| TERMINAL.contains(&o["status"].as_str().unwrap_or("")))
-        {
-            break all;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "orders stuck 60 s after the restart: {:?}\n{}",
-            status_counts(&all),
-            server.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (repaid, resumed) = pay_the_unanswered(&server, &before, &answered_paid).await;
+    let after = wait_until_every_order_is_terminal(&server, Duration::from_secs(60)).await;
     let settled_at = started.elapsed();
     assert_eq!(after.len(), CRASH_ORDERS, "no order lost or added");
     assert_eq!(
@@ -499,43 +568,8 @@ async fn kill_9_in_the_middle_of_a_burst_leaves_every_order_terminal_and_no_push
         "every paid order ships"
     );
 
-    // The carrier's view: each shipment accepted exactly once, under its own id as the key.
+    let (shipments, pushed_twice) = each_shipment_accepted_once(&server, &after, &carrier).await;
     let log = carrier.log.lock().unwrap().clone();
-    let mut accepted_per_shipment: HashMap<&str, usize> = HashMap::new();
-    for (key, shipment) in &log.accepted {
-        assert_eq!(key, shipment, "the Idempotency-Key is the shipment id");
-        *accepted_per_shipment.entry(shipment.as_str()).or_default() += 1;
-    }
-    for (shipment, key) in &log.received {
-        assert_eq!(key.as_deref(), Some(shipment.as_str()), "{shipment}");
-    }
-    let mut shipments = HashSet::new();
-    for id in after.keys() {
-        // The list shows no shipments: read each order.
-        let order = server.get_order(id).await;
-        let list = order["shipments"].as_array().unwrap();
-        assert_eq!(list.len(), 2, "{order:#}");
-        for shipment in list {
-            assert_eq!(shipment["status"], "accepted", "{order:#}");
-            let id = shipment["id"].as_str().unwrap();
-            assert_eq!(
-                accepted_per_shipment.get(id),
-                Some(&1),
-                "shipment {id} accepted once"
-            );
-            shipments.insert(id.to_owned());
-        }
-    }
-    assert_eq!(
-        accepted_per_shipment.len(),
-        shipments.len(),
-        "the carrier accepted only shipments of these orders"
-    );
-    let mut pushes_per_shipment: HashMap<&str, usize> = HashMap::new();
-    for (shipment, _) in &log.received {
-        *pushes_per_shipment.entry(shipment.as_str()).or_default() += 1;
-    }
-    let pushed_twice = pushes_per_shipment.values().filter(|n| **n > 1).count();
 
     // A shipped order keeps its reservations (the stock leaves with the carrier): reserved is
     // exactly the shipped units.
@@ -547,7 +581,7 @@ async fn kill_9_in_the_middle_of_a_burst_leaves_every_order_terminal_and_no_push
          before the kill and resumed by the restart, all shipped at \
          {settled_at:?}; {} shipments, {} pushes received ({} shipments pushed more than once, \
          {} replays answered by key), {} accepted",
-        shipments.len(),
+        shipments,
         log.received.len(),
         pushed_twice,
         log.replays,
@@ -600,5 +634,185 @@ async fn the_watchdog_redrives_an_order_whose_stage_event_was_lost() {
     assert!(
         metrics.lines().any(|l| l == "saga_redriven_orders_total 1"),
         "{metrics}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A kill -9 loop under load
+// ---------------------------------------------------------------------------------------------
+
+const KILLS: usize = 4;
+const LOAD_WORKERS: usize = 8;
+
+/// What the shoppers saw: orders answered 201, and payments answered 201.
+#[derive(Default)]
+struct Shoppers {
+    created: Mutex<Vec<String>>,
+    paid: Mutex<HashSet<String>>,
+}
+
+/// One shopper: creates an order, pays it, again and again, against whatever process is
+/// serving now (`base` changes with each restart); a refused or cut connection is shrugged
+/// off and the loop goes on, as a client with retries would.
+async fn shop(
+    client: reqwest::Client,
+    base: Arc<std::sync::RwLock<String>>,
+    seen: Arc<Shoppers>,
+    worker: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let url = base.read().unwrap().clone();
+        let created = try_post(
+            &client,
+            format!("{url}/v1/orders"),
+            order_body(&format!("loop-{worker}-{n}"), &[(TEA, 1), (MUG, 1)]),
+        )
+        .await;
+        let id = match created {
+            Ok(reply) if reply.status == 201 => reply.body["id"].as_str().unwrap().to_owned(),
+            // Shed under load (503 `unavailable`, Retry-After): the shopper comes back.
+            Ok(reply) if reply.status == 503 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Ok(reply) => panic!("creating an order under the kill loop: {}", reply.text),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        seen.created.lock().unwrap().push(id.clone());
+        let paid = try_post(&client, format!("{url}/v1/orders/{id}/payments"), json!({})).await;
+        match paid {
+            Ok(reply) if reply.status == 201 => {
+                seen.paid.lock().unwrap().insert(id.clone());
+            }
+            // Not paid (or not known to be): paid after the loop, see `pay_the_unanswered`.
+            Ok(reply) if reply.status == 503 => continue,
+            Ok(reply) => panic!("paying an order under the kill loop: {}", reply.text),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        }
+        // Follow the order for a while, as a shop page would: this keeps the number of orders
+        // on their way bounded by the shoppers, not by how fast the API takes payments.
+        let follow_until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < follow_until {
+            let Ok(response) = client.get(format!("{url}/v1/orders/{id}")).send().await else {
+                break;
+            };
+            let order = Reply::read(response).await;
+            if TERMINAL.contains(&order.body["status"].as_str().unwrap_or("")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn a_kill_9_loop_under_pay_and_follow_load_loses_nothing_and_leaves_nothing_stuck(
+    backend: Backend,
+) {
+    let started = Instant::now();
+    let carrier = IdempotentCarrier::start(Duration::from_millis(10)).await;
+    let env = vec![
+        ("ORDO_CARRIER_WEBHOOK_URL", carrier.url.clone()),
+        (
+            "ORDO_CARRIER_WEBHOOK_SECRET",
+            "carrier_secret_for_tests_0123456789".to_owned(),
+        ),
+        ("ORDO_CARRIER_RETRY_BASE_MS", "5".to_owned()),
+    ];
+    let mut server = TestServer::start_with_env(backend, &env_refs(&env)).await;
+    seed_catalog(&server).await;
+    put_stock(&server, TEA, BKK, 1_000_000).await;
+    put_stock(&server, MUG, BER, 1_000_000).await;
+
+    let base = Arc::new(std::sync::RwLock::new(server.base_url()));
+    let seen = Arc::new(Shoppers::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shoppers: Vec<_> = (0..LOAD_WORKERS)
+        .map(|worker| {
+            tokio::spawn(shop(
+                server.client().clone(),
+                Arc::clone(&base),
+                Arc::clone(&seen),
+                worker,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+
+    // Each round: wait until the carrier has taken a few more pushes from this process (so the
+    // kill lands while shipments are on their way), then kill -9 and start again.
+    let mut pushes_at_kill = Vec::new();
+    for _ in 0..KILLS {
+        let target = carrier.log.lock().unwrap().received.len() + 40;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while carrier.log.lock().unwrap().received.len() < target {
+            assert!(
+                Instant::now() < deadline,
+                "the carrier saw no pushes for 30 s\n{}",
+                server.output()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.kill9();
+        pushes_at_kill.push(carrier.log.lock().unwrap().received.len());
+        server.restart().await;
+        *base.write().unwrap() = server.base_url();
+    }
+    // A last stretch of load on the survivor, then the shoppers go home.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for shopper in shoppers {
+        shopper.await.expect("a shopper panicked");
+    }
+    let load_ended_at = started.elapsed();
+
+    let before = all_orders(&server).await;
+    let created = seen.created.lock().unwrap().clone();
+    let answered_paid = seen.paid.lock().unwrap().clone();
+    for id in &created {
+        assert!(
+            before.contains_key(id),
+            "order {id} was answered 201 and is gone"
+        );
+    }
+    eprintln!(
+        "kill loop: {KILLS} kills (carrier pushes at each: {pushes_at_kill:?}); {} orders \
+         answered 201, {} in the database, {} payments answered 201; statuses after the last \
+         restart: {:?}",
+        created.len(),
+        before.len(),
+        answered_paid.len(),
+        status_counts(&before)
+    );
+    let (repaid, resumed) = pay_the_unanswered(&server, &before, &answered_paid).await;
+    let after = wait_until_every_order_is_terminal(&server, Duration::from_secs(60)).await;
+    let settled_at = started.elapsed();
+    assert_eq!(after.len(), before.len(), "no order lost or added");
+    assert_eq!(
+        status_counts(&after),
+        [("shipped".to_owned(), after.len())],
+        "every paid order ships"
+    );
+    let (shipments, pushed_twice) = each_shipment_accepted_once(&server, &after, &carrier).await;
+    assert_eq!(server.reserved(TEA).await, after.len() as i64);
+    assert_eq!(server.reserved(MUG).await, after.len() as i64);
+
+    let log = carrier.log.lock().unwrap().clone();
+    eprintln!(
+        "kill loop: {} orders all shipped ({repaid} paid again, {resumed} resumed); load ended \
+         at {load_ended_at:?}, settled at {settled_at:?}; {shipments} shipments, {} pushes \
+         received, {pushed_twice} shipments pushed more than once ({} replays answered by \
+         key), each accepted once",
+        after.len(),
+        log.received.len(),
+        log.replays,
     );
 }

@@ -53,6 +53,13 @@ pub struct Attempt {
     pub context: HashMap<String, String>,
 }
 
+/// What processing one event did, for the stage-duration metric's `outcome`.
+enum Processed {
+    Applied,
+    /// The event's id was recorded already: a redelivery, nothing changed.
+    Duplicate,
+}
+
 /// A consumer with what it needs to run: the database, and the relay to wake when its
 /// transaction wrote new events.
 pub struct ConsumerRunner {
@@ -120,7 +127,14 @@ impl ConsumerRunner {
         );
         ordo_telemetry::propagation::adopt_parent_from_map(&span, &event.headers);
         ordo_telemetry::propagation::link_to_map(&span, &event.delivery.previous_attempt);
-        let mut result = self.process(event).instrument(span.clone()).await;
+        let started = std::time::Instant::now();
+        let result = self.process(event).instrument(span.clone()).await;
+        let mut outcome = match &result {
+            Ok(Processed::Applied) => "ok",
+            Ok(Processed::Duplicate) => "duplicate",
+            Err(_) => "error",
+        };
+        let mut result = result.map(|_| ());
         if let Err(error) = &result {
             span.record("otel.status_code", "error");
             span.in_scope(|| {
@@ -132,6 +146,7 @@ impl ConsumerRunner {
                 match self.give_up(event, error).instrument(span.clone()).await {
                     Ok(true) => {
                         span.record("given_up", true);
+                        outcome = "given_up";
                         result = Ok(());
                     }
                     Ok(false) => {}
@@ -142,13 +157,21 @@ impl ConsumerRunner {
                 }
             }
         }
-        Attempt {
-            result,
-            context: ordo_telemetry::propagation::inject_map(&span),
-        }
+        let context = ordo_telemetry::propagation::inject_map(&span);
+        ordo_telemetry::metrics::observe_consumer_process(
+            self.consumer.name(),
+            outcome,
+            started.elapsed().as_secs_f64(),
+            context.get("traceparent").and_then(|traceparent| {
+                ordo_telemetry::metrics::TraceExemplar::from_sampled_traceparent(
+                    traceparent.as_bytes(),
+                )
+            }),
+        );
+        Attempt { result, context }
     }
 
-    async fn process(&self, event: &Envelope) -> Result<()> {
+    async fn process(&self, event: &Envelope) -> Result<Processed> {
         self.consumer.prepare(event).await?;
         let mut tx = self.db.begin().await?;
         if !tx
@@ -157,12 +180,12 @@ impl ConsumerRunner {
         {
             tracing::Span::current().record("duplicate", true);
             ordo_telemetry::metrics::count_duplicate_event(self.consumer.name());
-            return Ok(());
+            return Ok(Processed::Duplicate);
         }
         self.consumer.handle(event, &mut tx).await?;
         tx.commit().await?;
         self.wakeup.wake();
-        Ok(())
+        Ok(Processed::Applied)
     }
 
     /// [`Consumer::give_up`] in its own transaction, with the event's processed id.

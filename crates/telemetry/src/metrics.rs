@@ -53,6 +53,8 @@ pub mod labels {
     pub const OPERATION: &str = "operation";
     /// A consumer of events (a pipeline stage).
     pub const CONSUMER: &str = "consumer";
+    /// How one processing of an event ended: `ok`, `duplicate`, `error` or `given_up`.
+    pub const OUTCOME: &str = "outcome";
     /// The exemplar label naming the trace of an observation.
     pub const TRACE_ID: &str = "trace_id";
     /// The full gRPC service name (`ordo.v1.OrdersService`), or `_OTHER`.
@@ -301,6 +303,8 @@ struct OutboxMetrics {
     duplicates: Family<StaticLabel<1>, Counter>,
     consumer_dead_lettered: Family<StaticLabel<1>, Counter>,
     shipments_dead_lettered: Counter,
+    /// One pipeline stage's processing of one event, from the CONSUMER span's start to its end.
+    process_duration: Family<StaticLabel<2>, HistogramWithExemplars<TraceExemplar>>,
 }
 
 impl OutboxMetrics {
@@ -315,6 +319,9 @@ impl OutboxMetrics {
             duplicates: Family::default(),
             consumer_dead_lettered: Family::default(),
             shipments_dead_lettered: Counter::default(),
+            process_duration: Family::new_with_constructor(|| {
+                HistogramWithExemplars::new(DB_BUCKETS.into_iter())
+            }),
         };
         registry.register(
             "outbox_events_published",
@@ -361,6 +368,13 @@ impl OutboxMetrics {
             "shipments_dead_lettered",
             "Shipments the carrier refused for good or that failed after the last retry",
             metrics.shipments_dead_lettered.clone(),
+        );
+        registry.register_with_unit(
+            "consumer_process_duration",
+            "Duration of one pipeline stage processing one event (its CONSUMER span), by consumer \
+             and outcome",
+            Unit::Seconds,
+            metrics.process_duration.clone(),
         );
         metrics
     }
@@ -781,6 +795,24 @@ pub fn count_consumer_dead_letter(consumer: &'static str) {
         .consumer_dead_lettered
         .get_or_create(&StaticLabel([(labels::CONSUMER, consumer)]))
         .inc();
+}
+
+/// Records how long `consumer` took to process one event and how it ended (see
+/// [`labels::OUTCOME`]), with the trace id of a sampled event as exemplar.
+pub fn observe_consumer_process(
+    consumer: &'static str,
+    outcome: &'static str,
+    seconds: f64,
+    exemplar: Option<TraceExemplar>,
+) {
+    global()
+        .outbox
+        .process_duration
+        .get_or_create(&StaticLabel([
+            (labels::CONSUMER, consumer),
+            (labels::OUTCOME, outcome),
+        ]))
+        .observe(seconds, exemplar, None);
 }
 
 /// Counts one shipment given up on (carrier refused it, or the last retry failed).
