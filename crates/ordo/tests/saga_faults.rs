@@ -637,6 +637,98 @@ async fn the_watchdog_redrives_an_order_whose_stage_event_was_lost() {
     );
 }
 
+/// The watchdog and a shipment left `pushing` (its process died between the push and the
+/// commit, and the event that would push it again is gone): the order sits in `scheduled`
+/// until the watchdog sends `order.scheduled` again; the shipment is pushed once more with its
+/// own Idempotency-Key, so the carrier sees a replay, not a second shipment.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watchdog_redrives_an_order_whose_shipment_sits_in_pushing() {
+    let carrier = ordo_testkit::carrier::Carrier::start(|_, _| 200).await;
+    let env = carrier.env(&[
+        ("ORDO_SAGA_STUCK_AFTER_SECS", "1"),
+        // The housekeeping job runs every quarter of the payment timeout.
+        ("ORDO_PAYMENT_TIMEOUT_SECS", "4"),
+    ]);
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
+    seed_catalog(&server).await;
+    let order = server
+        .create_order(&order_body("stuck-push", &[(TEA, 1)]))
+        .await;
+    let id = order["id"].as_str().unwrap();
+    server
+        .post_json(&format!("/v1/orders/{id}/payments"), &json!({}))
+        .await
+        .expect_status(201);
+    let shipped = server
+        .wait_for_order_status(id, "shipped", Duration::from_secs(20))
+        .await;
+    let shipment = shipped["shipments"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(carrier.pushes().len(), 1);
+
+    // Back to the state a crash after the push and before its commit leaves, with no event.
+    assert_eq!(
+        sql_execute(
+            &server,
+            &format!("UPDATE shipments SET status = 'pushing' WHERE id = '{shipment}'"),
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        sql_execute(
+            &server,
+            &format!("UPDATE orders SET status = 'scheduled', updated_at_ms = 0 WHERE id = '{id}'"),
+        )
+        .await,
+        1
+    );
+    // (The order's read is cached for up to a second and the change above went around ordo:
+    // the carrier is what tells that the push happened again.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while carrier.pushes().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the shipment was never pushed again\n{}",
+            server.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The timeline is read uncached: after the re-drive, the shipment accepted and the order
+    // shipped once more.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kinds = loop {
+        let kinds: Vec<String> = server
+            .timeline(id)
+            .await
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
+        let redriven = kinds.iter().position(|k| k == "saga_redriven");
+        if redriven.is_some_and(|at| kinds[at..].iter().any(|k| k == "shipped")) {
+            break kinds;
+        }
+        assert!(Instant::now() < deadline, "not shipped again: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let redriven = kinds.iter().position(|k| k == "saga_redriven").unwrap();
+    assert!(
+        kinds[redriven..].contains(&"shipment_accepted".to_owned()),
+        "{kinds:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pushes = carrier.pushes();
+    assert_eq!(pushes.len(), 2, "pushed once more, and only once");
+    for push in &pushes {
+        assert_eq!(push.shipment_id, shipment);
+        assert_eq!(push.idempotency_key.as_deref(), Some(shipment.as_str()));
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "saga_redriven").count(),
+        1,
+        "{kinds:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. A kill -9 loop under load
 // ---------------------------------------------------------------------------------------------
@@ -802,6 +894,12 @@ async fn a_kill_9_loop_under_pay_and_follow_load_loses_nothing_and_leaves_nothin
         "every paid order ships"
     );
     let (shipments, pushed_twice) = each_shipment_accepted_once(&server, &after, &carrier).await;
+    // The at-least-once window: only the pushes on their way at a kill may go out again (each
+    // shopper has about one order on its way, two shipments), never a replay of everything.
+    assert!(
+        pushed_twice <= KILLS * LOAD_WORKERS * 2,
+        "{pushed_twice} shipments pushed more than once across {KILLS} kills"
+    );
     assert_eq!(server.reserved(TEA).await, after.len() as i64);
     assert_eq!(server.reserved(MUG).await, after.len() as i64);
 
