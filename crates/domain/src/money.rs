@@ -109,11 +109,15 @@ impl Money {
     }
 }
 
+/// A sum or product of amounts past [`Money::MAX_MINOR`]. The amounts come from the catalogue
+/// (prices) as much as from the request (quantities), so a request that is valid by itself
+/// meets it only against the current prices: a conflict with the catalogue, not a malformed
+/// request.
 fn overflow() -> Error {
-    Error::invalid_field(
-        "total",
-        format!("exceeds the largest amount, {}", Money::MAX_MINOR),
-    )
+    Error::conflict(format!(
+        "the total exceeds the largest amount, {}, at the current prices",
+        Money::MAX_MINOR
+    ))
 }
 
 impl fmt::Display for Money {

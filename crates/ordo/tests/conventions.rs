@@ -4,8 +4,8 @@
 //! `http.response.status_code`, not the string `"201"`, or a backend's
 //! `http.response.status_code >= 500` misses it — and each kind of span carries the attributes
 //! the conventions require of it. Checked over the exported spans of HTTP and gRPC requests,
-//! database round trips, outbox publishes and consumes, and carrier calls (one refused, one
-//! accepted).
+//! database round trips, Redis cache lookups, outbox publishes and consumes, and carrier calls
+//! (one refused, one accepted).
 
 use ordo_testkit::carrier;
 use ordo_testkit::otlp;
@@ -171,8 +171,11 @@ async fn every_exported_attribute_has_its_semantic_convention_name_and_type(back
     // The carrier refuses each shipment's first push (503), then accepts: a failed and a
     // successful client call.
     let carrier = Carrier::start(|_, nth| if nth == 0 { 503 } else { 200 }).await;
+    // A Redis of the test's own: cache lookups are CLIENT spans too.
+    let redis = RedisServer::start().await;
     let mut env = receiver.env();
     env.extend(carrier.env(&[]));
+    env.push(("ORDO_REDIS_URL", redis.url()));
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = TestServer::start_with_env(backend, &pairs).await;
     seed_single_sku(&server, "CONV-1", 10).await;
@@ -237,9 +240,13 @@ async fn every_exported_attribute_has_its_semantic_convention_name_and_type(back
             .filter(|s| s.kind == KIND_CLIENT && s.attributes.contains_key("url.full"))
             .count()
             >= 2;
+        let redis = spans.iter().any(|s| {
+            s.kind == KIND_CLIENT
+                && s.attributes.get("db.system.name").map(String::as_str) == Some("redis")
+        });
         let producer = spans.iter().any(|s| s.kind == KIND_PRODUCER);
         let consumer = spans.iter().any(|s| s.kind == KIND_CONSUMER);
-        server_http && server_grpc && database && carrier_calls && producer && consumer
+        server_http && server_grpc && database && redis && carrier_calls && producer && consumer
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let spans = loop {

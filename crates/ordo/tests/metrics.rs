@@ -265,7 +265,7 @@ async fn cpu_profiles_need_the_token_and_return_flame_graph_data() {
     // machine busy with the rest of the suite a one-second profile may catch no sample of this
     // process: an empty profile is taken again (a few times), a malformed one fails at once.
     let mut collapsed = None;
-    for _ in 0..5 {
+    for _ in 0..10 {
         let busy = keep_busy(&server, Duration::from_millis(1300));
         let (answer, ()) = tokio::join!(profile("seconds=1&format=collapsed", Some(TOKEN)), busy);
         let answer = answer.expect_status(200);
@@ -274,7 +274,7 @@ async fn cpu_profiles_need_the_token_and_return_flame_graph_data() {
             break;
         }
     }
-    let collapsed = collapsed.expect("five one-second profiles of a busy process were all empty");
+    let collapsed = collapsed.expect("ten one-second profiles of a busy process were all empty");
     let line = collapsed.text.lines().next().unwrap_or_default();
     let count = line.rsplit(' ').next().unwrap_or_default();
     assert!(
@@ -315,7 +315,7 @@ async fn a_cpu_profile_gives_its_memory_back() {
     // A profile of a busy process (one that caught no sample has nothing to symbolize, so it
     // proves nothing: it is taken again, a few times).
     let profile_with_samples = || async {
-        for _ in 0..5 {
+        for _ in 0..10 {
             let busy = keep_busy(&server, Duration::from_millis(1300));
             let request = server.client().get(format!(
                 "{}/debug/pprof/profile?seconds=1&format=collapsed",
@@ -326,7 +326,7 @@ async fn a_cpu_profile_gives_its_memory_back() {
                 return;
             }
         }
-        panic!("five one-second profiles of a busy process were all empty");
+        panic!("ten one-second profiles of a busy process were all empty");
     };
     // Warm the process (connections, caches, runtime threads) before the baseline.
     keep_busy(&server, Duration::from_millis(500)).await;

@@ -435,6 +435,141 @@ async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
         .await;
 }
 
+/// The SQLite database becomes unavailable, twice over.
+///
+/// First another process holds its write lock (an `ordo migrate` or a maintenance script in a
+/// long transaction): creations answer `503 unavailable` within 2 s instead of waiting, reads
+/// keep answering (WAL readers need no lock), and the first creation after the lock is gone
+/// succeeds.
+///
+/// Then the file disappears from its path (moved away by an operator or a backup tool):
+/// ordo's open connections would go on working on the moved file, so what it wrote from then
+/// on would be lost at its next start. Instead every call that needs the database answers
+/// `503 unavailable` within 2 s, a cached read keeps answering and readiness fails; once the
+/// file is back, everything heals by itself within 5 s and every accepted order is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_file_locked_or_moved_away_answers_503_fast_and_heals_by_itself() {
+    let server = TestServer::start(Backend::sqlite()).await;
+    seed_single_sku(&server, SKU, 1_000).await;
+    let order = server
+        .create_order(&order_body("before-outage", &[(SKU, 1)]))
+        .await;
+    let id = order["id"].as_str().expect("order id").to_owned();
+    let cached = server
+        .create_order(&order_body("cached-before-outage", &[(SKU, 1)]))
+        .await;
+    let cached_path = format!("/v1/orders/{}", cached["id"].as_str().expect("order id"));
+    assert_eq!(
+        server.get(&cached_path).await.expect_status(200).body,
+        cached
+    );
+    let path = server
+        .database_url()
+        .trim_start_matches("sqlite://")
+        .to_owned();
+
+    // 1. Another process holds the write lock.
+    let holder = rusqlite::Connection::open(&path).expect("open the database file");
+    holder
+        .busy_timeout(Duration::from_secs(5))
+        .expect("set a busy timeout");
+    holder
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    for round in 0..2 {
+        let during = order_body("during-lock", &[(SKU, 1)]);
+        let create = server.post_order(&during);
+        assert_unavailable_within_2_s(&format!("create under the lock, round {round}"), create)
+            .await;
+        server.get("/v1/orders?limit=5").await.expect_status(200);
+        assert_eq!(
+            server.get(&cached_path).await.expect_status(200).body,
+            cached
+        );
+    }
+    holder
+        .execute_batch("ROLLBACK")
+        .expect("let the write lock go");
+    drop(holder);
+    let after_lock = server
+        .create_order(&order_body("after-lock", &[(SKU, 1)]))
+        .await;
+
+    // 2. The file is moved away from its path.
+    let moved = format!("{path}.moved");
+    std::fs::rename(&path, &moved).expect("move the database file away");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..3 {
+        let read = format!("/v1/orders/{id}");
+        // That order was never read: its read needs the database.
+        assert_unavailable_within_2_s(&format!("read in round {round}"), server.get(&read)).await;
+        let during = order_body("during-outage", &[(SKU, 1)]);
+        let create = server.post_order(&during);
+        assert_unavailable_within_2_s(&format!("create in round {round}"), create).await;
+        let list = server.get("/v1/orders?limit=5");
+        assert_unavailable_within_2_s(&format!("list in round {round}"), list).await;
+        assert_eq!(server.admin_get("/readyz").await.status, 503);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let still = server.get(&cached_path).await;
+        assert_eq!(
+            (still.status, &still.body),
+            (200, &cached),
+            "a cached read answers through the outage (round {round})"
+        );
+    }
+
+    std::fs::rename(&moved, &path).expect("put the database file back");
+    let healed = Instant::now();
+    loop {
+        let ready = server.admin_get("/readyz").await.status == 200;
+        let read = server.get(&format!("/v1/orders/{id}")).await;
+        if ready && read.status == 200 {
+            assert_eq!(
+                read.body, order,
+                "the order accepted before the outage changed"
+            );
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(5),
+            "not healed 5 s after the file came back: readyz ready={ready}, read {}",
+            read.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = server
+        .create_order(&order_body("after-outage", &[(SKU, 1)]))
+        .await;
+    let ids: BTreeSet<String> = server
+        .list_all_orders("")
+        .await
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    let accepted: BTreeSet<String> = [&order, &cached, &after_lock, &after]
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    for extra in ids.difference(&accepted) {
+        eprintln!(
+            "not accepted, yet written: {:#}",
+            server.get_order(extra).await
+        );
+    }
+    assert_eq!(ids, accepted, "every accepted order, and no other");
+
+    // And after a restart, on the file at its path: nothing written meanwhile went elsewhere.
+    let mut server = server;
+    server.restart().await;
+    let ids_after_restart: BTreeSet<String> = server
+        .list_all_orders("")
+        .await
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids_after_restart, accepted);
+}
+
 /// PostgreSQL stops answering ordo's statements (a session of its own holds an exclusive lock on
 /// `orders` for 8 s): calls that need those rows answer `503 unavailable` within 2 s instead of
 /// waiting for the lock, and once it is gone everything works again, with no lasting harm to

@@ -52,9 +52,20 @@ pub(crate) fn postgres(url: &str, max_connections: u32) -> Result<deadpool_postg
         .map_err(|e| Error::internal(format!("cannot build the PostgreSQL pool: {e}")))
 }
 
+/// How long SQLite's writer waits for a lock another process holds (an `ordo migrate`, a backup
+/// tool, an operator's shell) before the write answers `unavailable`. ordo's own readers never
+/// block its writer (WAL), so only another process can make it wait; the wait blocks the
+/// thread that runs the statement (a deadline cannot cut it short), so it must stay short:
+/// an order batch's deadline plus this wait stays inside the contract's 2 s.
+const SQLITE_WRITER_BUSY_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The same for a reader. In WAL mode only an exclusive lock of another process blocks a
+/// reader, and a database held that way is down as far as ordo can tell: answer at once.
+const SQLITE_READER_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
 pub(crate) fn sqlite(url: &str, max_connections: u32) -> Result<SqliteConnections> {
     let path = sqlite_path_creating_folder(url)?;
-    let open = || -> Result<rusqlite::Connection> {
+    let open_with = |busy_timeout: Duration| -> Result<rusqlite::Connection> {
         let connection = rusqlite::Connection::open(&path).map_err(|e| {
             tracing::warn!(error = %e, "cannot open the SQLite database");
             Error::unavailable(format!("cannot open the SQLite database {path}: {e}"))
@@ -68,14 +79,20 @@ pub(crate) fn sqlite(url: &str, max_connections: u32) -> Result<SqliteConnection
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                 PRAGMA foreign_keys = ON; \
                  PRAGMA wal_autocheckpoint = 0; PRAGMA secure_delete = ON;",
             )
+            .map_err(sqlite_error)?;
+        connection
+            .busy_timeout(busy_timeout)
             .map_err(sqlite_error)?;
         connection.set_prepared_statement_cache_capacity(128);
         Ok(connection)
     };
-    let writer = open()?;
+    let open = || open_with(SQLITE_READER_BUSY_TIMEOUT);
+    let writer = open_with(SQLITE_WRITER_BUSY_TIMEOUT)?;
+    // The file just opened: from now on, the path must keep naming it.
+    let file = Arc::new(FileWatch::new(&path));
     // Readers are held for one statement and never across an `.await`, so one per thread
     // that may run a statement at once is enough.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -88,8 +105,71 @@ pub(crate) fn sqlite(url: &str, max_connections: u32) -> Result<SqliteConnection
         writer: Arc::new(Mutex::new(writer)),
         readers,
         next_reader: AtomicUsize::new(0),
-        _checkpointer: Checkpointer::start(open()?),
+        _checkpointer: Checkpointer::start(open()?, Arc::clone(&file)),
+        file,
     })
+}
+
+/// Whether the database file ordo has open is still the file at its path.
+///
+/// A SQLite file that is deleted, renamed or replaced while ordo has it open does not fail a
+/// single statement: the open connections go on reading and writing the old file, and
+/// whatever is written from then on is gone at the next start. So the checkpointer looks at
+/// the path on every round; while it no longer names the open file, every use of the
+/// database answers `unavailable` (and readiness fails) instead of writing into a ghost.
+/// When the file is back under its path, service resumes by itself.
+pub(crate) struct FileWatch {
+    path: String,
+    opened: Option<FileIdentity>,
+    gone: std::sync::atomic::AtomicBool,
+}
+
+/// Device and inode: what stays the same for a file whatever its name.
+type FileIdentity = (u64, u64);
+
+impl FileWatch {
+    fn new(path: &str) -> FileWatch {
+        FileWatch {
+            path: path.to_owned(),
+            opened: identity(path),
+            gone: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Looks at the path again; logs the moment the file goes and the moment it is back.
+    fn check(&self) {
+        let gone = self.opened.is_some() && identity(&self.path) != self.opened;
+        let was_gone = self.gone.swap(gone, std::sync::atomic::Ordering::Relaxed);
+        match (was_gone, gone) {
+            (false, true) => tracing::error!(path = %self.path,
+                "the SQLite database file is no longer at its path: every call answers \
+                 unavailable until it is back"),
+            (true, false) => tracing::warn!(path = %self.path, "the SQLite database file is back"),
+            _ => {}
+        }
+    }
+
+    /// `unavailable` while the file is not at its path.
+    pub(crate) fn ensure_present(&self) -> Result<()> {
+        if self.gone.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::unavailable(format!(
+                "the SQLite database file {} is not at its path",
+                self.path
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn identity(path: &str) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &str) -> Option<FileIdentity> {
+    None
 }
 
 /// How often the checkpointer copies the WAL into the database file.
@@ -97,14 +177,15 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// A thread of its own that checkpoints the WAL (`PASSIVE`: never waits for the writer or the
 /// readers, never makes them wait), so commits stay appends to the WAL and the WAL stays
-/// small. Stops when dropped (with the connections).
+/// small, and watches the file's path ([`FileWatch`]). Stops when dropped (with the
+/// connections).
 pub(crate) struct Checkpointer {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    fn start(connection: rusqlite::Connection) -> Checkpointer {
+    fn start(connection: rusqlite::Connection, file: Arc<FileWatch>) -> Checkpointer {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -112,6 +193,10 @@ impl Checkpointer {
             .spawn(move || {
                 while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::park_timeout(CHECKPOINT_EVERY);
+                    file.check();
+                    if file.ensure_present().is_err() {
+                        continue;
+                    }
                     if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
                         tracing::warn!(%error, "SQLite checkpoint failed");
                     }

@@ -126,6 +126,7 @@ pub(crate) struct SqliteConnections {
     pub(crate) readers: Vec<StdMutex<rusqlite::Connection>>,
     pub(crate) next_reader: AtomicUsize,
     pub(crate) _checkpointer: connect::Checkpointer,
+    pub(crate) file: Arc<connect::FileWatch>,
 }
 
 /// A connection for a read, or for a write outside a [`WriteTx`].
@@ -220,9 +221,15 @@ impl Database {
     /// traces (the statement is still timed in the database histogram).
     pub async fn ping(&self) -> Result<()> {
         use tracing::Instrument;
+        // On SQLite `SELECT 1` never opens the file: read its schema, which needs the lock
+        // every query needs, so a file another process holds (or that is gone) fails the probe.
+        let probe = match self.backend() {
+            Backend::Postgres => "SELECT 1",
+            Backend::Sqlite => "SELECT count(*) FROM sqlite_master",
+        };
         async {
             let lease = self.read().await?;
-            lease.conn().batch("SELECT 1", "SELECT 1").await
+            lease.conn().batch("SELECT 1", probe).await
         }
         .instrument(ordo_telemetry::propagation::unexported_span(
             "database ping",
@@ -267,6 +274,7 @@ impl Database {
                 Ok(Lease::PostgresShared(fresh))
             }
             Connections::Sqlite(sqlite) => {
+                sqlite.file.ensure_present()?;
                 let index = sqlite.next_reader.fetch_add(1, Ordering::Relaxed);
                 Ok(Lease::SqliteRead(
                     &sqlite.readers[index % sqlite.readers.len()],
@@ -287,6 +295,7 @@ impl Database {
                 .map(Lease::Postgres)
                 .map_err(error::pool_error),
             Connections::Sqlite(sqlite) => {
+                sqlite.file.ensure_present()?;
                 let turn = sqlite.group.turn().await;
                 // A statement of its own runs outside any group: the open one commits first.
                 sqlite.group.commit(&sql::lock_any(&sqlite.writer))?;

@@ -36,6 +36,11 @@ use tokio::sync::{mpsc, oneshot};
 /// The most orders one batch writes.
 pub const MAX_BATCH: usize = 64;
 
+/// How long a placement may wait for its batch to commit before its caller hears
+/// `unavailable`: with the SQLite writer's busy wait on top (a statement blocked on a lock is
+/// not cut short), still inside the contract's 2 s for a database that does not answer.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Placements waiting for their batch; senders wait when it is full (back-pressure).
 const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
@@ -77,6 +82,9 @@ pub(crate) struct Job {
     /// The caller's span waiting for the batch.
     span: tracing::Span,
     reply: oneshot::Sender<Result<Placement>>,
+    /// When the caller must have its answer: a batch not written by then is abandoned (and
+    /// rolled back), and a job not yet in a batch is not written at all.
+    deadline: tokio::time::Instant,
 }
 
 pub(crate) type Queue = mpsc::Sender<Job>;
@@ -184,22 +192,47 @@ impl Database {
             placement,
             span: span.clone(),
             reply,
+            deadline: tokio::time::Instant::now() + ANSWER_WITHIN,
         };
-        observed_in(span, backend, "INSERT orders", async {
-            queue
-                .send(job)
-                .await
-                .map_err(|_| Error::unavailable("order placement has stopped"))?;
-            answer
-                .await
-                .map_err(|_| Error::unavailable("order placement has stopped"))?
-        })
+        // No time-out of the caller's own: the batch answers every job, by its deadline at the
+        // latest. A caller that gave up by itself could hear `unavailable` while its order
+        // commits after all; the client, told nothing was done, would place it again.
+        // (Boxed: the wait sits deep in a request's future, and debug builds give each layer
+        // of nesting its own copy on the stack.)
+        sql::unbounded(Box::pin(observed_in(
+            span,
+            backend,
+            "INSERT orders",
+            async {
+                queue
+                    .send(job)
+                    .await
+                    .map_err(|_| Error::unavailable("order placement has stopped"))?;
+                answer
+                    .await
+                    .map_err(|_| Error::unavailable("order placement has stopped"))?
+            },
+        )))
         .await
     }
 }
 
-/// Writes one batch and answers each of its callers.
+/// Writes one batch and answers each of its callers. Jobs whose caller is gone or whose
+/// deadline passed while they queued are answered `unavailable` and never written; the batch
+/// itself ends (rolled back) at the earliest deadline of the rest.
 async fn write_batch(db: &Database, jobs: Vec<Job>) {
+    let now = tokio::time::Instant::now();
+    let (jobs, expired): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|job| !job.reply.is_closed() && job.deadline > now);
+    for job in expired {
+        let _ = job.reply.send(Err(Error::unavailable(
+            "the database did not take the order in time",
+        )));
+    }
+    let Some(deadline) = jobs.iter().map(|job| job.deadline).min() else {
+        return;
+    };
     let size = jobs.len();
     let span = sql::db_span(db.backend(), "BATCH orders");
     if let Some(first) = jobs.first() {
@@ -212,11 +245,14 @@ async fn write_batch(db: &Database, jobs: Vec<Job>) {
         ordo_telemetry::propagation::link_to(&job.span, &span);
     }
     let placements: Vec<&OrderPlacement> = jobs.iter().map(|job| &job.placement).collect();
-    let outcomes = observed_in(
-        span.clone(),
-        db.backend(),
-        "BATCH orders",
-        sql::unspanned(write(db, &placements)),
+    let outcomes = within(
+        deadline,
+        Box::pin(observed_in(
+            span.clone(),
+            db.backend(),
+            "BATCH orders",
+            sql::unspanned(write(db, &placements)),
+        )),
     )
     .await;
     let outcomes = match outcomes {
@@ -230,11 +266,14 @@ async fn write_batch(db: &Database, jobs: Vec<Job>) {
         Err(_) if size > 1 => {
             let mut outcomes = Vec::with_capacity(size);
             for placement in &placements {
-                let alone = observed_in(
-                    span.clone(),
-                    db.backend(),
-                    "BATCH orders",
-                    sql::unspanned(write(db, &[*placement])),
+                let alone = within(
+                    deadline,
+                    Box::pin(observed_in(
+                        span.clone(),
+                        db.backend(),
+                        "BATCH orders",
+                        sql::unspanned(write(db, &[*placement])),
+                    )),
                 )
                 .await;
                 outcomes.push(alone.map(|mut one| one.remove(0)));
@@ -255,6 +294,26 @@ async fn write_batch(db: &Database, jobs: Vec<Job>) {
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
         let _ = job.reply.send(outcome);
     }
+}
+
+/// Runs a batch's write bounded by its callers' earliest deadline instead of the per-statement
+/// time-out: a write cut short is dropped, and its transaction rolls back, before any caller
+/// is answered.
+/// (The write comes boxed: in a debug build its future is large enough that moving it by
+/// value through a call overflows the worker's stack.)
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    write: std::pin::Pin<Box<impl std::future::Future<Output = Result<T>>>>,
+) -> Result<T> {
+    sql::unbounded(async {
+        tokio::time::timeout_at(deadline, write)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!("an order batch did not commit by its callers' deadline");
+                Err(Error::unavailable("the database did not answer in time"))
+            })
+    })
+    .await
 }
 
 /// One transaction for `placements`; an outcome per placement, in order.

@@ -31,6 +31,7 @@ impl Database {
                 }
             }
             Connections::Sqlite(sqlite) => {
+                sqlite.file.ensure_present()?;
                 let turn = sqlite.group.turn().await;
                 let group = Arc::clone(&sqlite.group);
                 let connection = Arc::clone(&sqlite.writer);

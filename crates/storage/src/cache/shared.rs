@@ -25,6 +25,7 @@
 //! (at most [`PRESENT_TTL`]).
 
 use ordo_domain::Result;
+use ordo_telemetry::client_span::{ClientSpan, KeyValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -178,14 +179,25 @@ impl SharedCache {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Runs one call within its deadline; a failure starts a cool-off, and a broken
-    /// connection raises a doubt.
+    /// Runs one call within its deadline, in a CLIENT span of the caller's trace (`summary`:
+    /// the command and the kind of key, static text); a failure starts a cool-off, and a
+    /// broken connection raises a doubt.
     async fn call<T>(
         &self,
+        summary: &'static str,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> std::result::Result<T, ()> {
         let limit = ordo_telemetry::deadline::remaining()
             .map_or(CALL_TIMEOUT, |left| left.min(CALL_TIMEOUT));
+        let operation = summary.split(' ').next().unwrap_or(summary);
+        let mut span = ClientSpan::start(
+            summary,
+            vec![
+                KeyValue::new("db.system.name", "redis"),
+                KeyValue::new("db.operation.name", operation),
+                KeyValue::new("db.query.summary", summary),
+            ],
+        );
         let failure = match tokio::time::timeout(limit, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error))
@@ -199,6 +211,11 @@ impl SharedCache {
             Ok(Err(error)) => Failure::Other(error),
             Err(_) => Failure::TimedOut,
         };
+        span.set_error(match failure {
+            Failure::Connection(_) => "connection",
+            Failure::TimedOut => "timeout",
+            Failure::Other(_) => "redis_error",
+        });
         if matches!(failure, Failure::Connection(_)) {
             self.doubts.fetch_add(1, Ordering::AcqRel);
         }
@@ -227,6 +244,7 @@ impl SharedCache {
         let mut connection = self.connection.clone();
         let bumped = self
             .call(
+                "INCR epoch",
                 redis::cmd("INCR")
                     .arg(&self.epoch_key)
                     .query_async::<i64>(&mut connection),
@@ -269,6 +287,11 @@ impl SharedCache {
         let mut connection = self.connection.clone();
         let looked = self
             .call(
+                match kind {
+                    "order" => "MGET order",
+                    "product" => "MGET product",
+                    _ => "MGET",
+                },
                 redis::cmd("MGET")
                     .arg(&self.epoch_key)
                     .arg(&version_key)
@@ -300,6 +323,7 @@ impl SharedCache {
             };
             let _ = self
                 .call(
+                    "EVALSHA store_if_current",
                     self.store_if_current
                         .key(&self.epoch_key)
                         .key(&version_key)
@@ -340,7 +364,10 @@ impl SharedCache {
         }
         let mut connection = self.connection.clone();
         if self
-            .call(pipe.query_async::<()>(&mut connection))
+            .call(
+                "PIPELINE invalidate",
+                pipe.query_async::<()>(&mut connection),
+            )
             .await
             .is_err()
         {
