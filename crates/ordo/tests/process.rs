@@ -359,6 +359,70 @@ async fn assert_unavailable_within_2_s(what: &str, call: impl std::future::Futur
     assert!(took < Duration::from_secs(2), "{what} took {took:?}");
 }
 
+/// Before an outage: the catalogue, an order never read (its read needs the database) and an
+/// order read once (cached: it keeps answering through the outage, past its TTL too).
+async fn before_an_outage(server: &TestServer) -> (Value, Value) {
+    seed_single_sku(server, SKU, 1_000).await;
+    let order = server
+        .create_order(&order_body("before-outage", &[(SKU, 1)]))
+        .await;
+    let cached = server
+        .create_order(&order_body("cached-before-outage", &[(SKU, 1)]))
+        .await;
+    let cached_path = format!("/v1/orders/{}", cached["id"].as_str().expect("order id"));
+    assert_eq!(
+        server.get(&cached_path).await.expect_status(200).body,
+        cached
+    );
+    (order, cached)
+}
+
+/// One round of requests while the database is away: the read of an order never read before
+/// (`id`: uncached), a creation and a list answer `503 unavailable` within 2 s, readiness
+/// fails, and the order read before the outage (`cached`) still answers, past its TTL too.
+async fn assert_an_outage_round(server: &TestServer, round: usize, id: &str, cached: &Value) {
+    let read = format!("/v1/orders/{id}");
+    assert_unavailable_within_2_s(&format!("read in round {round}"), server.get(&read)).await;
+    let during = order_body("during-outage", &[(SKU, 1)]);
+    let create = server.post_order(&during);
+    assert_unavailable_within_2_s(&format!("create in round {round}"), create).await;
+    let list = server.get("/v1/orders?limit=5");
+    assert_unavailable_within_2_s(&format!("list in round {round}"), list).await;
+    assert_eq!(server.admin_get("/readyz").await.status, 503);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let cached_path = format!("/v1/orders/{}", cached["id"].as_str().expect("order id"));
+    let still = server.get(&cached_path).await;
+    assert_eq!(
+        (still.status, &still.body),
+        (200, cached),
+        "a cached read answers through the outage (round {round})"
+    );
+}
+
+/// Once the database is back: ready again and `order` (accepted before the outage) readable
+/// and unchanged, within 5 s.
+async fn healed_within_5_s(server: &TestServer, order: &Value) {
+    let id = order["id"].as_str().expect("order id");
+    let healed = Instant::now();
+    loop {
+        let ready = server.admin_get("/readyz").await.status == 200;
+        let read = server.get(&format!("/v1/orders/{id}")).await;
+        if ready && read.status == 200 {
+            assert_eq!(
+                &read.body, order,
+                "the order accepted before the outage changed"
+            );
+            return;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(5),
+            "not healed 5 s after the database came back: readyz ready={ready}, read {}",
+            read.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// PostgreSQL stops taking connections and its live ones are killed (an outage as an operator
 /// sees it): every request that needs the database answers `503 unavailable` at once — never
 /// `500`, never after the request time-out — a cached read keeps answering, readiness fails,
@@ -370,20 +434,8 @@ async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
         return;
     };
     let server = TestServer::start(backend).await;
-    seed_single_sku(&server, SKU, 1_000).await;
-    let order = server
-        .create_order(&order_body("before-outage", &[(SKU, 1)]))
-        .await;
+    let (order, cached) = before_an_outage(&server).await;
     let id = order["id"].as_str().expect("order id").to_owned();
-    // Read before the outage: cached, it keeps answering through it (past its TTL too).
-    let cached = server
-        .create_order(&order_body("cached-before-outage", &[(SKU, 1)]))
-        .await;
-    let cached_path = format!("/v1/orders/{}", cached["id"].as_str().expect("order id"));
-    assert_eq!(
-        server.get(&cached_path).await.expect_status(200).body,
-        cached
-    );
 
     postgres_admin_execute(&server, "ALTER DATABASE {database} ALLOW_CONNECTIONS false").await;
     postgres_admin_execute(
@@ -394,42 +446,11 @@ async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
     // Several rounds: the first finds its pooled connections dead, the later ones are refused
     // new ones.
     for round in 0..3 {
-        let during = order_body("during-outage", &[(SKU, 1)]);
-        let read = format!("/v1/orders/{id}");
-        assert_unavailable_within_2_s(&format!("read in round {round}"), server.get(&read)).await;
-        let create = server.post_order(&during);
-        assert_unavailable_within_2_s(&format!("create in round {round}"), create).await;
-        let list = server.get("/v1/orders?limit=5");
-        assert_unavailable_within_2_s(&format!("list in round {round}"), list).await;
-        assert_eq!(server.admin_get("/readyz").await.status, 503);
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let still = server.get(&cached_path).await;
-        assert_eq!(
-            (still.status, &still.body),
-            (200, &cached),
-            "a cached read answers through the outage (round {round})"
-        );
+        assert_an_outage_round(&server, round, &id, &cached).await;
     }
 
     postgres_admin_execute(&server, "ALTER DATABASE {database} ALLOW_CONNECTIONS true").await;
-    let healed = Instant::now();
-    loop {
-        let ready = server.admin_get("/readyz").await.status == 200;
-        let read = server.get(&format!("/v1/orders/{id}")).await;
-        if ready && read.status == 200 {
-            assert_eq!(
-                read.body, order,
-                "the order accepted before the outage changed"
-            );
-            break;
-        }
-        assert!(
-            healed.elapsed() < Duration::from_secs(5),
-            "not healed 5 s after the database came back: readyz ready={ready}, read {}",
-            read.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    healed_within_5_s(&server, &order).await;
     server
         .create_order(&order_body("after-outage", &[(SKU, 1)]))
         .await;
@@ -450,19 +471,9 @@ async fn a_postgres_outage_answers_503_fast_and_heals_by_itself() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_file_locked_or_moved_away_answers_503_fast_and_heals_by_itself() {
     let server = TestServer::start(Backend::sqlite()).await;
-    seed_single_sku(&server, SKU, 1_000).await;
-    let order = server
-        .create_order(&order_body("before-outage", &[(SKU, 1)]))
-        .await;
+    let (order, cached) = before_an_outage(&server).await;
     let id = order["id"].as_str().expect("order id").to_owned();
-    let cached = server
-        .create_order(&order_body("cached-before-outage", &[(SKU, 1)]))
-        .await;
     let cached_path = format!("/v1/orders/{}", cached["id"].as_str().expect("order id"));
-    assert_eq!(
-        server.get(&cached_path).await.expect_status(200).body,
-        cached
-    );
     let path = server
         .database_url()
         .trim_start_matches("sqlite://")
@@ -500,43 +511,11 @@ async fn a_sqlite_file_locked_or_moved_away_answers_503_fast_and_heals_by_itself
     std::fs::rename(&path, &moved).expect("move the database file away");
     tokio::time::sleep(Duration::from_millis(300)).await;
     for round in 0..3 {
-        let read = format!("/v1/orders/{id}");
-        // That order was never read: its read needs the database.
-        assert_unavailable_within_2_s(&format!("read in round {round}"), server.get(&read)).await;
-        let during = order_body("during-outage", &[(SKU, 1)]);
-        let create = server.post_order(&during);
-        assert_unavailable_within_2_s(&format!("create in round {round}"), create).await;
-        let list = server.get("/v1/orders?limit=5");
-        assert_unavailable_within_2_s(&format!("list in round {round}"), list).await;
-        assert_eq!(server.admin_get("/readyz").await.status, 503);
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let still = server.get(&cached_path).await;
-        assert_eq!(
-            (still.status, &still.body),
-            (200, &cached),
-            "a cached read answers through the outage (round {round})"
-        );
+        assert_an_outage_round(&server, round, &id, &cached).await;
     }
 
     std::fs::rename(&moved, &path).expect("put the database file back");
-    let healed = Instant::now();
-    loop {
-        let ready = server.admin_get("/readyz").await.status == 200;
-        let read = server.get(&format!("/v1/orders/{id}")).await;
-        if ready && read.status == 200 {
-            assert_eq!(
-                read.body, order,
-                "the order accepted before the outage changed"
-            );
-            break;
-        }
-        assert!(
-            healed.elapsed() < Duration::from_secs(5),
-            "not healed 5 s after the file came back: readyz ready={ready}, read {}",
-            read.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    healed_within_5_s(&server, &order).await;
     let after = server
         .create_order(&order_body("after-outage", &[(SKU, 1)]))
         .await;

@@ -301,6 +301,19 @@ struct IdempotentCarrier {
 }
 
 impl IdempotentCarrier {
+    /// A server that pushes its shipments here, retrying fast.
+    async fn serve(&self, backend: Backend) -> TestServer {
+        let env = [
+            ("ORDO_CARRIER_WEBHOOK_URL", self.url.as_str()),
+            (
+                "ORDO_CARRIER_WEBHOOK_SECRET",
+                "carrier_secret_for_tests_0123456789",
+            ),
+            ("ORDO_CARRIER_RETRY_BASE_MS", "5"),
+        ];
+        TestServer::start_with_env(backend, &env).await
+    }
+
     async fn start(delay: Duration) -> IdempotentCarrier {
         let log: Arc<Mutex<CarrierLog>> = Arc::default();
         let shared = Arc::clone(&log);
@@ -469,15 +482,7 @@ async fn kill_9_in_the_middle_of_a_burst_leaves_every_order_terminal_and_no_push
 ) {
     let started = Instant::now();
     let carrier = IdempotentCarrier::start(Duration::from_millis(25)).await;
-    let env = vec![
-        ("ORDO_CARRIER_WEBHOOK_URL", carrier.url.clone()),
-        (
-            "ORDO_CARRIER_WEBHOOK_SECRET",
-            "carrier_secret_for_tests_0123456789".to_owned(),
-        ),
-        ("ORDO_CARRIER_RETRY_BASE_MS", "5".to_owned()),
-    ];
-    let mut server = TestServer::start_with_env(backend, &env_refs(&env)).await;
+    let mut server = carrier.serve(backend).await;
     // Two warehouses: each order is one TEA (BKK-1) and one MUG (BER-1), two shipments.
     seed_catalog(&server).await;
 
@@ -811,15 +816,7 @@ async fn a_kill_9_loop_under_pay_and_follow_load_loses_nothing_and_leaves_nothin
 ) {
     let started = Instant::now();
     let carrier = IdempotentCarrier::start(Duration::from_millis(10)).await;
-    let env = vec![
-        ("ORDO_CARRIER_WEBHOOK_URL", carrier.url.clone()),
-        (
-            "ORDO_CARRIER_WEBHOOK_SECRET",
-            "carrier_secret_for_tests_0123456789".to_owned(),
-        ),
-        ("ORDO_CARRIER_RETRY_BASE_MS", "5".to_owned()),
-    ];
-    let mut server = TestServer::start_with_env(backend, &env_refs(&env)).await;
+    let mut server = carrier.serve(backend).await;
     seed_catalog(&server).await;
     put_stock(&server, TEA, BKK, 1_000_000).await;
     put_stock(&server, MUG, BER, 1_000_000).await;
