@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ordo_config::{Config, LogFormat, Profile};
+use ordo_config::{Config, LogFormat};
 use ordo_telemetry::{LogStyle, ServiceIdentity, TelemetryOptions};
 use std::path::PathBuf;
 
@@ -79,19 +79,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())
         .context("invalid configuration")?;
     if let Command::Serve(ServeArgs { roles: Some(roles) }) = &command {
-        config.roles = ordo_config::Role::parse_list(roles).context("invalid --roles")?;
+        config.topology.roles = ordo_config::Role::parse_list(roles).context("invalid --roles")?;
     }
     let style = match config.log_format {
         LogFormat::Json => LogStyle::Json,
         LogFormat::Pretty => LogStyle::Pretty,
     };
-    let profile = match config.profile {
-        Profile::Dev => "dev",
-        Profile::Staging => "staging",
-        Profile::Prod => "prod",
-    };
-    let identity =
-        ServiceIdentity::new(env!("CARGO_PKG_VERSION"), profile, env!("ORDO_GIT_COMMIT"));
+    let identity = ServiceIdentity::new(
+        env!("CARGO_PKG_VERSION"),
+        config.profile.as_str(),
+        env!("ORDO_GIT_COMMIT"),
+    );
     // The same id names the instance in traces and in discovery.
     let instance_id = identity.instance_id.clone();
     let telemetry = ordo_telemetry::init(
@@ -137,7 +135,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let db = crate::serve::connect_database(&config, None).await?;
     db.migrate().await.context("migrations failed")?;
     tracing::info!(
-        database = %ordo_config::redact_url(&config.database_url),
+        database = %config.storage.database_url,
         "migrations applied"
     );
     db.close().await;

@@ -6,6 +6,7 @@
 //! manager, which connects on first use, so Redis is used once it comes up; callers time out
 //! their own calls and fall back to what they do without it.
 
+use ordo_config::{ExposeSecret, SecretUrl};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
@@ -13,10 +14,10 @@ use std::time::Duration;
 const CONNECT_WAIT: Duration = Duration::from_millis(500);
 
 /// A manager for `url`, or `None` when `url` is unset or not a Redis URL.
-pub async fn connect_redis(url: Option<&str>) -> Option<ConnectionManager> {
+pub async fn connect_redis(url: Option<&SecretUrl>) -> Option<ConnectionManager> {
     let url = url?;
-    let shown = ordo_config::redact_url(url);
-    let client = match redis::Client::open(url) {
+    let shown = url.to_string();
+    let client = match redis::Client::open(url.expose_secret()) {
         Ok(client) => client,
         Err(error) => {
             tracing::warn!(redis = %shown, %error, "ORDO_REDIS_URL is not usable; running without Redis");

@@ -4,16 +4,15 @@
 use crate::admin::{self, AdminState};
 use crate::shutdown;
 use anyhow::Context;
-use ordo_config::Config;
-use ordo_config::Role;
+use ordo_config::{Config, ExposeSecret, Role};
 use ordo_grpc_api::client::{RemoteCatalog, RemoteOrders, RemotePayments, RoleChannel};
 use ordo_http_api::HttpLimits;
 use ordo_http_api::server::ConnectionLimits;
 use ordo_outbox::consumer::ConsumerRunner;
 use ordo_outbox::{Relay, Wakeup};
+use ordo_service::Service;
 use ordo_service::auth::ApiKeys;
 use ordo_service::ports::{Api, CatalogApi, NotServedHere, OrdersApi, PaymentsApi};
-use ordo_service::{FulfillmentSettings, PaymentSettings, Service};
 use ordo_storage::Database;
 use ordo_storage::cache::shared::SharedCache;
 use ordo_telemetry::ReloadHandle;
@@ -42,19 +41,20 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     };
     let connection_limits = {
         let sized = ConnectionLimits::for_open_files(open_files);
-        let max_connections = config.max_connections.unwrap_or(sized.max_connections);
+        let limits = &config.limits;
+        let max_connections = limits.max_connections.unwrap_or(sized.max_connections);
         ConnectionLimits {
             max_connections,
-            max_connections_per_client: config
+            max_connections_per_client: limits
                 .max_connections_per_client
                 .unwrap_or((max_connections / 4).max(16)),
-            header_read_timeout: config.header_read_timeout,
+            header_read_timeout: limits.header_read_timeout,
         }
     };
     // One connection to Redis (optional: unreachable, a warning) for the read cache and the
     // rate limits.
-    let redis = crate::redis::connect_redis(config.redis_url.as_deref()).await;
-    let roles: BTreeSet<Role> = config.roles.iter().copied().collect();
+    let redis = crate::redis::connect_redis(config.storage.redis_url.as_ref()).await;
+    let roles: BTreeSet<Role> = config.topology.roles.iter().copied().collect();
     let runs = |role: Role| roles.contains(&role);
     // Every role but the edge works on the database; an edge-only process never opens it.
     let db = if [Role::Orders, Role::Inventory, Role::Payments, Role::Workers]
@@ -62,7 +62,10 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         .any(runs)
     {
         let shared_cache = redis.clone().map(|connection| {
-            Arc::new(SharedCache::with_connection(connection, &redis_namespace()))
+            Arc::new(SharedCache::with_connection(
+                connection,
+                &config.storage.redis_namespace,
+            ))
         });
         let db = connect_database(&config, shared_cache).await?;
         db.migrate()
@@ -73,9 +76,9 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         None
     };
     let discovery = ordo_discovery::Discovery::from_url(
-        config.discovery_url.as_deref(),
-        &discovery_namespace(),
-        config.peers.clone(),
+        config.topology.discovery_url.as_deref(),
+        &config.topology.discovery_namespace,
+        config.topology.peers(),
     )
     .await
     .context("cannot use service discovery (ORDO_DISCOVERY)")?;
@@ -88,20 +91,18 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     let service = db.clone().map(|db| {
         Service::new(db)
             .with_wakeup(wakeup.clone())
-            .with_pos_offline_window_hours(config.pos_offline_window_hours)
-            .with_saga_stuck_after(config.saga_stuck_after)
-            .with_payments(PaymentSettings {
-                webhook_secret: config.payment_webhook_secret.clone(),
-                sandbox_secret: config.sandbox_secret.clone(),
-                sandbox_delay: config.sandbox_payment_delay,
-                payment_timeout: config.payment_timeout,
-            })
-            .with_fulfillment(fulfillment_settings(&config.fulfillment))
+            .with_orders(config.orders.clone())
+            .with_payments(config.payments.clone())
+            .with_fulfillment(config.fulfillment.clone())
     });
     let faces = Faces {
         service: service.clone(),
         discovery: &discovery,
-        api_key: config.api_keys.first().map(String::as_str),
+        api_key: config
+            .access
+            .api_keys
+            .first()
+            .map(|key| key.expose_secret()),
         stop: &peers_stop,
         edge: runs(Role::Edge),
     };
@@ -135,7 +136,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         let events = start_transport(&config, consumers, consumers_stop.clone()).await?;
         let relay = tokio::spawn(
             Relay::new(db.clone(), events.transport, wakeup.clone())
-                .with_retry_base(config.outbox_retry_base)
+                .with_retry_base(config.events.outbox_retry_base)
                 .run(relay_stop.clone()),
         );
         // A plain spawn: each run of the payment-timeout job starts a trace of its own.
@@ -154,25 +155,26 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     }
 
     let http_listener = match runs(Role::Edge) {
-        true => Some(bind(config.http_addr, "ORDO_HTTP_ADDR").await?),
+        true => Some(bind(config.server.http_addr, "ORDO_HTTP_ADDR").await?),
         false => None,
     };
-    let grpc_listener = bind(config.grpc_addr, "ORDO_GRPC_ADDR").await?;
-    let admin_listener = bind(config.admin_addr, "ORDO_ADMIN_ADDR").await?;
+    let grpc_listener = bind(config.server.grpc_addr, "ORDO_GRPC_ADDR").await?;
+    let admin_listener = bind(config.server.admin_addr, "ORDO_ADMIN_ADDR").await?;
     let http_addr = http_listener
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let api_keys = ApiKeys::new(&config.api_keys);
+    let api_keys = ApiKeys::new(&config.access.api_keys);
     let admission = ordo_admission::Admission::new(
         ordo_admission::AdmissionSettings {
             rate_limit: config.live.rate_limit.map(rate_limit),
-            max_in_flight: config.max_in_flight,
+            max_in_flight: config.limits.max_in_flight,
             adaptive_cpu_threshold_permille: config
+                .limits
                 .shed_adaptive
-                .then_some(config.shed_cpu_threshold_permille),
+                .then_some(config.limits.shed_cpu_threshold_permille),
         },
         redis,
     );
@@ -181,7 +183,11 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     let admin = admin::router(AdminState {
         api: api.clone(),
         draining: Arc::clone(&draining),
-        admin_token: config.admin_token.as_deref().map(Arc::from),
+        admin_token: config
+            .access
+            .admin_token
+            .as_ref()
+            .map(|token| Arc::from(token.expose_secret())),
     });
     let runtime_sampler =
         ordo_telemetry::metrics::spawn_runtime_sampler(&tokio::runtime::Handle::current());
@@ -191,8 +197,8 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         let router = ordo_http_api::router(
             api.clone(),
             HttpLimits {
-                max_body_bytes: config.max_body_bytes,
-                request_timeout: config.request_timeout,
+                max_body_bytes: config.server.max_body_bytes,
+                request_timeout: config.server.request_timeout,
                 api_keys: api_keys.clone(),
                 admission: admission.clone(),
             },
@@ -209,9 +215,9 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         api,
         ordo_grpc_api::GrpcServerConfig {
             api_keys,
-            request_timeout: config.request_timeout,
-            max_message_bytes: config.max_body_bytes,
-            cors_allowed_origins: config.cors_allowed_origins.clone(),
+            request_timeout: config.server.request_timeout,
+            max_message_bytes: config.server.max_body_bytes,
+            cors_allowed_origins: config.server.cors_allowed_origins.clone(),
             admission: admission.clone(),
         },
         token.clone().cancelled_owned(),
@@ -224,6 +230,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
 
     // Announce the roles other processes call, at the address they reach this one at.
     let advertised = config
+        .topology
         .grpc_advertise_addr
         .clone()
         .unwrap_or_else(|| format!("http://{grpc_addr}"));
@@ -283,30 +290,25 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
             Err(error) => tracing::error!(server = "grpc", %error, "server task failed"),
         }
     };
-    if shutdown::drain(&token, servers, config.shutdown_drain).await {
+    let drain = config.server.shutdown_drain;
+    if shutdown::drain(&token, servers, drain).await {
         tracing::info!("in-flight requests finished");
     } else {
         tracing::warn!(
-            drain_secs = config.shutdown_drain.as_secs(),
+            drain_secs = drain.as_secs(),
             "drain time ran out; stopping with requests still in flight"
         );
     }
     peers_stop.cancel();
     if let Some((subscriptions, relay, payment_timeouts)) = workers {
         // A run of the job in progress finishes its batch (each cancel is one short transaction).
-        if tokio::time::timeout(config.shutdown_drain, payment_timeouts)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain, payment_timeouts).await.is_err() {
             tracing::warn!("the payment timeout job did not stop in time");
         }
         // Broker consumers finish the message in hand (what they commit, the relay flushes).
         consumers_stop.cancel();
         for subscription in subscriptions {
-            if tokio::time::timeout(config.shutdown_drain, subscription)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(drain, subscription).await.is_err() {
                 tracing::warn!(
                     "a broker consumer did not stop in time; its message is redelivered"
                 );
@@ -314,10 +316,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         }
         // Requests are done: publish what they committed, then stop the relay.
         relay_stop.cancel();
-        if tokio::time::timeout(config.shutdown_drain, relay)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain, relay).await.is_err() {
             tracing::warn!(
                 "outbox relay did not finish in time; events left are published at the next start"
             );
@@ -329,15 +328,6 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     }
     tracing::info!("ordo stopped");
     Ok(())
-}
-
-/// `ORDO_DISCOVERY_NAMESPACE` (default `ordo`): the key prefix in etcd, so that deployments can
-/// share one etcd.
-fn discovery_namespace() -> String {
-    std::env::var("ORDO_DISCOVERY_NAMESPACE")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "ordo".to_owned())
 }
 
 /// Chooses each face of the API: this process's service when it runs the role, else the role's
@@ -405,56 +395,42 @@ impl Faces<'_> {
     }
 }
 
-/// `ORDO_REDIS_NAMESPACE` (default `ordo`): the prefix of the read cache's keys in Redis, so
-/// that several deployments (or test runs) can share one Redis.
-pub fn redis_namespace() -> String {
-    std::env::var("ORDO_REDIS_NAMESPACE")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "ordo".to_owned())
-}
-
 /// The database of `ORDO_DATABASE_URL`, its reads cached in process and in `shared`.
 pub async fn connect_database(
     config: &Config,
     shared: Option<Arc<SharedCache>>,
 ) -> anyhow::Result<Database> {
+    let storage = &config.storage;
     Database::connect_with_cache(
-        &config.database_url,
-        config.database_max_connections,
+        storage.database_url.expose_secret(),
+        storage.database_max_connections,
         shared,
     )
     .await
     .with_context(|| {
         format!(
             "cannot use the database at {} (ORDO_DATABASE_URL)",
-            ordo_config::redact_url(&config.database_url)
+            storage.database_url
         )
     })
 }
 
 /// The transport chosen by `ORDO_BROKER_URL`; a broker that cannot be reached is a start-up
-/// error. `ORDO_BROKER_NAMESPACE` (default `ordo`) prefixes the exchange, queues, stream and
-/// subjects, so that several deployments (or test runs) can share one broker.
+/// error. `ORDO_BROKER_NAMESPACE` prefixes the exchange, queues, stream and subjects.
 async fn start_transport(
     config: &Config,
     consumers: Vec<Arc<ConsumerRunner>>,
     stop: CancellationToken,
 ) -> anyhow::Result<ordo_outbox::transport::Started> {
-    let namespace = std::env::var("ORDO_BROKER_NAMESPACE")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "ordo".to_owned());
-    let started =
-        ordo_outbox::transport::start(config.broker_url.as_deref(), &namespace, consumers, stop)
-            .await
-            .with_context(|| match &config.broker_url {
-                Some(url) => format!(
-                    "cannot use the message broker at {} (ORDO_BROKER_URL)",
-                    ordo_config::redact_url(url)
-                ),
-                None => "cannot start the in-process event transport".to_owned(),
-            })?;
+    let events = &config.events;
+    let namespace = &events.broker_namespace;
+    let broker_url = events.broker_url.as_ref().map(|url| url.expose_secret());
+    let started = ordo_outbox::transport::start(broker_url, namespace, consumers, stop)
+        .await
+        .with_context(|| match &events.broker_url {
+            Some(url) => format!("cannot use the message broker at {url} (ORDO_BROKER_URL)"),
+            None => "cannot start the in-process event transport".to_owned(),
+        })?;
     tracing::info!(
         broker = started.transport.system(),
         namespace = %namespace,
@@ -468,32 +444,6 @@ pub(crate) fn rate_limit(limit: ordo_config::RateLimit) -> ordo_admission::RateL
     ordo_admission::RateLimit {
         per_second: limit.per_second,
         burst: limit.burst,
-    }
-}
-
-fn fulfillment_settings(config: &ordo_config::FulfillmentConfig) -> FulfillmentSettings {
-    let risk = ordo_domain::risk::RiskRules {
-        max_amount: config.risk_max_amount.iter().cloned().collect(),
-        velocity: ordo_domain::risk::Velocity {
-            count: config.risk_velocity.0,
-            window_secs: config.risk_velocity.1,
-        },
-        blocked_countries: config.risk_blocked_countries.iter().cloned().collect(),
-        blocked_emails: config.risk_blocked_emails.iter().cloned().collect(),
-    };
-    if config.carrier_webhook_url.is_some() && config.carrier_webhook_secret.is_none() {
-        tracing::warn!("ORDO_CARRIER_WEBHOOK_URL is set without ORDO_CARRIER_WEBHOOK_SECRET");
-    }
-    FulfillmentSettings {
-        risk,
-        carrier_webhook_url: config.carrier_webhook_url.clone(),
-        carrier_webhook_secret: config.carrier_webhook_secret.clone(),
-        carrier_timeout: config.carrier_timeout,
-        carrier_retry_base: config.carrier_retry_base,
-        carrier_max_attempts: config.carrier_max_attempts,
-        breaker_threshold: config.carrier_breaker_threshold,
-        breaker_cooldown: config.carrier_breaker_cooldown,
-        pickup_lead: config.pickup_lead,
     }
 }
 

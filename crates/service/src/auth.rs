@@ -5,24 +5,22 @@
 //! Keys are compared in constant time, each against every configured key, so neither a key's
 //! content nor which key matched shows in the time an answer takes.
 
+use ordo_config::{ExposeSecret, Secret};
 use subtle::ConstantTimeEq;
 
-/// The configured keys; empty: open.
-#[derive(Clone, Default)]
-pub struct ApiKeys(std::sync::Arc<[Vec<u8>]>);
-
-impl std::fmt::Debug for ApiKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ApiKeys({} key(s))", self.0.len())
-    }
-}
+/// The configured keys; empty: open. Each is a [`Secret`], so `Debug` shows how many there are,
+/// never what they are.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys(std::sync::Arc<[Secret]>);
 
 impl ApiKeys {
-    pub fn new<S: AsRef<str>>(keys: &[S]) -> Self {
+    /// The keys of `keys`, trimmed; blank ones are left out.
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a Secret>) -> Self {
         ApiKeys(
-            keys.iter()
-                .map(|k| k.as_ref().trim().as_bytes().to_vec())
+            keys.into_iter()
+                .map(|k| k.expose_secret().trim())
                 .filter(|k| !k.is_empty())
+                .map(Secret::new)
                 .collect(),
         )
     }
@@ -44,7 +42,7 @@ impl ApiKeys {
         self.0
             .iter()
             .fold(subtle::Choice::from(0), |any, key| {
-                any | key.as_slice().ct_eq(presented)
+                any | key.expose_secret().as_bytes().ct_eq(presented)
             })
             .into()
     }
@@ -75,6 +73,11 @@ mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue};
 
+    fn configured(keys: &[&str]) -> ApiKeys {
+        let secrets: Vec<Secret> = keys.iter().map(|k| Secret::new(*k)).collect();
+        ApiKeys::new(&secrets)
+    }
+
     fn headers(name: &'static str, value: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(name, HeaderValue::from_static(value));
@@ -83,13 +86,13 @@ mod tests {
 
     #[test]
     fn without_keys_everything_passes() {
-        assert!(ApiKeys::new::<&str>(&[]).admits(&HeaderMap::new()));
-        assert!(ApiKeys::new(&["", " "]).admits(&HeaderMap::new()));
+        assert!(configured(&[]).admits(&HeaderMap::new()));
+        assert!(configured(&["", " "]).admits(&HeaderMap::new()));
     }
 
     #[test]
     fn a_configured_key_passes_in_either_header() {
-        let keys = ApiKeys::new(&["k-one", "k-two"]);
+        let keys = configured(&["k-one", "k-two"]);
         assert!(keys.admits(&headers("x-api-key", "k-two")));
         assert!(keys.admits(&headers("authorization", "Bearer k-one")));
         assert!(keys.admits(&headers("authorization", "bearer k-one")));
@@ -97,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_missing_wrong_or_partial_key_is_refused() {
-        let keys = ApiKeys::new(&["k-one"]);
+        let keys = configured(&["k-one"]);
         assert!(!keys.admits(&HeaderMap::new()));
         assert!(!keys.admits(&headers("x-api-key", "k-on")));
         assert!(!keys.admits(&headers("x-api-key", "k-one2")));
@@ -107,7 +110,7 @@ mod tests {
 
     #[test]
     fn the_caller_key_is_the_presented_one_and_none_when_open() {
-        let keys = ApiKeys::new(&["k-one"]);
+        let keys = configured(&["k-one"]);
         assert_eq!(
             keys.caller_key(&headers("authorization", "Bearer k-one")),
             Some(&b"k-one"[..])
@@ -120,9 +123,6 @@ mod tests {
 
     #[test]
     fn debug_never_prints_a_key() {
-        assert_eq!(
-            format!("{:?}", ApiKeys::new(&["secret"])),
-            "ApiKeys(1 key(s))"
-        );
+        assert_eq!(format!("{:?}", configured(&["k-s3cret"])), "ApiKeys([***])");
     }
 }

@@ -33,9 +33,9 @@ pub mod ports;
 mod pos;
 mod watchdog;
 
-pub use fulfillment::FulfillmentSettings;
 pub use orders::Created;
-pub use payments::{PaymentCreated, PaymentSettings, SweepReport, VerifiedCallback};
+pub use ordo_config::{FulfillmentSettings, OrderSettings, PaymentSettings};
+pub use payments::{PaymentCreated, SweepReport, VerifiedCallback};
 pub use pos::CheckedSale;
 
 use ordo_storage::Database;
@@ -74,11 +74,9 @@ pub struct Service {
     /// Where order prices come from when the `inventory` role runs in another process; `None`:
     /// this database, read inside the order's transaction.
     price_source: Option<std::sync::Arc<dyn ports::CatalogApi>>,
-    /// How old a POS terminal's sale may be when it syncs (`ORDO_POS_OFFLINE_WINDOW_HOURS`).
-    pos_offline_window_hours: u64,
-    /// How long an order may sit in a stage before the watchdog re-drives it
-    /// (`ORDO_SAGA_STUCK_AFTER_SECS`).
-    saga_stuck_after: std::time::Duration,
+    /// How old a POS terminal's sale may be when it syncs, how long an order may sit in a
+    /// stage before the watchdog re-drives it.
+    orders: OrderSettings,
 }
 
 impl Service {
@@ -91,8 +89,7 @@ impl Service {
                 FulfillmentSettings::default(),
             )),
             price_source: None,
-            pos_offline_window_hours: ordo_domain::pos::DEFAULT_OFFLINE_WINDOW_HOURS,
-            saga_stuck_after: std::time::Duration::from_secs(300),
+            orders: OrderSettings::default(),
         }
     }
 
@@ -116,19 +113,13 @@ impl Service {
         self
     }
 
+    /// Uses `settings` for POS batches and the saga's watchdog.
+    pub fn with_orders(mut self, settings: OrderSettings) -> Self {
+        self.orders = settings;
+        self
+    }
+
     /// Wakes `wakeup`'s relay whenever a write commits events (else they wait for its poll).
-    /// How old (in hours) a POS terminal's sale may be when its batch arrives.
-    pub fn with_pos_offline_window_hours(mut self, hours: u64) -> Self {
-        self.pos_offline_window_hours = hours;
-        self
-    }
-
-    /// How long an order may sit in a stage of the saga before the watchdog re-drives it.
-    pub fn with_saga_stuck_after(mut self, bound: std::time::Duration) -> Self {
-        self.saga_stuck_after = bound;
-        self
-    }
-
     pub fn with_wakeup(mut self, wakeup: ordo_outbox::Wakeup) -> Self {
         self.wakeup = wakeup;
         self

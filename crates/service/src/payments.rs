@@ -18,6 +18,7 @@ use crate::api::{
 use crate::events;
 use crate::orders::CancelCause;
 use crate::{Service, step_ids};
+use ordo_config::{ExposeSecret, PaymentSettings, Secret};
 use ordo_domain::ids::{CountryCode, OrderId};
 use ordo_domain::money::{Currency, Money};
 use ordo_domain::order::{OrderEvent, OrderStatus};
@@ -31,46 +32,9 @@ use ordo_storage::now_ms;
 use ordo_storage::records::{OrderRecord, PaymentEventRecord, PaymentRecord};
 use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::propagation;
-use std::fmt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
-
-/// The payment settings of the configuration.
-#[derive(Clone)]
-pub struct PaymentSettings {
-    /// Enables the `webhook` provider, whose callbacks it signs (`ORDO_PAYMENT_WEBHOOK_SECRET`).
-    pub webhook_secret: Option<String>,
-    /// The sandbox's signing secret (`ORDO_SANDBOX_SECRET`); unset: 32 random bytes per start.
-    pub sandbox_secret: Option<String>,
-    /// How long the sandbox waits before it approves (`ORDO_SANDBOX_PAYMENT_DELAY_MS`).
-    pub sandbox_delay: Duration,
-    /// How long an order may stay unpaid before the job cancels it (`ORDO_PAYMENT_TIMEOUT_SECS`).
-    pub payment_timeout: Duration,
-}
-
-impl Default for PaymentSettings {
-    fn default() -> Self {
-        PaymentSettings {
-            webhook_secret: None,
-            sandbox_secret: None,
-            sandbox_delay: Duration::ZERO,
-            payment_timeout: Duration::from_secs(900),
-        }
-    }
-}
-
-impl fmt::Debug for PaymentSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = |secret: &Option<String>| secret.as_ref().map(|_| "[secret]");
-        f.debug_struct("PaymentSettings")
-            .field("webhook_secret", &shown(&self.webhook_secret))
-            .field("sandbox_secret", &shown(&self.sandbox_secret))
-            .field("sandbox_delay", &self.sandbox_delay)
-            .field("payment_timeout", &self.payment_timeout)
-            .finish()
-    }
-}
 
 /// The settings resolved once: secrets as bytes, the routing rules.
 pub(crate) struct Payments {
@@ -83,12 +47,13 @@ pub(crate) struct Payments {
 
 impl Payments {
     pub(crate) fn new(settings: PaymentSettings) -> Payments {
-        let webhook_secret = settings.webhook_secret.map(String::into_bytes);
+        let bytes = |secret: Secret| secret.expose_secret().as_bytes().to_vec();
+        let webhook_secret = settings.webhook_secret.map(bytes);
         Payments {
             rules: default_rules(webhook_secret.is_some()),
             sandbox_secret: settings
                 .sandbox_secret
-                .map(String::into_bytes)
+                .map(bytes)
                 .unwrap_or_else(random_secret),
             webhook_secret,
             sandbox_delay: settings.sandbox_delay,
@@ -843,8 +808,8 @@ mod tests {
     #[test]
     fn settings_never_print_their_secrets() {
         let settings = PaymentSettings {
-            webhook_secret: Some("whsec_visible".to_owned()),
-            sandbox_secret: Some("sbx_visible".to_owned()),
+            webhook_secret: Some(Secret::new("whsec_visible")),
+            sandbox_secret: Some(Secret::new("sbx_visible")),
             ..PaymentSettings::default()
         };
         let printed = format!("{settings:?}");
@@ -859,7 +824,7 @@ mod tests {
         assert!(!payments.healthy("webhook"));
         assert!(!payments.healthy("nope"));
         let with_webhook = Payments::new(PaymentSettings {
-            webhook_secret: Some("s".to_owned()),
+            webhook_secret: Some(Secret::new("s")),
             ..PaymentSettings::default()
         });
         assert!(with_webhook.healthy("webhook"));

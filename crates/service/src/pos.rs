@@ -116,11 +116,15 @@ impl Service {
                 order.id = field::Empty,
             );
             let result = async {
-                let checked =
-                    match sale.check(&terminal, &prices, now, self.pos_offline_window_hours) {
-                        Ok(checked) => checked,
-                        Err(error) => return Ok(rejected(&sale.client_sale_id, &error)),
-                    };
+                let checked = match sale.check(
+                    &terminal,
+                    &prices,
+                    now,
+                    self.orders.pos_offline_window_hours,
+                ) {
+                    Ok(checked) => checked,
+                    Err(error) => return Ok(rejected(&sale.client_sale_id, &error)),
+                };
                 tracing::Span::current()
                     .record("pos.client_sale_id", checked.client_sale_id.as_str());
                 let detail = format!(

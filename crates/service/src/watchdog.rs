@@ -36,7 +36,8 @@ fn stage_topic(status: OrderStatus) -> Option<&'static str> {
 impl Service {
     /// One run of the watchdog; returns how many orders it re-drove.
     pub async fn sweep_stuck_orders(&self) -> Result<usize> {
-        let stuck_after_ms = i64::try_from(self.saga_stuck_after.as_millis()).unwrap_or(i64::MAX);
+        let stuck_after_ms =
+            i64::try_from(self.orders.saga_stuck_after.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(stuck_after_ms);
         let stuck = self
             .db

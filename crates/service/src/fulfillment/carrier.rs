@@ -14,6 +14,7 @@ use std::time::Duration;
 use tracing::{Instrument, field};
 
 use super::FulfillmentSettings;
+use ordo_config::ExposeSecret;
 
 /// How one push attempt ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,8 +54,14 @@ pub(super) fn from_settings(settings: &FulfillmentSettings) -> Arc<dyn Carrier> 
     let Some(url) = &settings.carrier_webhook_url else {
         return Arc::new(SandboxCarrier);
     };
-    let secret = settings.carrier_webhook_secret.clone().unwrap_or_default();
-    match WebhookCarrier::new(url, secret, settings.carrier_timeout) {
+    let secret = match &settings.carrier_webhook_secret {
+        Some(secret) => secret.expose_secret().to_owned(),
+        None => {
+            tracing::warn!("ORDO_CARRIER_WEBHOOK_URL is set without ORDO_CARRIER_WEBHOOK_SECRET");
+            String::new()
+        }
+    };
+    match WebhookCarrier::new(url.expose_secret(), secret, settings.carrier_timeout) {
         Ok(webhook) => Arc::new(webhook),
         Err(error) => {
             tracing::error!(%error, "cannot build the carrier HTTP client; using the sandbox");

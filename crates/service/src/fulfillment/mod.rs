@@ -44,9 +44,10 @@ use stage::Stage;
 
 use crate::{Service, step_ids};
 use carrier::Carrier;
+use ordo_config::FulfillmentSettings;
 use ordo_domain::breaker::{Admission, Breaker, BreakerPolicy, CallOutcome};
 use ordo_domain::order::{OrderEvent, OrderStatus};
-use ordo_domain::risk::RiskRules;
+use ordo_domain::risk::{RiskRules, normalise_email};
 use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, Result};
 use ordo_outbox::consumer::ConsumerRunner;
@@ -55,93 +56,35 @@ use ordo_storage::now_ms;
 use ordo_storage::records::OrderRecord;
 use ordo_storage::timeline::NewTimelineEntry;
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The pipeline's settings (configuration).
-#[derive(Clone)]
-pub struct FulfillmentSettings {
-    pub risk: RiskRules,
-    /// The carrier's webhook (`ORDO_CARRIER_WEBHOOK_URL`); unset: the in-process sandbox
-    /// carrier, which accepts everything.
-    pub carrier_webhook_url: Option<String>,
-    /// The secret of the `Ordo-Signature` of pushes (`ORDO_CARRIER_WEBHOOK_SECRET`).
-    pub carrier_webhook_secret: Option<String>,
-    /// The timeout of one push.
-    pub carrier_timeout: Duration,
-    /// The base delay of the exponential backoff between pushes of one shipment.
-    pub carrier_retry_base: Duration,
-    /// Pushes of one shipment before it is dead-lettered.
-    pub carrier_max_attempts: u32,
-    /// Consecutive failures that open a carrier's circuit breaker.
-    pub breaker_threshold: u32,
-    /// How long an open breaker fails pushes fast.
-    pub breaker_cooldown: Duration,
-    /// The least time between scheduling and the pickup slot.
-    pub pickup_lead: Duration,
-}
-
-impl Default for FulfillmentSettings {
-    fn default() -> Self {
-        FulfillmentSettings {
-            risk: RiskRules::default(),
-            carrier_webhook_url: None,
-            carrier_webhook_secret: None,
-            carrier_timeout: Duration::from_secs(5),
-            carrier_retry_base: Duration::from_millis(200),
-            carrier_max_attempts: 5,
-            breaker_threshold: 5,
-            breaker_cooldown: Duration::from_secs(30),
-            pickup_lead: Duration::from_secs(2 * 3600),
-        }
-    }
-}
-
-impl fmt::Debug for FulfillmentSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FulfillmentSettings")
-            .field("risk.max_amount", &self.risk.max_amount)
-            .field("risk.velocity", &self.risk.velocity)
-            .field("risk.blocked_countries", &self.risk.blocked_countries)
-            .field(
-                "risk.blocked_emails",
-                &format!("{} address(es)", self.risk.blocked_emails.len()),
-            )
-            .field("carrier_webhook_url", &self.carrier_webhook_url)
-            .field(
-                "carrier_webhook_secret",
-                &self.carrier_webhook_secret.as_ref().map(|_| "[secret]"),
-            )
-            .field("carrier_timeout", &self.carrier_timeout)
-            .field("carrier_retry_base", &self.carrier_retry_base)
-            .field("carrier_max_attempts", &self.carrier_max_attempts)
-            .field("breaker_threshold", &self.breaker_threshold)
-            .field("breaker_cooldown", &self.breaker_cooldown)
-            .field("pickup_lead", &self.pickup_lead)
-            .finish()
-    }
-}
 
 /// The settings resolved once, the carrier and its breakers.
 pub(crate) struct Fulfillment {
     settings: FulfillmentSettings,
+    /// The settings' risk rules, emails normalised for comparison.
+    risk: RiskRules,
     carrier: Arc<dyn Carrier>,
     /// One per carrier, with the label of its `circuit_breaker_state` series.
     breakers: Mutex<HashMap<String, (Breaker, String)>>,
 }
 
 impl Fulfillment {
-    pub(crate) fn new(mut settings: FulfillmentSettings) -> Fulfillment {
-        settings.risk.blocked_emails = settings
-            .risk
-            .blocked_emails
-            .iter()
-            .map(|e| ordo_domain::risk::normalise_email(e))
-            .collect();
+    pub(crate) fn new(settings: FulfillmentSettings) -> Fulfillment {
+        let risk = RiskRules {
+            max_amount: settings.risk_max_amount.clone(),
+            velocity: settings.risk_velocity,
+            blocked_countries: settings.risk_blocked_countries.clone(),
+            blocked_emails: settings
+                .risk_blocked_emails
+                .iter()
+                .map(|email| normalise_email(email.expose()))
+                .collect(),
+        };
         let carrier = carrier::from_settings(&settings);
         Fulfillment {
             settings,
+            risk,
             carrier,
             breakers: Mutex::new(HashMap::new()),
         }
@@ -273,15 +216,30 @@ mod tests {
 
     #[test]
     fn settings_never_print_the_secret_or_blocked_emails() {
-        let mut settings = FulfillmentSettings {
-            carrier_webhook_secret: Some("carrier_visible".to_owned()),
+        let settings = FulfillmentSettings {
+            carrier_webhook_secret: Some(ordo_config::Secret::new("carrier_visible")),
+            risk_blocked_emails: vec![ordo_domain::personal::Personal::new(
+                "visible@example.com".to_owned(),
+            )],
             ..FulfillmentSettings::default()
         };
-        settings
-            .risk
-            .blocked_emails
-            .insert("visible@example.com".to_owned());
         let printed = format!("{settings:?}");
         assert!(!printed.contains("visible"), "{printed}");
+    }
+
+    #[test]
+    fn blocked_emails_are_compared_normalised() {
+        let fulfillment = Fulfillment::new(FulfillmentSettings {
+            risk_blocked_emails: vec![ordo_domain::personal::Personal::new(
+                " SOMCHAI@Example.com".to_owned(),
+            )],
+            ..FulfillmentSettings::default()
+        });
+        assert!(
+            fulfillment
+                .risk
+                .blocked_emails
+                .contains("somchai@example.com")
+        );
     }
 }

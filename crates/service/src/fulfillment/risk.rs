@@ -24,7 +24,7 @@ impl Step for RiskCheck {
     const WAITING: OrderStatus = OrderStatus::Paid;
 
     async fn run(service: &Service, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
-        let rules = &service.fulfillment.settings.risk;
+        let rules = &service.fulfillment.risk;
         let since = now_ms().saturating_sub(rules.velocity.window_secs.saturating_mul(1000));
         let recent = tx
             .recent_payments_of_customer(&order.customer_id, since)
