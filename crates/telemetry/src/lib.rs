@@ -18,6 +18,7 @@ pub mod deadline;
 mod export;
 mod json_log;
 pub mod metrics;
+mod otlp_grpc;
 pub mod propagation;
 mod sampler;
 
