@@ -18,7 +18,6 @@ pub mod deadline;
 mod export;
 mod json_log;
 pub mod metrics;
-mod otlp_grpc;
 pub mod propagation;
 mod sampler;
 
