@@ -165,15 +165,11 @@ fn ack(event: PaymentEventRecord) -> PaymentCallbackAck {
     }
 }
 
-/// The interval of the payment-timeout job: a quarter of the timeout, at most 5 s, at least
-/// 200 ms.
-/// A provider's callback, authenticated and parsed ([`PaymentCallbackInput::verify_and_parse`]).
+/// A provider's callback, authenticated and parsed ([`PaymentCallbackInput::verify_and_parse`]),
+/// with the provider that sent it.
 struct Callback {
     provider: Provider,
-    event_id: String,
-    payment_id: PaymentId,
-    reported: ReportedStatus,
-    reported_amount: Money,
+    verified: VerifiedCallback,
 }
 
 /// A callback being applied to its payment (locked) and order (locked).
@@ -186,6 +182,8 @@ struct Applied<'a> {
     now: i64,
 }
 
+/// The interval of the payment-timeout job: a quarter of the timeout, at most 5 s, at least
+/// 200 ms.
 fn sweep_interval(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
 }
@@ -377,20 +375,14 @@ impl Service {
             raw_body,
             unix_seconds(),
         )?;
-        let callback = Callback {
-            provider,
-            event_id: verified.event_id,
-            payment_id: verified.payment_id,
-            reported: verified.reported,
-            reported_amount: verified.amount,
-        };
-        span.record("payment.event_id", callback.event_id.as_str());
-        span.record("payment.id", callback.payment_id.as_str());
+        let callback = Callback { provider, verified };
+        span.record("payment.event_id", callback.verified.event_id.as_str());
+        span.record("payment.id", callback.verified.payment_id.as_str());
 
         // A replay: answer what the first delivery did, without a write.
         if let Some(first) = self
             .db
-            .payment_event(provider.as_str(), &callback.event_id)
+            .payment_event(provider.as_str(), &callback.verified.event_id)
             .await?
         {
             span.record("payment.outcome", first.outcome.as_str());
@@ -401,14 +393,14 @@ impl Service {
         // the callback request that caused it is linked (its second cause).
         let stored = self
             .db
-            .payment(callback.payment_id.as_str())
+            .payment(callback.verified.payment_id.as_str())
             .await?
             .filter(|p| p.provider == provider.as_str())
-            .ok_or_else(|| Error::not_found(format!("payment {}", callback.payment_id)))?;
+            .ok_or_else(|| Error::not_found(format!("payment {}", callback.verified.payment_id)))?;
         span.record("order.id", stored.order_id.as_str());
         let step = tracing::info_span!(parent: None, "apply_payment_callback",
-            payment.id = %callback.payment_id, payment.provider = provider.as_str(),
-            payment.event_id = callback.event_id.as_str(), order.id = field::Empty,
+            payment.id = %callback.verified.payment_id, payment.provider = provider.as_str(),
+            payment.event_id = callback.verified.event_id.as_str(), order.id = field::Empty,
             payment.outcome = field::Empty);
         propagation::continue_stored_trace(&step, &stored.trace_id, &stored.span_id);
         self.apply_callback(&callback).instrument(step).await
@@ -429,10 +421,10 @@ impl Service {
         let provider = callback.provider;
         let mut tx = self.db.begin().await?;
         let payment = tx
-            .payment_for_update(callback.payment_id.as_str())
+            .payment_for_update(callback.verified.payment_id.as_str())
             .await?
             .filter(|p| p.provider == provider.as_str())
-            .ok_or_else(|| Error::not_found(format!("payment {}", callback.payment_id)))?;
+            .ok_or_else(|| Error::not_found(format!("payment {}", callback.verified.payment_id)))?;
         span.record("order.id", payment.order_id.as_str());
         let order = tx
             .lock_order_without_items(&payment.order_id)
@@ -443,18 +435,18 @@ impl Service {
             payment.status,
             payment_amount,
             order.status,
-            callback.reported,
-            callback.reported_amount,
+            callback.verified.reported,
+            callback.verified.amount,
         );
 
         let now = now_ms();
         let event = PaymentEventRecord {
             provider: provider.as_str().to_owned(),
-            event_id: callback.event_id.clone(),
+            event_id: callback.verified.event_id.clone(),
             payment_id: payment.id.clone(),
-            status: callback.reported,
-            amount_minor: callback.reported_amount.amount_minor(),
-            currency: callback.reported_amount.currency().to_string(),
+            status: callback.verified.reported,
+            amount_minor: callback.verified.amount.amount_minor(),
+            currency: callback.verified.amount.currency().to_string(),
             outcome,
             received_at_ms: now,
         };
@@ -510,7 +502,7 @@ impl Service {
             order,
             now,
         } = *applied;
-        let (provider, event_id) = (callback.provider, callback.event_id.as_str());
+        let (provider, event_id) = (callback.provider, callback.verified.event_id.as_str());
         let order_status = order.status;
         Ok(match outcome {
             CallbackOutcome::Succeeded => {
@@ -556,7 +548,7 @@ impl Service {
                 format!(
                     "{provider} reported {} for payment {id} of {payment_amount} \
                      (event {event_id}); the order is unchanged",
-                    callback.reported_amount
+                    callback.verified.amount
                 ),
             )),
             CallbackOutcome::OrderNotPayable => {
