@@ -457,19 +457,18 @@ mod tests {
             (amount["minimum"].clone(), amount["maximum"].clone()),
             (json!(0), json!(Money::MAX_MINOR))
         );
-        assert_eq!(
-            property("MoneyDto", "currency")["pattern"],
-            Currency::PATTERN
-        );
-        assert_eq!(
-            property("CreateOrderInput", "currency")["pattern"],
-            Currency::PATTERN
-        );
+        for (schema, field, pattern) in [
+            ("MoneyDto", "currency", Currency::PATTERN),
+            ("CreateOrderInput", "currency", Currency::PATTERN),
+            ("WarehouseInput", "country", CountryCode::PATTERN),
+        ] {
+            assert_eq!(
+                property(schema, field)["pattern"],
+                pattern,
+                "{schema}.{field}"
+            );
+        }
         assert_eq!(property("StockInput", "on_hand")["maximum"], OnHand::MAX);
-        assert_eq!(
-            property("WarehouseInput", "country")["pattern"],
-            CountryCode::PATTERN
-        );
         assert_eq!(
             property("ProductInput", "name")["maxLength"],
             limits::PRODUCT_NAME_MAX_CHARS
