@@ -289,6 +289,27 @@ impl WriteTx {
             .await
     }
 
+    /// Moves order `id`, which this transaction locked and found in status `from`
+    /// ([`WriteTx::lock_order_without_items`], [`WriteTx::order_for_update`]), to `to`. The lock
+    /// means the change cannot miss, so nothing waits for its answer: on PostgreSQL it travels
+    /// with the `COMMIT`, in the same round trip (the `status` condition stays, as a guard).
+    pub async fn set_status_of_locked(
+        &mut self,
+        id: &str,
+        from: OrderStatus,
+        to: OrderStatus,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.execute_at_commit(
+            "UPDATE orders",
+            SET_STATUS,
+            &params![to.as_str(), now_ms, id, from.as_str()],
+        )
+        .await?;
+        self.touch_order(id);
+        Ok(())
+    }
+
     /// Moves order `id` from status `from` to `to`; `false` if it was no longer in `from`.
     pub async fn set_status(
         &mut self,
@@ -301,7 +322,7 @@ impl WriteTx {
             .conn()
             .execute(
                 "UPDATE orders",
-                "UPDATE orders SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4",
+                SET_STATUS,
                 &params![to.as_str(), now_ms, id, from.as_str()],
             )
             .await?;
@@ -309,3 +330,6 @@ impl WriteTx {
         Ok(updated == 1)
     }
 }
+
+const SET_STATUS: &str =
+    "UPDATE orders SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4";

@@ -51,7 +51,9 @@ impl Database {
         shipments_of_order(&self.read().await?.conn(), order_id).await
     }
 
-    /// The items of shipment `shipment_id`, by SKU.
+    /// The items of shipment `shipment_id`, by SKU. (Per shipment, on purpose: a join from
+    /// the order's shipments to their items is planned as a scan of every item while the
+    /// tables' statistics are young, and that plan then stays with the prepared statement.)
     pub async fn shipment_items(&self, shipment_id: &str) -> Result<Vec<ShipmentItemRecord>> {
         let lease = self.read().await?;
         lease
@@ -149,27 +151,35 @@ impl WriteTx {
         Ok(self.touched_by(updated))
     }
 
-    /// Claims shipment `id` for a push to its carrier: a pushable one (`scheduled`, or
-    /// `pushing` left by a push that did not finish) becomes `pushing` and counts one attempt.
-    /// `false`: it is accepted or failed already, and must not be pushed.
-    pub async fn claim_shipment_push(&mut self, id: &str, now_ms: i64) -> Result<bool> {
-        let updated = self
+    /// Claims the shipments of order `order_id` for their pushes, in one statement: each
+    /// pushable one (`scheduled`, or `pushing` left by a push that did not finish) becomes
+    /// `pushing` and counts one attempt; returns their ids. Accepted and failed shipments are
+    /// not claimed, and must not be pushed.
+    pub async fn claim_shipment_pushes(
+        &mut self,
+        order_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>> {
+        let claimed = self
             .conn()
-            .query_opt(
+            .query(
                 "UPDATE shipments",
                 "UPDATE shipments SET status = $1, attempts = attempts + 1, updated_at_ms = $2
-                 WHERE id = $3 AND status IN ($4, $5) RETURNING order_id",
+                 WHERE order_id = $3 AND status IN ($4, $5) RETURNING id",
                 &params![
                     ShipmentStatus::Pushing.as_str(),
                     now_ms,
-                    id,
+                    order_id,
                     ShipmentStatus::Scheduled.as_str(),
                     ShipmentStatus::Pushing.as_str(),
                 ],
                 |row| row.get::<String>(0),
             )
             .await?;
-        Ok(self.touched_by(updated))
+        if !claimed.is_empty() {
+            self.touch_order(order_id);
+        }
+        Ok(claimed)
     }
 
     /// Records the carrier's final answer: `pushing` becomes `to` (`accepted` or `failed`).

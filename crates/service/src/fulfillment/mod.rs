@@ -170,8 +170,22 @@ async fn timeline(
     .await
 }
 
-/// Moves `order` from `from` by `event`, or fails with `conflict` if it changed meanwhile.
+/// Moves `order`, locked by the step's [`stage::Stage`] and found waiting in `from`, by
+/// `event`.
 async fn advance(
+    tx: &mut WriteTx,
+    order: &OrderRecord,
+    from: OrderStatus,
+    event: OrderEvent,
+) -> Result<OrderStatus> {
+    let to = from.apply(event)?;
+    tx.set_status_of_locked(&order.id, from, to, now_ms())
+        .await?;
+    Ok(to)
+}
+
+/// Moves `order` from `from` by `event`, or fails with `conflict` if it changed meanwhile.
+async fn advance_checked(
     tx: &mut WriteTx,
     order: &OrderRecord,
     from: OrderStatus,

@@ -1,9 +1,10 @@
 //! The push stage: `order.scheduled` → `order.shipped`, or a failed shipment and the
 //! compensations.
 //!
-//! Per shipment, outside any write transaction ([`Step::prepare`]): claim it as `pushing`
-//! (short transaction), hand it to the [carrier](super::carrier), retry 408/429/5xx/timeouts
-//! with backoff and jitter, record `accepted` or `failed` (another short transaction). Then, in
+//! Outside any write transaction ([`Step::prepare`]): claim the order's shipments as `pushing`
+//! (one short transaction), then per shipment hand it to the [carrier](super::carrier), retry
+//! 408/429/5xx/timeouts with backoff and jitter, record `accepted` or `failed` (a short
+//! transaction each). Then, in
 //! the consumer's transaction ([`Step::run`]): all accepted → `shipped`; one failed →
 //! compensations. A shipment already `accepted` is never pushed again; a `pushing` one (a crash
 //! mid-push) is pushed again with the same idempotency key, which the carrier deduplicates. A
@@ -25,7 +26,7 @@ use ordo_domain::{Error, Result};
 use ordo_outbox::Envelope;
 use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
-use ordo_storage::records::{OrderRecord, ShipmentRecord};
+use ordo_storage::records::{OrderRecord, ShipmentItemRecord, ShipmentRecord};
 use std::time::Duration;
 
 pub(crate) struct Push;
@@ -35,7 +36,8 @@ impl Step for Push {
     const TOPICS: &'static [&'static str] = &[topics::ORDER_SCHEDULED];
     const WAITING: OrderStatus = OrderStatus::Scheduled;
 
-    /// Every shipment of the order not yet accepted or failed is pushed to its carrier.
+    /// Every shipment of the order not yet accepted or failed is claimed (one transaction for
+    /// all) and pushed to its carrier, in turn.
     async fn prepare(service: &Service, event: &Envelope) -> Result<()> {
         let Some(order) = service.db.order(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
@@ -43,12 +45,19 @@ impl Step for Push {
         if order.status != Self::WAITING {
             return Ok(());
         }
-        for shipment in service.db.shipments_of_order(&order.id).await? {
-            // A shipment refused for good fails the order: the others need not go.
-            if shipment.status == ShipmentStatus::Failed
-                || (shipment.status.is_pushable()
-                    && !service.push_shipment(&order, &shipment).await?)
-            {
+        let shipments = service.db.shipments_of_order(&order.id).await?;
+        // A shipment refused for good fails the order: the others need not go.
+        if shipments.iter().any(|s| s.status == ShipmentStatus::Failed)
+            || !shipments.iter().any(|s| s.status.is_pushable())
+        {
+            return Ok(());
+        }
+        let mut tx = service.db.begin().await?;
+        let claimed = tx.claim_shipment_pushes(&order.id, now_ms()).await?;
+        tx.commit().await?;
+        for shipment in shipments.iter().filter(|s| claimed.contains(&s.id)) {
+            let items = service.db.shipment_items(&shipment.id).await?;
+            if !service.push_shipment(&order, shipment, items).await? {
                 break;
             }
         }
@@ -97,18 +106,17 @@ impl Step for Push {
 }
 
 impl Service {
-    /// Pushes one shipment until the carrier accepts it (`true`), refuses it for good or the
-    /// attempts run out (`false`, the shipment is `failed`). An open breaker is an error: the
-    /// event is redelivered later, the shipment stays `pushing`.
-    async fn push_shipment(&self, order: &OrderRecord, shipment: &ShipmentRecord) -> Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let claimed = tx.claim_shipment_push(&shipment.id, now_ms()).await?;
-        tx.commit().await?;
-        if !claimed {
-            return Ok(true);
-        }
+    /// Pushes one shipment, claimed `pushing`, until the carrier accepts it (`true`), refuses
+    /// it for good or the attempts run out (`false`, the shipment is `failed`). An open breaker
+    /// is an error: the event is redelivered later, the shipment stays `pushing`.
+    async fn push_shipment(
+        &self,
+        order: &OrderRecord,
+        shipment: &ShipmentRecord,
+        items: Vec<ShipmentItemRecord>,
+    ) -> Result<bool> {
         let carrier = shipment.carrier.as_deref().unwrap_or("global-post");
-        let body = self.push_body(order, shipment).await?;
+        let body = push_body(order, shipment, &items)?;
         let outcome = self
             .push_until_settled(carrier, &shipment.id, &body)
             .await?;
@@ -147,24 +155,6 @@ impl Service {
                 reason = %reason, "shipment dead-lettered");
         }
         Ok(accepted)
-    }
-
-    /// The JSON a carrier receives for `shipment`.
-    async fn push_body(&self, order: &OrderRecord, shipment: &ShipmentRecord) -> Result<Vec<u8>> {
-        let items = self.db.shipment_items(&shipment.id).await?;
-        let address: serde_json::Value = serde_json::from_str(&order.shipping_address)
-            .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
-        let body = serde_json::json!({
-            "shipment_id": shipment.id,
-            "order_id": order.id,
-            "warehouse": shipment.warehouse,
-            "items": items
-                .iter()
-                .map(|i| serde_json::json!({ "sku": i.sku, "quantity": i.quantity }))
-                .collect::<Vec<_>>(),
-            "shipping_address": address,
-        });
-        serde_json::to_vec(&body).map_err(|e| Error::internal(format!("cannot encode: {e}")))
     }
 
     /// Pushes until the carrier accepts (its status and the attempt), refuses for good or the
@@ -229,4 +219,25 @@ impl Service {
             }
         }
     }
+}
+
+/// The JSON a carrier receives for `shipment`.
+fn push_body(
+    order: &OrderRecord,
+    shipment: &ShipmentRecord,
+    items: &[ShipmentItemRecord],
+) -> Result<Vec<u8>> {
+    let address: serde_json::Value = serde_json::from_str(&order.shipping_address)
+        .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
+    let body = serde_json::json!({
+        "shipment_id": shipment.id,
+        "order_id": order.id,
+        "warehouse": shipment.warehouse,
+        "items": items
+            .iter()
+            .map(|i| serde_json::json!({ "sku": i.sku, "quantity": i.quantity }))
+            .collect::<Vec<_>>(),
+        "shipping_address": address,
+    });
+    serde_json::to_vec(&body).map_err(|e| Error::internal(format!("cannot encode: {e}")))
 }
