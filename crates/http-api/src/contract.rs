@@ -15,7 +15,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, SecurityRequirement};
 
-/// The security schemes of `ordo_service::auth::ApiKeys`.
+/// The security schemes of `ordo_edge::auth::ApiKeys`.
 pub(crate) const API_KEY_SCHEME: &str = "api_key";
 pub(crate) const BEARER_SCHEME: &str = "bearer";
 
