@@ -242,22 +242,20 @@ mod tests {
             ErrorKind::Unauthenticated
         );
         assert_eq!(Refusal::Unauthenticated.retry_after_secs(), None);
-        let edge = configured(&[], ONE, usize::MAX);
-        let _first = edge.admit(&HeaderMap::new(), address(1), NOTHING).await;
-        let limited = edge
-            .admit(&HeaderMap::new(), address(1), NOTHING)
-            .await
-            .unwrap_err();
-        assert_eq!(limited.error().kind, ErrorKind::RateLimited);
-        assert_eq!(limited.retry_after_secs(), Some(1));
-        let edge = configured(&[], None, 1);
-        let _held = edge.admit(&HeaderMap::new(), address(1), NOTHING).await;
-        let shed = edge
-            .admit(&HeaderMap::new(), address(1), NOTHING)
-            .await
-            .unwrap_err();
-        assert_eq!(shed.error().kind, ErrorKind::Unavailable);
-        assert_eq!(shed.retry_after_secs(), Some(1));
+        // Over the rate limit, then over the cap of calls in progress.
+        for (rate_limit, max_in_flight, kind) in [
+            (ONE, usize::MAX, ErrorKind::RateLimited),
+            (None, 1, ErrorKind::Unavailable),
+        ] {
+            let edge = configured(&[], rate_limit, max_in_flight);
+            let _first = edge.admit(&HeaderMap::new(), address(1), NOTHING).await;
+            let refused = edge.admit(&HeaderMap::new(), address(1), NOTHING).await;
+            let refused = refused.unwrap_err();
+            assert_eq!(
+                (refused.error().kind, refused.retry_after_secs()),
+                (kind, Some(1))
+            );
+        }
     }
 
     #[test]

@@ -288,6 +288,9 @@ mod tests {
         }
     }
 
+    /// Longer than any test takes.
+    const LONG: Duration = Duration::from_secs(5);
+
     /// What the handler saw: how many calls reached it, and the calls in progress during the
     /// last one.
     #[derive(Default)]
@@ -361,12 +364,8 @@ mod tests {
             per_second: 1,
             burst: 1,
         };
-        let (mut service, seen) = served(
-            &["k-one"],
-            admission(Some(limit), usize::MAX),
-            Duration::from_secs(5),
-            Duration::ZERO,
-        );
+        let admission = admission(Some(limit), usize::MAX);
+        let (mut service, seen) = served(&["k-one"], admission, LONG, Duration::ZERO);
         let anonymous = send(&mut service, get("/orders", &[])).await;
         assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
         assert!(!anonymous.headers().contains_key(RETRY_AFTER));
@@ -389,12 +388,7 @@ mod tests {
     #[tokio::test]
     async fn an_admitted_call_holds_its_ticket_until_answered_and_an_exempt_one_holds_none() {
         let admission = admission(None, usize::MAX);
-        let (mut service, seen) = served(
-            &[],
-            admission.clone(),
-            Duration::from_secs(5),
-            Duration::ZERO,
-        );
+        let (mut service, seen) = served(&[], admission.clone(), LONG, Duration::ZERO);
         assert_eq!(send(&mut service, get("/orders", &[])).await.status(), 200);
         assert_eq!(seen.in_flight.load(Ordering::Relaxed), 1);
         assert_eq!(admission.in_flight(), 0);
@@ -405,12 +399,8 @@ mod tests {
     #[tokio::test]
     async fn a_call_past_its_budget_is_deadline_exceeded_and_leaves_admission() {
         let admission = admission(None, usize::MAX);
-        let (mut service, seen) = served(
-            &[],
-            admission.clone(),
-            Duration::from_millis(30),
-            Duration::from_secs(5),
-        );
+        let short = Duration::from_millis(30);
+        let (mut service, seen) = served(&[], admission.clone(), short, LONG);
         let late = send(&mut service, get("/orders", &[])).await;
         assert_eq!(late.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(

@@ -1,10 +1,10 @@
 //! gRPC's side of the edge (`ordo_edge`): every call (health, reflection and gRPC-Web calls
-//! included) passes [`ordo_edge::EdgeLayer`] over [`Grpc`], which tells the edge what only gRPC
-//! knows — the method of a path (span, exemptions, labels), the caller's `grpc-timeout`, the
-//! client's address, an error as a status, and when a call's status is known: in the headers of
-//! a trailers-only answer, else in the trailers at the end of the response body. Then the
-//! span's `rpc.grpc.status_code`, `rpc_server_duration_seconds` by service, method and code,
-//! `errors_total` by error kind and the access log line are recorded.
+//! included) passes [`ordo_edge::EdgeLayer`] over [`Grpc`], which tells the edge what only
+//! gRPC knows — the method of a path (span, exemptions, labels), the caller's `grpc-timeout`,
+//! the client's address, an error as a status, and when a call's status is known: in the
+//! headers of a trailers-only answer, else in the trailers at the end of the response body.
+//! Then the span's `rpc.grpc.status_code`, `rpc_server_duration_seconds` by service, method
+//! and code, `errors_total` by error kind and the access log line are recorded.
 //!
 //! Exempt: health needs no key and is never limited (probes), payment callbacks are never
 //! limited; shedding answers UNAVAILABLE, a rate limit RESOURCE_EXHAUSTED, both with
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{Extensions, HeaderMap, Request, Response};
 use http_body::{Body, Frame};
 use ordo_domain::{Error, ErrorKind};
-use ordo_edge::{Call, Edge, EdgeLayer, Exemptions, Labels, Opened, Outcome, Transport};
+use ordo_edge::{Call, Exemptions, Labels, Opened, Outcome, Transport};
 use ordo_telemetry::conventions;
 use ordo_telemetry::metrics::{OTHER_RPC, RpcLabels};
 use std::collections::HashMap;
@@ -41,14 +41,6 @@ const EXEMPTIONS: Exemptions = Exemptions {
     ],
 };
 
-/// The layer of the gRPC server. See the module documentation.
-pub type GrpcServerLayer = EdgeLayer<Grpc>;
-
-/// `methods`: the full names (`package.Service/Method`) of every method served.
-pub fn server_layer<'a>(edge: Edge, methods: impl IntoIterator<Item = &'a str>) -> GrpcServerLayer {
-    EdgeLayer::new(edge, Grpc::new(methods))
-}
-
 /// gRPC, as the edge sees it.
 pub struct Grpc {
     /// `/package.Service/Method` → (service, method): the label values, bounded to the methods
@@ -57,7 +49,8 @@ pub struct Grpc {
 }
 
 impl Grpc {
-    fn new<'a>(methods: impl IntoIterator<Item = &'a str>) -> Self {
+    /// `methods`: the full names (`package.Service/Method`) of every method served.
+    pub fn new<'a>(methods: impl IntoIterator<Item = &'a str>) -> Self {
         let methods = methods
             .into_iter()
             .filter_map(|full| {

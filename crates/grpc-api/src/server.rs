@@ -3,6 +3,7 @@
 //! the [`Api`] can serve: its database answers, or a peer of its role is up) every second, and turns NOT_SERVING as soon as shutdown begins, so balancers stop
 //! sending before the server stops accepting.
 
+use crate::layer::Grpc;
 use crate::pb;
 use crate::pb::catalog_service_server::CatalogServiceServer;
 use crate::pb::customers_service_server::CustomersServiceServer;
@@ -188,9 +189,9 @@ pub async fn serve(
         .accept_http1(true)
         .layer(cors(&config.cors_allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(crate::layer::server_layer(
+        .layer(ordo_edge::EdgeLayer::new(
             config.edge,
-            methods.iter().map(String::as_str),
+            Grpc::new(methods.iter().map(String::as_str)),
         ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
