@@ -7,8 +7,9 @@
 //! Invariant: a call ends once. [`Call::finish`] records the first outcome it is given and
 //! ignores any later one (a gRPC call may end at its trailers, then be dropped).
 //!
-//! The HTTP side is the hot path: nothing here allocates but the span's name, as before the
-//! edge existed; labels are static or interned, the exemplar is kept inline.
+//! The HTTP side is the hot path: nothing here allocates but the span's name and the
+//! `traceparent` text, as before the edge existed; labels are static or interned, the exemplar
+//! is kept inline.
 
 use http::header::HeaderName;
 use http::{HeaderMap, Method, Version};

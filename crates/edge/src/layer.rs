@@ -10,7 +10,7 @@
 //! future, and a refusal in an inner layer would still need the transport to render it;
 //! `from_fn_with_state` boxed its future, boxed the rest of the stack into `Next` and that
 //! one's future again, and cloned its state twice. This layer boxes one future and clones one
-//! `Arc` per call.
+//! `Arc` per call (and the inner service, as every tower layer that serves from a clone).
 
 use crate::admit::{Edge, Exempt, Refusal};
 use crate::deadline;
