@@ -1,6 +1,6 @@
-//! Admission at ordo's edges: whether a request may start at all. Shared by the HTTP
-//! middleware and the gRPC layer, which only translate a caller and a [`Rejection`]; no axum
-//! or tonic type lives here.
+//! Admission at ordo's edges: whether a request may start at all. Asked by the edge
+//! (`ordo-edge`) for REST and gRPC alike, which translates a caller and a [`Rejection`]; no
+//! axum or tonic type lives here.
 //!
 //! Layout:
 //! - `bucket`: the token bucket's arithmetic, on a clock passed in.

@@ -9,7 +9,8 @@
 //! - `convert`: messages ↔ the API shapes of `ordo_service::api`.
 //! - `services`: the three services, each method one call to a face of the `Api`.
 //! - [`error`]: `ordo_domain::Error` → `tonic::Status` (code, ErrorInfo, BadRequest).
-//! - [`layer`]: the per-call tower layer (span, API keys, deadline, metrics, access log).
+//! - [`layer`]: gRPC as the edge (`ordo_edge`) sees it: methods, `grpc-timeout`, statuses, and
+//!   the call's end at its trailers.
 //! - `server`: composing all of it on a listener, with graceful shutdown.
 //! - [`client`]: calling another role: balanced, health-checked, traced, deadline-bound, retried
 //!   when idempotent; the remote faces of `ordo_service::ports`.

@@ -1,9 +1,9 @@
 //! The gRPC server: the `ordo.v1` services, health, reflection v1 and v1alpha, gRPC-Web and
-//! CORS, under [`GrpcServerLayer`], on one listener. Health follows readiness (every face of
+//! CORS, under the edge ([`crate::layer`]), on one listener. Health follows readiness (every face of
 //! the [`Api`] can serve: its database answers, or a peer of its role is up) every second, and turns NOT_SERVING as soon as shutdown begins, so balancers stop
 //! sending before the server stops accepting.
 
-use crate::layer::GrpcServerLayer;
+use crate::layer::Grpc;
 use crate::pb;
 use crate::pb::catalog_service_server::CatalogServiceServer;
 use crate::pb::customers_service_server::CustomersServiceServer;
@@ -12,7 +12,6 @@ use crate::pb::payments_service_server::PaymentsServiceServer;
 use crate::pb::pos_service_server::PosServiceServer;
 use crate::services::GrpcApi;
 use http::{HeaderName, HeaderValue, Method};
-use ordo_service::auth::ApiKeys;
 use ordo_service::ports::Api;
 use prost::Message;
 use std::future::Future;
@@ -27,15 +26,13 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// The server's settings, from the configuration.
 #[derive(Debug, Clone)]
 pub struct GrpcServerConfig {
-    pub api_keys: ApiKeys,
-    /// The longest a call may take (a shorter `grpc-timeout` wins).
-    pub request_timeout: Duration,
+    /// API keys, admission and the request timeout (a shorter `grpc-timeout` wins), shared
+    /// with the HTTP edge.
+    pub edge: ordo_edge::Edge,
     /// The largest message accepted.
     pub max_message_bytes: usize,
     /// Origins browsers may call gRPC-Web from (`*`: any); empty: same origin only.
     pub cors_allowed_origins: Vec<String>,
-    /// Load shedding and rate limits, shared with the HTTP edge.
-    pub admission: ordo_admission::Admission,
 }
 
 /// The names of the services this server has, as health reports them ("" is the server).
@@ -192,11 +189,9 @@ pub async fn serve(
         .accept_http1(true)
         .layer(cors(&config.cors_allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(GrpcServerLayer::new(
-            config.api_keys,
-            config.request_timeout,
-            config.admission,
-            methods.iter().map(String::as_str),
+        .layer(ordo_edge::EdgeLayer::new(
+            config.edge,
+            Grpc::new(methods.iter().map(String::as_str)),
         ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(

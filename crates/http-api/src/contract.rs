@@ -15,11 +15,11 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, SecurityRequirement};
 
-/// The security schemes of `ordo_service::auth::ApiKeys`.
+/// The security schemes of `ordo_edge::auth::ApiKeys`.
 pub(crate) const API_KEY_SCHEME: &str = "api_key";
 pub(crate) const BEARER_SCHEME: &str = "bearer";
 
-/// The W3C `traceparent` every response carries (`middleware::serve_request`).
+/// The W3C `traceparent` every response carries (the edge, `ordo_edge::call::Call::stamp`).
 const TRACEPARENT_PATTERN: &str = "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$";
 
 /// The shared error responses: (component name, the kind whose status it is, description).
@@ -130,7 +130,7 @@ fn complete_operation(operation: &mut Operation, path: &str, open: bool) {
         // `middleware::OPEN_ROUTES`: no API key; callbacks authenticate by their signature.
         operation.security = Some(Vec::new());
     } else {
-        // `middleware::serve_request`: the API key, then admission (the rate limit).
+        // The edge (`ordo_edge::admit`): the API key, then admission (the rate limit).
         shared.push((ErrorKind::Unauthenticated, "Unauthenticated"));
         shared.push((ErrorKind::RateLimited, "RateLimited"));
     }

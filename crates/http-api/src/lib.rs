@@ -1,15 +1,17 @@
 //! ordo's REST API: the axum router for `/v1`, its OpenAPI document, and the layers every request
-//! passes (the server span and `traceparent`, the deadline, the body limit, panic recovery).
+//! passes (the edge shared with gRPC — server span, API keys, admission, deadline,
+//! `traceparent`, metrics, access log — then panic recovery and the body limit).
 //!
 //! Layout:
 //! - `routes`: thin handlers, one call each to a face of [`ordo_service::ports::Api`].
 //! - `extract`: JSON, path and query extractors that reject with the contract's error body.
 //! - [`error`]: the error body; statuses come from the error kind, decided in `ordo_domain`.
-//! - `middleware`: the per-request span, deadline and `traceparent` response header.
+//! - `middleware`: HTTP as `ordo_edge` sees it (route, exemptions, error body, the 405 body).
 //! - [`server`]: the accept loop (header-read timeout, connection caps, graceful drain).
 //!
-//! Invariant: every response, success or error, leaves through `middleware::serve_request`,
-//! so every response carries `traceparent` and every error has the one body shape.
+//! Invariant: every response, success or error, leaves through the edge layer
+//! (`with_edge_layers`), so every response carries `traceparent` and every error has the one
+//! body shape.
 
 mod contract;
 pub mod error;
@@ -23,10 +25,8 @@ pub mod server;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use ordo_service::auth::ApiKeys;
 use ordo_service::ports::Api;
 use std::sync::Arc;
-use std::time::Duration;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -37,12 +37,9 @@ use utoipa_axum::routes;
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-    /// `ORDO_API_KEYS`; empty: open. Payment callbacks (signed) and `/openapi.json` are open.
-    pub api_keys: ApiKeys,
-    /// Load shedding and rate limits, shared with the gRPC server. Payment callbacks pass
-    /// without.
-    pub admission: ordo_admission::Admission,
+    /// API keys, admission and the request timeout, shared with the gRPC server. Payment
+    /// callbacks (signed) and `/openapi.json` need no key; payment callbacks are never limited.
+    pub edge: ordo_edge::Edge,
 }
 
 /// The body limit of `POST /v1/pos/batches` (500 sales of several lines each), whatever
@@ -124,19 +121,12 @@ pub fn router(api: Api, limits: HttpLimits) -> Router {
     with_edge_layers(routes, limits)
 }
 
-/// The layers every route passes, outermost first: the request span, deadline and
-/// `traceparent` (`middleware::serve_request`), panic recovery inside that span, the body limit.
+/// The layers every route passes, outermost first: the edge (`middleware::Http`), panic
+/// recovery inside its span, the body limit.
 fn with_edge_layers(router: Router, limits: HttpLimits) -> Router {
     router.layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(
-                middleware::Edge {
-                    timeout: limits.request_timeout,
-                    api_keys: limits.api_keys,
-                    admission: limits.admission,
-                },
-                middleware::serve_request,
-            ))
+            .layer(ordo_edge::EdgeLayer::new(limits.edge, middleware::Http))
             .layer(CatchPanicLayer::custom(middleware::panic_response))
             .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
     )
@@ -147,14 +137,29 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http::{Request, StatusCode};
+    use std::time::Duration;
     use tower::ServiceExt;
 
     fn limits() -> HttpLimits {
         HttpLimits {
             max_body_bytes: 1024,
-            request_timeout: Duration::from_millis(200),
-            api_keys: ApiKeys::default(),
-            admission: ordo_admission::Admission::default(),
+            edge: ordo_edge::Edge {
+                request_timeout: Duration::from_millis(200),
+                api_keys: ordo_edge::auth::ApiKeys::default(),
+                admission: ordo_admission::Admission::default(),
+            },
+        }
+    }
+
+    /// [`limits`] with `admission` and `request_timeout`.
+    fn limits_with(admission: ordo_admission::Admission, request_timeout: Duration) -> HttpLimits {
+        HttpLimits {
+            edge: ordo_edge::Edge {
+                admission,
+                request_timeout,
+                ..limits().edge
+            },
+            ..limits()
         }
     }
 
@@ -219,10 +224,10 @@ mod tests {
             Router::new()
                 .route("/fine", get(|| async { "fine" }))
                 .route("/v1/payments/callbacks/{provider}", get(|| async { "ack" })),
-            HttpLimits {
-                admission: admission(Some((1, 2)), usize::MAX),
-                ..limits()
-            },
+            limits_with(
+                admission(Some((1, 2)), usize::MAX),
+                limits().edge.request_timeout,
+            ),
         );
         let get_status = |path: &'static str| {
             let app = app.clone();
@@ -255,11 +260,7 @@ mod tests {
                     "late"
                 }),
             ),
-            HttpLimits {
-                admission: admission.clone(),
-                request_timeout: Duration::from_secs(120),
-                ..limits()
-            },
+            limits_with(admission.clone(), Duration::from_secs(120)),
         );
         let first = tokio::spawn(
             app.clone()

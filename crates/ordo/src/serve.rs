@@ -5,13 +5,13 @@ use crate::admin::{self, AdminState};
 use crate::shutdown;
 use anyhow::Context;
 use ordo_config::{Config, ExposeSecret, Role};
+use ordo_edge::auth::ApiKeys;
 use ordo_grpc_api::client::{RemoteCatalog, RemoteOrders, RemotePayments, RoleChannel};
 use ordo_http_api::HttpLimits;
 use ordo_http_api::server::ConnectionLimits;
 use ordo_outbox::consumer::ConsumerRunner;
 use ordo_outbox::{Relay, Wakeup};
 use ordo_service::Service;
-use ordo_service::auth::ApiKeys;
 use ordo_service::ports::{Api, CatalogApi, NotServedHere, OrdersApi, PaymentsApi};
 use ordo_storage::Database;
 use ordo_storage::cache::shared::SharedCache;
@@ -166,7 +166,6 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         .transpose()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let api_keys = ApiKeys::new(&config.access.api_keys);
     let admission = ordo_admission::Admission::new(
         ordo_admission::AdmissionSettings {
             rate_limit: config.live.rate_limit.map(rate_limit),
@@ -178,6 +177,12 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         },
         redis,
     );
+    // One edge for both transports: the same keys, admission and timeout.
+    let edge = ordo_edge::Edge {
+        api_keys: ApiKeys::new(&config.access.api_keys),
+        admission: admission.clone(),
+        request_timeout: config.server.request_timeout,
+    };
 
     let draining = Arc::new(AtomicBool::new(false));
     let admin = admin::router(AdminState {
@@ -198,9 +203,7 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
             api.clone(),
             HttpLimits {
                 max_body_bytes: config.server.max_body_bytes,
-                request_timeout: config.server.request_timeout,
-                api_keys: api_keys.clone(),
-                admission: admission.clone(),
+                edge: edge.clone(),
             },
         );
         tokio::spawn(ordo_http_api::server::serve(
@@ -214,11 +217,9 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         grpc_listener,
         api,
         ordo_grpc_api::GrpcServerConfig {
-            api_keys,
-            request_timeout: config.server.request_timeout,
+            edge,
             max_message_bytes: config.server.max_body_bytes,
             cors_allowed_origins: config.server.cors_allowed_origins.clone(),
-            admission: admission.clone(),
         },
         token.clone().cancelled_owned(),
     ));

@@ -6,7 +6,6 @@
 //!
 //! Layout:
 //! - [`api`]: the request inputs and response views (JSON and OpenAPI shapes of the contract).
-//! - [`auth`]: API keys, checked the same way by the REST and gRPC layers.
 //! - [`deadline`]: the current call's deadline, passed on to every downstream call.
 //! - [`ports`]: the faces REST and gRPC serve (catalogue, orders, payments), local or remote.
 //! - `catalog`: products, warehouses, stock.
@@ -20,7 +19,6 @@
 //! the trace and span ids of the step that wrote it, in the same transaction.
 
 pub mod api;
-pub mod auth;
 mod catalog;
 mod erasure;
 pub mod events;

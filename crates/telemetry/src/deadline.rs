@@ -1,6 +1,6 @@
 //! The deadline of the call being served, so that every call it makes downstream (another
-//! role over gRPC, Redis) carries what is left of it. The HTTP and gRPC layers set it around the
-//! handler; clients read it with [`remaining`].
+//! role over gRPC, Redis) carries what is left of it. The edge (`ordo-edge`) sets it around
+//! every handler, REST or gRPC; clients read it with [`remaining`].
 //!
 //! It is a task-local: work spawned for later (a delayed sandbox callback, the outbox relay) is
 //! deliberately not bound by the request that started it.
