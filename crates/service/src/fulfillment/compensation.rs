@@ -4,7 +4,7 @@
 //! its event. Run after a risk rejection, a shipment refused for good, or a stage that kept
 //! failing through every redelivery.
 
-use super::{advance_checked, timeline};
+use super::{advance, timeline};
 use crate::events::{self, OrderFailed};
 use crate::{Service, topics};
 use ordo_domain::order::{OrderEvent, OrderStatus};
@@ -78,7 +78,7 @@ impl Service {
         ))
         .await?;
         async {
-            let to = advance_checked(tx, order, from, failure.event).await?;
+            let to = advance(tx, order, from, failure.event).await?;
             timeline(tx, order_id, failure.kind, &failure.detail).await?;
             let failed = OrderFailed {
                 topic: failure.topic,

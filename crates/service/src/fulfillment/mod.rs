@@ -45,11 +45,11 @@ use stage::Stage;
 use crate::{Service, step_ids};
 use carrier::Carrier;
 use ordo_config::FulfillmentSettings;
+use ordo_domain::Result;
 use ordo_domain::breaker::{Admission, Breaker, BreakerPolicy, CallOutcome};
 use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::risk::{RiskRules, normalise_email};
 use ordo_domain::timeline::TimelineKind;
-use ordo_domain::{Error, Result};
 use ordo_outbox::consumer::ConsumerRunner;
 use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
@@ -170,8 +170,9 @@ async fn timeline(
     .await
 }
 
-/// Moves `order`, locked by the step's [`stage::Stage`] and found waiting in `from`, by
-/// `event`.
+/// Moves `order` by `event` from `from`. Every caller runs in a step's transaction after
+/// locking the order and finding it in `from` ([`stage::Stage`], `fail_stuck_order`), so the
+/// change cannot miss and travels with the commit.
 async fn advance(
     tx: &mut WriteTx,
     order: &OrderRecord,
@@ -181,23 +182,6 @@ async fn advance(
     let to = from.apply(event)?;
     tx.set_status_of_locked(&order.id, from, to, now_ms())
         .await?;
-    Ok(to)
-}
-
-/// Moves `order` from `from` by `event`, or fails with `conflict` if it changed meanwhile.
-async fn advance_checked(
-    tx: &mut WriteTx,
-    order: &OrderRecord,
-    from: OrderStatus,
-    event: OrderEvent,
-) -> Result<OrderStatus> {
-    let to = from.apply(event)?;
-    if !tx.set_status(&order.id, from, to, now_ms()).await? {
-        return Err(Error::conflict(format!(
-            "order {} changed concurrently",
-            order.id
-        )));
-    }
     Ok(to)
 }
 

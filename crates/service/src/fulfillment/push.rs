@@ -4,12 +4,11 @@
 //! Outside any write transaction ([`Step::prepare`]): claim the order's shipments as `pushing`
 //! (one short transaction), then per shipment hand it to the [carrier](super::carrier), retry
 //! 408/429/5xx/timeouts with backoff and jitter, record `accepted` or `failed` (a short
-//! transaction each). Then, in
-//! the consumer's transaction ([`Step::run`]): all accepted → `shipped`; one failed →
-//! compensations. A shipment already `accepted` is never pushed again; a `pushing` one (a crash
-//! mid-push) is pushed again with the same idempotency key, which the carrier deduplicates. A
-//! circuit breaker per carrier fails pushes fast while open: the event is then left to
-//! redelivery, and the shipment stays `pushing`.
+//! transaction each). Then, in the consumer's transaction ([`Step::run`]): all accepted →
+//! `shipped`; one failed → compensations. A shipment already `accepted` is never pushed again;
+//! a `pushing` one (a crash mid-push) is pushed again with the same idempotency key, which the
+//! carrier deduplicates. A circuit breaker per carrier fails pushes fast while open: the event
+//! is then left to redelivery, and the shipment stays `pushing`.
 
 use super::carrier::{PushRequest, Pushed};
 use super::compensation::Failure;
@@ -26,7 +25,7 @@ use ordo_domain::{Error, Result};
 use ordo_outbox::Envelope;
 use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
-use ordo_storage::records::{OrderRecord, ShipmentItemRecord, ShipmentRecord};
+use ordo_storage::records::{OrderRecord, ShipmentRecord};
 use std::time::Duration;
 
 pub(crate) struct Push;
@@ -56,8 +55,7 @@ impl Step for Push {
         let claimed = tx.claim_shipment_pushes(&order.id, now_ms()).await?;
         tx.commit().await?;
         for shipment in shipments.iter().filter(|s| claimed.contains(&s.id)) {
-            let items = service.db.shipment_items(&shipment.id).await?;
-            if !service.push_shipment(&order, shipment, items).await? {
+            if !service.push_shipment(&order, shipment).await? {
                 break;
             }
         }
@@ -109,14 +107,9 @@ impl Service {
     /// Pushes one shipment, claimed `pushing`, until the carrier accepts it (`true`), refuses
     /// it for good or the attempts run out (`false`, the shipment is `failed`). An open breaker
     /// is an error: the event is redelivered later, the shipment stays `pushing`.
-    async fn push_shipment(
-        &self,
-        order: &OrderRecord,
-        shipment: &ShipmentRecord,
-        items: Vec<ShipmentItemRecord>,
-    ) -> Result<bool> {
+    async fn push_shipment(&self, order: &OrderRecord, shipment: &ShipmentRecord) -> Result<bool> {
         let carrier = shipment.carrier.as_deref().unwrap_or("global-post");
-        let body = push_body(order, shipment, &items)?;
+        let body = self.push_body(order, shipment).await?;
         let outcome = self
             .push_until_settled(carrier, &shipment.id, &body)
             .await?;
@@ -155,6 +148,24 @@ impl Service {
                 reason = %reason, "shipment dead-lettered");
         }
         Ok(accepted)
+    }
+
+    /// The JSON a carrier receives for `shipment`.
+    async fn push_body(&self, order: &OrderRecord, shipment: &ShipmentRecord) -> Result<Vec<u8>> {
+        let items = self.db.shipment_items(&shipment.id).await?;
+        let address: serde_json::Value = serde_json::from_str(&order.shipping_address)
+            .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
+        let body = serde_json::json!({
+            "shipment_id": shipment.id,
+            "order_id": order.id,
+            "warehouse": shipment.warehouse,
+            "items": items
+                .iter()
+                .map(|i| serde_json::json!({ "sku": i.sku, "quantity": i.quantity }))
+                .collect::<Vec<_>>(),
+            "shipping_address": address,
+        });
+        serde_json::to_vec(&body).map_err(|e| Error::internal(format!("cannot encode: {e}")))
     }
 
     /// Pushes until the carrier accepts (its status and the attempt), refuses for good or the
@@ -219,25 +230,4 @@ impl Service {
             }
         }
     }
-}
-
-/// The JSON a carrier receives for `shipment`.
-fn push_body(
-    order: &OrderRecord,
-    shipment: &ShipmentRecord,
-    items: &[ShipmentItemRecord],
-) -> Result<Vec<u8>> {
-    let address: serde_json::Value = serde_json::from_str(&order.shipping_address)
-        .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
-    let body = serde_json::json!({
-        "shipment_id": shipment.id,
-        "order_id": order.id,
-        "warehouse": shipment.warehouse,
-        "items": items
-            .iter()
-            .map(|i| serde_json::json!({ "sku": i.sku, "quantity": i.quantity }))
-            .collect::<Vec<_>>(),
-        "shipping_address": address,
-    });
-    serde_json::to_vec(&body).map_err(|e| Error::internal(format!("cannot encode: {e}")))
 }
