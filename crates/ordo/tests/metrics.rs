@@ -228,11 +228,6 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
 
 /// Sends requests for `period`, eight at a time: one request costs the service so little CPU
 /// that a single loop can leave a 1 s profile without a sample.
-/// The profiled servers do not shed: beside the rest of the suite on two cores, the CPU signal
-/// would otherwise refuse most of [`keep_busy`]'s requests at once, and a process that refuses
-/// cheaply is too idle to be sampled.
-const NEVER_SHED: (&str, &str) = ("ORDO_SHED_ADAPTIVE", "off");
-
 async fn keep_busy(server: &TestServer, period: Duration) {
     let until = std::time::Instant::now() + period;
     let loops = (0..8).map(|_| async {
@@ -245,11 +240,8 @@ async fn keep_busy(server: &TestServer, period: Duration) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cpu_profiles_need_the_token_and_return_flame_graph_data() {
-    let server = TestServer::start_with_env(
-        Backend::sqlite(),
-        &[("ORDO_ADMIN_TOKEN", TOKEN), NEVER_SHED],
-    )
-    .await;
+    let server =
+        TestServer::start_with_env(Backend::sqlite(), &[("ORDO_ADMIN_TOKEN", TOKEN)]).await;
     let profile = |query: &str, token: Option<&str>| {
         let mut request = server.client().get(format!(
             "{}/debug/pprof/profile?{query}",
@@ -319,7 +311,7 @@ fn resident_bytes(pid: i32) -> u64 {
 /// back, and a second profile grows nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cpu_profile_gives_its_memory_back() {
-    let server = TestServer::start_with_env(Backend::sqlite(), &[NEVER_SHED]).await;
+    let server = TestServer::start(Backend::sqlite()).await;
     // A profile of a busy process (one that caught no sample has nothing to symbolize, so it
     // proves nothing: it is taken again, a few times).
     let profile_with_samples = || async {
