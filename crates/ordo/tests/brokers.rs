@@ -739,25 +739,29 @@ async fn a_broker_outage_longer_than_the_retry_schedule_loses_nothing(broker: Br
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rabbitmq_an_outage_longer_than_the_retry_schedule_loses_nothing() {
-    a_broker_outage_longer_than_the_retry_schedule_loses_nothing(Broker::RabbitMq).await;
+/// Each scenario above as one test per broker: `<scenario>::rabbitmq` and `<scenario>::nats`.
+macro_rules! on_each_broker {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn rabbitmq() {
+                super::$scenario(super::Broker::RabbitMq).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn nats() {
+                super::$scenario(super::Broker::Nats).await;
+            }
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn nats_an_outage_longer_than_the_retry_schedule_loses_nothing() {
-    a_broker_outage_longer_than_the_retry_schedule_loses_nothing(Broker::Nats).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn rabbitmq_the_pipeline_runs_over_the_broker_in_the_order_trace() {
-    the_pipeline_runs_over_the_broker_in_the_order_trace(Broker::RabbitMq).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn nats_the_pipeline_runs_over_the_broker_in_the_order_trace() {
-    the_pipeline_runs_over_the_broker_in_the_order_trace(Broker::Nats).await;
-}
+on_each_broker!(
+    every_event_reaches_the_broker_with_its_trace_context,
+    events_committed_before_a_kill_reach_the_broker_after_restart,
+    the_pipeline_runs_over_the_broker_in_the_order_trace,
+    a_broker_outage_longer_than_the_retry_schedule_loses_nothing,
+);
 
 /// An unreachable broker stops the start-up with an error naming `ORDO_BROKER_URL`, without
 /// the password.
@@ -777,26 +781,6 @@ async fn an_unreachable_broker_fails_start_up(url: &str) {
     assert!(!exit.success(), "{output}");
     assert!(output.contains("ORDO_BROKER_URL"), "{output}");
     assert!(!output.contains("s3cret"), "the password leaked:\n{output}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn rabbitmq_every_event_reaches_the_broker_with_its_trace_context() {
-    every_event_reaches_the_broker_with_its_trace_context(Broker::RabbitMq).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn nats_every_event_reaches_the_broker_with_its_trace_context() {
-    every_event_reaches_the_broker_with_its_trace_context(Broker::Nats).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn rabbitmq_events_committed_before_a_kill_reach_the_broker_after_restart() {
-    events_committed_before_a_kill_reach_the_broker_after_restart(Broker::RabbitMq).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn nats_events_committed_before_a_kill_reach_the_broker_after_restart() {
-    events_committed_before_a_kill_reach_the_broker_after_restart(Broker::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -98,6 +98,19 @@ fn create_request(body: &Value) -> pb::CreateOrderRequest {
     }
 }
 
+/// The order `body` refused over REST and over gRPC with the same error.
+async fn assert_create_refused_alike(
+    server: &TestServer,
+    orders: &mut OrdersServiceClient<Channel>,
+    body: &Value,
+    code: tonic::Code,
+    error_code: &str,
+) {
+    let rest = server.post_order(body).await;
+    let status = orders.create_order(create_request(body)).await.unwrap_err();
+    assert_same_error(&rest, &status, code, error_code);
+}
+
 /// The REST error body's code and details next to the gRPC status's.
 fn assert_same_error(rest: &Reply, status: &tonic::Status, code: tonic::Code, error_code: &str) {
     let body = assert_error(rest, rest.status, error_code);
@@ -194,17 +207,14 @@ async fn rest_and_grpc_agree_on_create_get_list_and_errors(backend: Backend) {
 
     // Errors: the same kind, code, message and field details.
     let too_many = order_body("parity-customer", &[(TEA, 1000)]);
-    let rest = server.post_order(&too_many).await;
-    let status = orders
-        .create_order(create_request(&too_many))
-        .await
-        .unwrap_err();
-    assert_same_error(
-        &rest,
-        &status,
+    assert_create_refused_alike(
+        &server,
+        &mut orders,
+        &too_many,
         tonic::Code::FailedPrecondition,
         "insufficient_stock",
-    );
+    )
+    .await;
 
     let missing = "ord_00000000000000000000000000000000";
     let rest = server.get(&format!("/v1/orders/{missing}")).await;
@@ -216,17 +226,14 @@ async fn rest_and_grpc_agree_on_create_get_list_and_errors(backend: Backend) {
 
     let mut invalid = order_body("parity-customer", &[]);
     invalid["currency"] = json!("usd!");
-    let rest = server.post_order(&invalid).await;
-    let status = orders
-        .create_order(create_request(&invalid))
-        .await
-        .unwrap_err();
-    assert_same_error(
-        &rest,
-        &status,
+    assert_create_refused_alike(
+        &server,
+        &mut orders,
+        &invalid,
         tonic::Code::InvalidArgument,
         "invalid_argument",
-    );
+    )
+    .await;
 
     // Idempotency: the metadata key behaves as the REST header.
     let keyed = order_body("parity-keyed", &[(MUG, 1)]);

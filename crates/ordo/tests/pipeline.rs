@@ -71,6 +71,15 @@ async fn payment_status(server: &TestServer, order_id: &str) -> String {
         .to_owned()
 }
 
+/// Checks that the compensations ran for the order `id` (its payment refunded, its stock
+/// released) and answers its timeline.
+async fn compensated(server: &TestServer, id: &str) -> Vec<Value> {
+    assert_eq!(payment_status(server, id).await, "refunded");
+    assert_eq!(server.reserved(TEA).await, 0);
+    assert_eq!(server.reserved(MUG).await, 0);
+    server.timeline(id).await
+}
+
 fn shipment_ids(order: &Value) -> Vec<String> {
     order["shipments"]
         .as_array()
@@ -151,10 +160,7 @@ async fn a_risk_rejection_refunds_and_releases_the_stock(backend: Backend) {
     let id = order["id"].as_str().unwrap().to_owned();
     let rejected = wait_for_status(&server, &id, "rejected").await;
     assert_eq!(rejected["shipments"], json!([]));
-    assert_eq!(payment_status(&server, &id).await, "refunded");
-    assert_eq!(server.reserved(TEA).await, 0);
-    assert_eq!(server.reserved(MUG).await, 0);
-    let events = server.timeline(&id).await;
+    let events = compensated(&server, &id).await;
     assert_eq!(
         types(&events),
         [
@@ -228,10 +234,7 @@ async fn a_refusing_carrier_fails_the_order_and_compensates() {
         .collect();
     assert!(statuses.contains(&"failed"), "{failed:#}");
     assert!(!statuses.contains(&"accepted"), "{failed:#}");
-    assert_eq!(payment_status(&server, &id).await, "refunded");
-    assert_eq!(server.reserved(TEA).await, 0);
-    assert_eq!(server.reserved(MUG).await, 0);
-    let events = server.timeline(&id).await;
+    let events = compensated(&server, &id).await;
     assert_eq!(
         types(&events)[3..],
         [
@@ -347,10 +350,7 @@ async fn a_breaker_open_through_every_redelivery_fails_the_order_and_compensates
     for shipment in failed["shipments"].as_array().unwrap() {
         assert_eq!(shipment["status"], "failed", "{failed:#}");
     }
-    assert_eq!(payment_status(&server, &id).await, "refunded");
-    assert_eq!(server.reserved(TEA).await, 0);
-    assert_eq!(server.reserved(MUG).await, 0);
-    let events = server.timeline(&id).await;
+    let events = compensated(&server, &id).await;
     assert_eq!(
         types(&events)[3..],
         [

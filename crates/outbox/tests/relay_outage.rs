@@ -33,10 +33,6 @@ impl Transport for Broker {
             Ok(())
         })
     }
-
-    fn failures_are_outages(&self) -> bool {
-        true
-    }
 }
 
 async fn database() -> (Database, tempfile::TempDir) {

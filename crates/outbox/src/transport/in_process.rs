@@ -35,6 +35,11 @@ impl Transport for InProcess {
         "ordo_in_process"
     }
 
+    /// A publish runs the consumers: its failures are theirs.
+    fn failures_are_outages(&self) -> bool {
+        false
+    }
+
     fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a> {
         Box::pin(async move {
             if let Some(consumers) = self.subscribers.get(&event.topic) {

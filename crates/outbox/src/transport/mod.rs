@@ -45,9 +45,9 @@ pub trait Transport: Send + Sync + 'static {
     /// broker stores whatever it is given, so its failures (unreachable, channel closed, no
     /// confirmation) say nothing about the event: the relay waits them out and never counts
     /// them toward the event's attempts or dead-letters it for them. In process, a publish runs
-    /// the consumers, so its failures are theirs and count.
+    /// the consumers, so its failures are theirs and count (`false` there).
     fn failures_are_outages(&self) -> bool {
-        false
+        true
     }
 }
 
@@ -195,6 +195,41 @@ pub fn header_reason(reason: &str) -> String {
 /// Waits before a redelivery: 200 ms · 2^(delivery - 1), capped at 5 s.
 fn redelivery_delay(delivery: u32) -> Duration {
     Duration::from_millis((200u64 << delivery.saturating_sub(1).min(5)).min(5_000))
+}
+
+/// The message body of `event`: its payload as JSON.
+fn event_body(event: &Envelope) -> Result<Vec<u8>, ordo_domain::Error> {
+    serde_json::to_vec(&event.payload).map_err(|e| internal("cannot encode an event", e))
+}
+
+/// `call` to the broker, bounded by [`BROKER_TIMEOUT`]; its error says which call failed.
+async fn timed<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(BROKER_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(format!("{what}: {error}")),
+        Err(_) => Err(format!("{what}: no answer within {BROKER_TIMEOUT:?}")),
+    }
+}
+
+/// Counts and logs a message `consumer` gave up on, now parked in `destination` (a queue or
+/// subject) after `deliveries` deliveries.
+fn record_dead_letter(
+    broker: &'static str,
+    consumer: &'static str,
+    destination: &dyn std::fmt::Display,
+    deliveries: u32,
+) {
+    ordo_telemetry::metrics::count_consumer_dead_letter(consumer);
+    tracing::error!(
+        broker,
+        consumer,
+        %destination,
+        deliveries,
+        "{broker}: message dead-lettered"
+    );
 }
 
 fn internal(context: &str, error: impl std::fmt::Display) -> ordo_domain::Error {

@@ -17,7 +17,8 @@
 
 use super::{
     BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, TOPIC_HEADER,
-    Transport, envelope_from_parts, header_reason, internal, outgoing_headers, redelivery_delay,
+    Transport, envelope_from_parts, event_body, header_reason, internal, outgoing_headers,
+    record_dead_letter, redelivery_delay, timed,
 };
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery, Envelope};
@@ -54,17 +55,6 @@ pub fn durable_name(consumer: &str) -> String {
 pub struct Nats {
     jetstream: jetstream::Context,
     namespace: String,
-}
-
-async fn timed<T, E: std::fmt::Display>(
-    what: &str,
-    call: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(BROKER_TIMEOUT, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(format!("{what}: {error}")),
-        Err(_) => Err(format!("{what}: no answer within {BROKER_TIMEOUT:?}")),
-    }
 }
 
 pub(super) async fn start(
@@ -171,14 +161,9 @@ impl Transport for Nats {
         SYSTEM
     }
 
-    fn failures_are_outages(&self) -> bool {
-        true
-    }
-
     fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&event.payload)
-                .map_err(|e| internal("cannot encode an event", e))?;
+            let body = event_body(event)?;
             let mut headers = header_map(&outgoing_headers(event));
             headers.insert(MSG_ID_HEADER, event.event_id.as_str());
             let publish = async {
@@ -339,13 +324,7 @@ impl Subscription {
         };
         timed("dead-letter publish", republish).await?;
         timed("term", message.ack_with(AckKind::Term)).await?;
-        ordo_telemetry::metrics::count_consumer_dead_letter(self.runner.name());
-        tracing::error!(
-            consumer = self.runner.name(),
-            subject = %self.dead_subject,
-            deliveries = delivered,
-            "nats: message dead-lettered"
-        );
+        record_dead_letter("nats", self.runner.name(), &self.dead_subject, delivered);
         Ok(())
     }
 }

@@ -16,9 +16,9 @@
 //!   queues and on every RabbitMQ version.
 
 use super::{
-    BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, Transport,
-    envelope_from_parts, header_reason, internal, outgoing_headers, previous_attempt_headers,
-    redelivery_delay,
+    MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, Transport, envelope_from_parts,
+    event_body, header_reason, internal, outgoing_headers, previous_attempt_headers,
+    record_dead_letter, redelivery_delay, timed,
 };
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery as EventDelivery, Envelope};
@@ -107,17 +107,6 @@ pub(super) async fn start(
         }),
         subscriptions,
     })
-}
-
-async fn timed<T, E: std::fmt::Display>(
-    what: &str,
-    call: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(BROKER_TIMEOUT, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(format!("{what}: {error}")),
-        Err(_) => Err(format!("{what}: no answer within {BROKER_TIMEOUT:?}")),
-    }
 }
 
 /// A connection and a channel in confirm mode.
@@ -229,14 +218,9 @@ impl Transport for RabbitMq {
         SYSTEM
     }
 
-    fn failures_are_outages(&self) -> bool {
-        true
-    }
-
     fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&event.payload)
-                .map_err(|e| internal("cannot encode an event", e))?;
+            let body = event_body(event)?;
             let properties = BasicProperties::default()
                 .with_message_id(event.event_id.as_str().into())
                 .with_content_type("application/json".into())
@@ -414,12 +398,11 @@ impl Subscription {
         publish_confirmed(channel, "", target, &delivery.data, forward).await?;
         timed("basic.ack", delivery.ack(BasicAckOptions::default())).await?;
         if !retry {
-            ordo_telemetry::metrics::count_consumer_dead_letter(self.consumer.name());
-            tracing::error!(
-                consumer = self.consumer.name(),
-                queue = %self.dead_queue,
-                deliveries = delivery_count,
-                "rabbitmq: message dead-lettered"
+            record_dead_letter(
+                "rabbitmq",
+                self.consumer.name(),
+                &self.dead_queue,
+                delivery_count,
             );
         }
         Ok(())
