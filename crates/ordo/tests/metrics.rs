@@ -230,12 +230,32 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
 /// that a single loop can leave a 1 s profile without a sample.
 async fn keep_busy(server: &TestServer, period: Duration) {
     let until = std::time::Instant::now() + period;
+    busy_while(server, || std::time::Instant::now() < until).await;
+}
+
+async fn busy_while(server: &TestServer, go_on: impl Fn() -> bool) {
     let loops = (0..8).map(|_| async {
-        while std::time::Instant::now() < until {
+        while go_on() {
             server.get("/v1/orders?limit=5").await;
         }
     });
     futures::future::join_all(loops).await;
+}
+
+/// The answer to a profile `request`, with the service kept busy until it arrives. Not for a
+/// fixed time: on a machine short of CPU the request may reach the service late, and a profile
+/// that samples after the load stopped is empty (seen: ten in a row).
+async fn profile_while_busy(server: &TestServer, request: impl Future<Output = Reply>) -> Reply {
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let answer = async {
+        let answer = request.await;
+        answered.store(true, std::sync::atomic::Ordering::Release);
+        answer
+    };
+    let busy = busy_while(server, || {
+        !answered.load(std::sync::atomic::Ordering::Acquire)
+    });
+    tokio::join!(answer, busy).0
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -266,9 +286,10 @@ async fn cpu_profiles_need_the_token_and_return_flame_graph_data() {
     // process: an empty profile is taken again (a few times), a malformed one fails at once.
     let mut collapsed = None;
     for _ in 0..10 {
-        let busy = keep_busy(&server, Duration::from_millis(1300));
-        let (answer, ()) = tokio::join!(profile("seconds=1&format=collapsed", Some(TOKEN)), busy);
-        let answer = answer.expect_status(200);
+        let answer =
+            profile_while_busy(&server, profile("seconds=1&format=collapsed", Some(TOKEN)))
+                .await
+                .expect_status(200);
         if !answer.text.trim().is_empty() {
             collapsed = Some(answer);
             break;
@@ -282,9 +303,9 @@ async fn cpu_profiles_need_the_token_and_return_flame_graph_data() {
         "collapsed stacks are `frame;frame count` lines: {line:?}"
     );
 
-    let busy = keep_busy(&server, Duration::from_millis(1300));
-    let (svg, ()) = tokio::join!(profile("seconds=1", Some(TOKEN)), busy);
-    let svg = svg.expect_status(200);
+    let svg = profile_while_busy(&server, profile("seconds=1", Some(TOKEN)))
+        .await
+        .expect_status(200);
     assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
     assert!(
         svg.text.contains("<svg"),
@@ -316,12 +337,11 @@ async fn a_cpu_profile_gives_its_memory_back() {
     // proves nothing: it is taken again, a few times).
     let profile_with_samples = || async {
         for _ in 0..10 {
-            let busy = keep_busy(&server, Duration::from_millis(1300));
             let request = server.client().get(format!(
                 "{}/debug/pprof/profile?seconds=1&format=collapsed",
                 server.admin_url()
             ));
-            let (answer, ()) = tokio::join!(send(request), busy);
+            let answer = profile_while_busy(&server, send(request)).await;
             if !answer.expect_status(200).text.trim().is_empty() {
                 return;
             }
