@@ -20,7 +20,6 @@
 
 pub mod api;
 mod catalog;
-mod erasure;
 pub mod events;
 /// The deadline of the call being served (it lives with the trace context: both travel with every call).
 pub use ordo_telemetry::deadline;
@@ -28,13 +27,10 @@ mod fulfillment;
 mod orders;
 mod payments;
 pub mod ports;
-mod pos;
-mod watchdog;
 
-pub use orders::Created;
+pub use orders::{CheckedSale, Created};
 pub use ordo_config::{FulfillmentSettings, OrderSettings, PaymentSettings};
 pub use payments::{PaymentCreated, SweepReport, VerifiedCallback};
-pub use pos::CheckedSale;
 
 use ordo_storage::Database;
 

@@ -38,6 +38,7 @@ mod risk;
 mod schedule;
 mod split;
 mod stage;
+mod watchdog;
 
 pub(crate) use compensation::refund_succeeded_payments;
 use stage::Stage;

@@ -1,6 +1,11 @@
 //! Orders: creation (idempotent, reserving stock atomically), reads, listing, cancellation and
 //! the timeline.
 
+mod erasure;
+mod pos;
+
+pub use pos::CheckedSale;
+
 use crate::api::{
     AddressDto, ContactDto, CreateOrderInput, ListOrdersQuery, MoneyDto, OrderItemInput,
     OrderItemView, OrderPage, OrderView, ShipmentView, TimelineEventView, TimelineView,
