@@ -78,7 +78,7 @@ impl Call {
             network.protocol.version = conventions::http_protocol_version(version),
             http.response.status_code = field::Empty,
             error.type = field::Empty,
-            // Filled in by a read that needs no span of its own (`Service::order`).
+            // Filled in by a read that needs no span of its own (`Orders::order`).
             order.id = field::Empty,
         );
         if let Some(route) = route {
@@ -106,7 +106,7 @@ impl Call {
             rpc.method = method,
             rpc.grpc.status_code = field::Empty,
             error.type = field::Empty,
-            // Filled in by a read that needs no span of its own (`Service::order`).
+            // Filled in by a read that needs no span of its own (`Orders::order`).
             order.id = field::Empty,
         );
         Call::opened(span, started, headers)

@@ -1,4 +1,5 @@
-//! Handlers: each takes typed extractors, calls one [`Service`] method and renders its result.
+//! Handlers: each takes typed extractors, calls one method of its face (`ordo_service::ports`)
+//! and renders its result.
 //! The `#[utoipa::path]` attributes and the parameter types below are the source of the OpenAPI
 //! document; the statuses every operation shares (bad input, API keys, rate limits, load
 //! shedding, time-outs) are added by `crate::contract`.

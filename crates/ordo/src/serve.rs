@@ -11,7 +11,7 @@ use ordo_http_api::HttpLimits;
 use ordo_http_api::server::ConnectionLimits;
 use ordo_outbox::consumer::ConsumerRunner;
 use ordo_outbox::{Relay, Wakeup};
-use ordo_service::Service;
+use ordo_service::Faces;
 use ordo_service::ports::{Api, CatalogApi, NotServedHere, OrdersApi, PaymentsApi};
 use ordo_storage::Database;
 use ordo_storage::cache::shared::SharedCache;
@@ -88,15 +88,16 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     // default, to this process's consumers; with ORDO_BROKER_URL to RabbitMQ or NATS
     // JetStream, from which one subscription task per consumer feeds it.
     let wakeup = Wakeup::default();
-    let service = db.clone().map(|db| {
-        Service::new(db)
-            .with_wakeup(wakeup.clone())
-            .with_orders(config.orders.clone())
-            .with_payments(config.payments.clone())
-            .with_fulfillment(config.fulfillment.clone())
+    let local = db.clone().map(|db| {
+        let settings = ordo_service::Settings {
+            orders: config.orders.clone(),
+            payments: config.payments.clone(),
+            fulfillment: config.fulfillment.clone(),
+        };
+        Faces::new(db, wakeup.clone(), settings)
     });
-    let faces = Faces {
-        service: service.clone(),
+    let choice = FaceChoice {
+        local: local.clone(),
         discovery: &discovery,
         api_key: config
             .access
@@ -106,33 +107,33 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         stop: &peers_stop,
         edge: runs(Role::Edge),
     };
-    let catalog = faces
+    let catalog = choice
         .catalog(runs(Role::Inventory), runs(Role::Orders))
         .await?;
     // Apart from inventory, the orders role prices orders with inventory's catalogue.
-    let service = match service {
-        Some(service) if !runs(Role::Inventory) && runs(Role::Orders) => {
-            Some(service.with_price_source(Arc::clone(&catalog)))
+    let local = match local {
+        Some(faces) if !runs(Role::Inventory) && runs(Role::Orders) => {
+            Some(faces.with_price_source(Arc::clone(&catalog)))
         }
-        service => service,
+        faces => faces,
     };
-    let faces = Faces { service, ..faces };
+    let choice = FaceChoice { local, ..choice };
     let api = Api {
         catalog,
-        orders: faces.orders(runs(Role::Orders)).await?,
-        payments: faces.payments(runs(Role::Payments)).await?,
+        orders: choice.orders(runs(Role::Orders)).await?,
+        payments: choice.payments(runs(Role::Payments)).await?,
     };
-    let service = faces.service;
+    let local = choice.local;
 
     // The workers: relay, pipeline consumers, the payment-timeout job.
     let consumers_stop = CancellationToken::new();
     let relay_stop = CancellationToken::new();
     let jobs_stop = CancellationToken::new();
     let mut workers = None;
-    if let (true, Some(service), Some(db)) = (runs(Role::Workers), &service, &db) {
+    if let (true, Some(local), Some(db)) = (runs(Role::Workers), &local, &db) {
         // One list of consumers, whichever transport carries the events: the fulfillment
         // pipeline's stages (risk → split → schedule → carrier push).
-        let consumers: Vec<Arc<ConsumerRunner>> = service.pipeline_consumers();
+        let consumers: Vec<Arc<ConsumerRunner>> = local.fulfillment.pipeline_consumers();
         let events = start_transport(&config, consumers, consumers_stop.clone()).await?;
         let relay = tokio::spawn(
             Relay::new(db.clone(), events.transport, wakeup.clone())
@@ -141,15 +142,15 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
         );
         // A plain spawn: each run of the payment-timeout job starts a trace of its own.
         let payment_timeouts = tokio::spawn({
-            let service = service.clone();
+            let local = local.clone();
             let stop = jobs_stop.clone();
-            async move { service.run_payment_timeouts(stop).await }
+            async move { local.run_payment_timeouts(stop).await }
         });
         workers = Some((events.subscriptions, relay, payment_timeouts));
     }
-    if let (true, Some(service)) = (runs(Role::Payments), &service) {
+    if let (true, Some(local)) = (runs(Role::Payments), &local) {
         // Sandbox approvals that a previous process accepted but did not deliver (kill -9).
-        if let Err(error) = service.resume_sandbox_payments().await {
+        if let Err(error) = local.payments.resume_sandbox_payments().await {
             tracing::warn!(%error, "cannot resume pending sandbox payments");
         }
     }
@@ -331,11 +332,12 @@ pub async fn serve(config: Config, instance_id: &str, reload: ReloadHandle) -> a
     Ok(())
 }
 
-/// Chooses each face of the API: this process's service when it runs the role, else the role's
+/// Chooses each face of the API: this process's face when it runs the role, else the role's
 /// instances over gRPC when this process needs them, else a face that says it is not served
 /// here.
-struct Faces<'a> {
-    service: Option<Service>,
+struct FaceChoice<'a> {
+    /// This process's faces (none without a database).
+    local: Option<Faces>,
     discovery: &'a ordo_discovery::Discovery,
     api_key: Option<&'a str>,
     stop: &'a CancellationToken,
@@ -343,11 +345,10 @@ struct Faces<'a> {
     edge: bool,
 }
 
-impl Faces<'_> {
-    fn local(&self) -> anyhow::Result<Arc<Service>> {
-        self.service
-            .clone()
-            .map(Arc::new)
+impl FaceChoice<'_> {
+    fn local(&self) -> anyhow::Result<&Faces> {
+        self.local
+            .as_ref()
             .context("a local role without a database")
     }
 
@@ -367,7 +368,7 @@ impl Faces<'_> {
 
     async fn catalog(&self, local: bool, needed: bool) -> anyhow::Result<Arc<dyn CatalogApi>> {
         Ok(if local {
-            self.local()?
+            Arc::new(self.local()?.catalog.clone())
         } else if self.edge || needed {
             Arc::new(RemoteCatalog(self.remote("inventory").await?))
         } else {
@@ -377,7 +378,7 @@ impl Faces<'_> {
 
     async fn orders(&self, local: bool) -> anyhow::Result<Arc<dyn OrdersApi>> {
         Ok(if local {
-            self.local()?
+            Arc::new(self.local()?.orders.clone())
         } else if self.edge {
             Arc::new(RemoteOrders(self.remote("orders").await?))
         } else {
@@ -387,7 +388,7 @@ impl Faces<'_> {
 
     async fn payments(&self, local: bool) -> anyhow::Result<Arc<dyn PaymentsApi>> {
         Ok(if local {
-            self.local()?
+            Arc::new(self.local()?.payments.clone())
         } else if self.edge {
             Arc::new(RemotePayments(self.remote("payments").await?))
         } else {

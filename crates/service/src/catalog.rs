@@ -1,10 +1,12 @@
-//! Products, warehouses and stock.
+//! The catalogue face: products, warehouses and stock.
 
-use crate::Service;
+use crate::Shared;
 use crate::api::{
     MoneyDto, ProductInput, ProductView, StockEntryView, StockInput, StockView, WarehouseInput,
     WarehouseStockView, WarehouseView,
 };
+use crate::ports::CatalogApi;
+use async_trait::async_trait;
 use ordo_domain::ids::{CountryCode, Sku, WarehouseId};
 use ordo_domain::money::{Currency, Money};
 use ordo_domain::stock::OnHand;
@@ -72,18 +74,32 @@ impl From<StockRecord> for StockEntryView {
     }
 }
 
-impl Service {
+/// The catalogue face (the `inventory` role). Cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    shared: Shared,
+}
+
+impl Catalog {
+    pub(crate) fn new(shared: Shared) -> Catalog {
+        Catalog { shared }
+    }
+}
+
+#[async_trait]
+impl CatalogApi for Catalog {
     #[tracing::instrument(skip_all, fields(sku = %sku))]
-    pub async fn put_product(&self, sku: &str, input: ProductInput) -> Result<ProductView> {
+    async fn put_product(&self, sku: &str, input: ProductInput) -> Result<ProductView> {
         let record = input.parse(sku)?;
-        self.db.upsert_product(&record, now_ms()).await?;
+        self.shared.db.upsert_product(&record, now_ms()).await?;
         Ok(record.into())
     }
 
     #[tracing::instrument(skip_all, fields(sku = %sku))]
-    pub async fn product(&self, sku: &str) -> Result<ProductView> {
+    async fn product(&self, sku: &str) -> Result<ProductView> {
         let sku = Sku::parse(sku)?;
-        self.db
+        self.shared
+            .db
             .product_cached(sku.as_str())
             .await?
             .map(|product| ProductView::from(ProductRecord::clone(&product)))
@@ -91,14 +107,14 @@ impl Service {
     }
 
     #[tracing::instrument(skip_all, fields(warehouse = %id))]
-    pub async fn put_warehouse(&self, id: &str, input: WarehouseInput) -> Result<WarehouseView> {
+    async fn put_warehouse(&self, id: &str, input: WarehouseInput) -> Result<WarehouseView> {
         let id = WarehouseId::parse(id)?;
         let country = CountryCode::parse(&input.country)?;
         let record = WarehouseRecord {
             id: id.into_string(),
             country: country.into_string(),
         };
-        self.db.upsert_warehouse(&record, now_ms()).await?;
+        self.shared.db.upsert_warehouse(&record, now_ms()).await?;
         Ok(WarehouseView {
             id: record.id,
             country: record.country,
@@ -106,7 +122,7 @@ impl Service {
     }
 
     #[tracing::instrument(skip_all, fields(sku = %sku, warehouse = %warehouse))]
-    pub async fn put_stock(
+    async fn put_stock(
         &self,
         sku: &str,
         warehouse: &str,
@@ -116,6 +132,7 @@ impl Service {
         let warehouse = WarehouseId::parse(warehouse)?;
         let on_hand = OnHand::new(input.on_hand)?;
         let record = self
+            .shared
             .db
             .set_on_hand(sku.as_str(), warehouse.as_str(), on_hand.get(), now_ms())
             .await?;
@@ -123,12 +140,13 @@ impl Service {
     }
 
     #[tracing::instrument(skip_all, fields(sku = %sku))]
-    pub async fn stock(&self, sku: &str) -> Result<StockView> {
+    async fn stock(&self, sku: &str) -> Result<StockView> {
         let sku = Sku::parse(sku)?;
-        if self.db.product(sku.as_str()).await?.is_none() {
+        if self.shared.db.product(sku.as_str()).await?.is_none() {
             return Err(Error::not_found(format!("product {sku}")));
         }
         let warehouses: Vec<WarehouseStockView> = self
+            .shared
             .db
             .stock_of(sku.as_str())
             .await?
@@ -145,5 +163,9 @@ impl Service {
             sku: sku.into_string(),
             warehouses,
         })
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.shared.ready().await
     }
 }

@@ -1,40 +1,49 @@
 //! ordo's application services: the use cases behind every transport.
 //!
-//! REST handlers (and, later, gRPC methods) parse nothing and decide nothing: they hand the
-//! request's [`api`] input to a [`Service`] method and render what comes back. So both transports
-//! share one set of semantics, one validation and one error model.
+//! REST handlers and gRPC methods parse nothing and decide nothing: they hand the request's
+//! [`api`] input to a method of a face ([`ports`]) and render what comes back. So both
+//! transports share one set of semantics, one validation and one error model.
 //!
-//! Layout:
+//! Layout — one type per face, each implementing its port directly, each in its module:
 //! - [`api`]: the request inputs and response views (JSON and OpenAPI shapes of the contract).
 //! - [`deadline`]: the current call's deadline, passed on to every downstream call.
-//! - [`ports`]: the faces REST and gRPC serve (catalogue, orders, payments), local or remote.
-//! - `catalog`: products, warehouses, stock.
-//! - `orders`: create (idempotent, reserving stock atomically), read, list, cancel, timeline.
-//! - `payments`: payment intents, provider callbacks, the sandbox provider, the payment timeout.
-//! - `fulfillment`: the pipeline's stages (risk, split, schedule, carrier push) as outbox
-//!   consumers, one file each, the saga's compensations, and the carrier port.
+//! - [`ports`]: the faces REST and gRPC serve (catalogue, orders, payments) as traits, local or
+//!   remote.
+//! - `catalog`: [`Catalog`], products, warehouses, stock.
+//! - `orders`: [`Orders`], create (idempotent, reserving stock atomically), read, list, cancel,
+//!   timeline; `pos` (a terminal's offline sales) and `erasure` (a customer's personal data).
+//! - `payments`: [`Payments`], payment intents, provider callbacks (`callback`), refunds, the
+//!   payment timeout (`timeout`); the payment-provider port and its adapters (`providers`:
+//!   `sandbox`, `webhook`).
+//! - `fulfillment`: [`Fulfillment`], the pipeline's stages (risk, split, schedule, carrier push)
+//!   as outbox consumers, one file each, the saga's compensations, its watchdog, and the
+//!   carrier port and its adapters (`carrier`: `sandbox`, `webhook`).
+//! - `faces`: [`Faces`], the composition: which face holds which, and the periodic job.
 //! - [`events`]: the payloads of the outbox events, one struct per kind.
+//!
+//! Faces share only `Shared` (the database, the outbox wakeup); what one needs of another it
+//! holds: payments hold orders (the timeout cancels), fulfillment holds payments (refunds).
 //!
 //! Invariant: every write that changes an order also appends its timeline entry, stamped with
 //! the trace and span ids of the step that wrote it, in the same transaction.
 
 pub mod api;
 mod catalog;
-mod erasure;
 pub mod events;
+mod faces;
 /// The deadline of the call being served (it lives with the trace context: both travel with every call).
 pub use ordo_telemetry::deadline;
 mod fulfillment;
 mod orders;
 mod payments;
 pub mod ports;
-mod pos;
-mod watchdog;
 
-pub use orders::Created;
+pub use catalog::Catalog;
+pub use faces::{Faces, Settings};
+pub use fulfillment::Fulfillment;
+pub use orders::{CheckedSale, Created, Orders};
 pub use ordo_config::{FulfillmentSettings, OrderSettings, PaymentSettings};
-pub use payments::{PaymentCreated, SweepReport, VerifiedCallback};
-pub use pos::CheckedSale;
+pub use payments::{PaymentCreated, Payments, SweepReport, VerifiedCallback};
 
 use ordo_storage::Database;
 
@@ -59,77 +68,18 @@ pub mod topics {
     pub const ORDER_FULFILLMENT_FAILED: &str = "order.fulfillment_failed";
 }
 
-/// The use cases of ordo over one database. Cheap to clone.
+/// What every face works on: the database, and the wakeup of the outbox relay that a commit
+/// which wrote events pokes (else they wait for its poll). Cheap to clone: both are `Arc`s.
 #[derive(Clone)]
-pub struct Service {
-    db: Database,
-    /// Pokes the outbox relay after a commit that wrote events.
-    wakeup: ordo_outbox::Wakeup,
-    /// Payment providers, their secrets and routing rules, the payment timeout.
-    payments: std::sync::Arc<payments::Payments>,
-    /// Risk rules, carrier settings, the carrier client and its breakers.
-    fulfillment: std::sync::Arc<fulfillment::Fulfillment>,
-    /// Where order prices come from when the `inventory` role runs in another process; `None`:
-    /// this database, read inside the order's transaction.
-    price_source: Option<std::sync::Arc<dyn ports::CatalogApi>>,
-    /// How old a POS terminal's sale may be when it syncs, how long an order may sit in a
-    /// stage before the watchdog re-drives it.
-    orders: OrderSettings,
+pub(crate) struct Shared {
+    pub(crate) db: Database,
+    pub(crate) wakeup: ordo_outbox::Wakeup,
 }
 
-impl Service {
-    pub fn new(db: Database) -> Self {
-        Service {
-            db,
-            wakeup: ordo_outbox::Wakeup::default(),
-            payments: std::sync::Arc::new(payments::Payments::new(PaymentSettings::default())),
-            fulfillment: std::sync::Arc::new(fulfillment::Fulfillment::new(
-                FulfillmentSettings::default(),
-            )),
-            price_source: None,
-            orders: OrderSettings::default(),
-        }
-    }
-
-    /// Prices orders with the products of `catalog` (the `inventory` role in another process),
-    /// read before the order's transaction begins, so no write waits on a network call.
-    pub fn with_price_source(mut self, catalog: std::sync::Arc<dyn ports::CatalogApi>) -> Self {
-        self.price_source = Some(catalog);
-        self
-    }
-
-    /// Uses `settings` for the fulfillment pipeline (the default: nothing blocked, the sandbox
-    /// carrier).
-    pub fn with_fulfillment(mut self, settings: FulfillmentSettings) -> Self {
-        self.fulfillment = std::sync::Arc::new(fulfillment::Fulfillment::new(settings));
-        self
-    }
-
-    /// Uses `settings` for payments (the default: the sandbox only, with a random secret).
-    pub fn with_payments(mut self, settings: PaymentSettings) -> Self {
-        self.payments = std::sync::Arc::new(payments::Payments::new(settings));
-        self
-    }
-
-    /// Uses `settings` for POS batches and the saga's watchdog.
-    pub fn with_orders(mut self, settings: OrderSettings) -> Self {
-        self.orders = settings;
-        self
-    }
-
-    /// Wakes `wakeup`'s relay whenever a write commits events (else they wait for its poll).
-    pub fn with_wakeup(mut self, wakeup: ordo_outbox::Wakeup) -> Self {
-        self.wakeup = wakeup;
-        self
-    }
-
-    /// Whether the service can do its work now (the readiness check).
-    pub async fn ready(&self) -> ordo_domain::Result<()> {
+impl Shared {
+    /// Whether the faces over this database can work now (the readiness check).
+    pub(crate) async fn ready(&self) -> ordo_domain::Result<()> {
         self.db.ping().await
-    }
-
-    pub fn database(&self) -> &Database {
-        &self.db
     }
 }
 
@@ -142,6 +92,26 @@ fn step_ids() -> ordo_telemetry::propagation::TraceIds {
             span_id: "0".repeat(16),
         }
     })
+}
+
+/// Appends a timeline entry to `order_id` in `tx`, at this instant, stamped with the running
+/// step's ids.
+async fn timeline(
+    tx: &mut ordo_storage::WriteTx,
+    order_id: &str,
+    kind: ordo_domain::timeline::TimelineKind,
+    detail: &str,
+) -> ordo_domain::Result<()> {
+    let ids = step_ids();
+    tx.append_timeline(&ordo_storage::timeline::NewTimelineEntry {
+        order_id,
+        at_ms: ordo_storage::now_ms(),
+        kind,
+        detail,
+        trace_id: &ids.trace_id,
+        span_id: &ids.span_id,
+    })
+    .await
 }
 
 /// RFC 3339 in UTC with exactly three fractional digits, so that the text sorts like the time.

@@ -1,12 +1,14 @@
 //! The three faces of ordo that REST and gRPC serve — catalogue and stock, orders, payments —
 //! as traits, one per role that owns it (`inventory`, `orders`, `payments`).
 //!
-//! In one process every face is the local [`Service`]; when roles run apart, a face is the
-//! gRPC client of the role that owns it (`ordo_grpc_api::client`). The transports only ever
-//! hold an [`Api`], so REST and gRPC keep one set of semantics whichever way ordo is deployed.
+//! Each face is local where its role runs — [`Catalog`](crate::Catalog),
+//! [`Orders`](crate::Orders), [`Payments`](crate::Payments), which implement these traits —
+//! and the gRPC client of the role that owns it elsewhere (`ordo_grpc_api::client`), or
+//! [`NotServedHere`]. The transports only ever hold an [`Api`], so REST and gRPC keep one set
+//! of semantics whichever way ordo is deployed.
 
 use crate::api::*;
-use crate::{Created, PaymentCreated, Service};
+use crate::{Created, PaymentCreated};
 use async_trait::async_trait;
 use ordo_domain::Result;
 use std::sync::Arc;
@@ -80,108 +82,11 @@ pub struct Api {
 }
 
 impl Api {
-    /// Every face served by `service` (all roles in one process).
-    pub fn local(service: Service) -> Api {
-        let service = Arc::new(service);
-        Api {
-            catalog: service.clone(),
-            orders: service.clone(),
-            payments: service,
-        }
-    }
-
     /// Ready when every face is.
     pub async fn ready(&self) -> Result<()> {
         self.catalog.ready().await?;
         self.orders.ready().await?;
         self.payments.ready().await
-    }
-}
-
-#[async_trait]
-impl CatalogApi for Service {
-    async fn put_product(&self, sku: &str, input: ProductInput) -> Result<ProductView> {
-        Service::put_product(self, sku, input).await
-    }
-    async fn product(&self, sku: &str) -> Result<ProductView> {
-        Service::product(self, sku).await
-    }
-    async fn put_warehouse(&self, id: &str, input: WarehouseInput) -> Result<WarehouseView> {
-        Service::put_warehouse(self, id, input).await
-    }
-    async fn put_stock(
-        &self,
-        sku: &str,
-        warehouse: &str,
-        input: StockInput,
-    ) -> Result<StockEntryView> {
-        Service::put_stock(self, sku, warehouse, input).await
-    }
-    async fn stock(&self, sku: &str) -> Result<StockView> {
-        Service::stock(self, sku).await
-    }
-    async fn ready(&self) -> Result<()> {
-        Service::ready(self).await
-    }
-}
-
-#[async_trait]
-impl OrdersApi for Service {
-    async fn create_order(
-        &self,
-        idempotency_key: Option<&str>,
-        input: CreateOrderInput,
-    ) -> Result<Created> {
-        Service::create_order(self, idempotency_key, input).await
-    }
-    async fn order(&self, id: &str) -> Result<OrderView> {
-        Service::order(self, id).await
-    }
-    async fn order_json(&self, id: &str) -> Result<bytes::Bytes> {
-        Service::order_json(self, id).await
-    }
-    async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage> {
-        Service::orders(self, query).await
-    }
-    async fn cancel_order(&self, id: &str) -> Result<OrderView> {
-        Service::cancel_order(self, id).await
-    }
-    async fn timeline(&self, id: &str) -> Result<TimelineView> {
-        Service::timeline(self, id).await
-    }
-    async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
-        Service::submit_pos_batch(self, input).await
-    }
-    async fn erase_customer(&self, customer_id: &str) -> Result<ErasureView> {
-        Service::erase_customer(self, customer_id).await
-    }
-    async fn ready(&self) -> Result<()> {
-        Service::ready(self).await
-    }
-}
-
-#[async_trait]
-impl PaymentsApi for Service {
-    async fn create_payment(
-        &self,
-        order_id: &str,
-        input: CreatePaymentInput,
-    ) -> Result<PaymentCreated> {
-        Service::create_payment(self, order_id, input).await
-    }
-    async fn order_payments(&self, order_id: &str) -> Result<PaymentList> {
-        Service::order_payments(self, order_id).await
-    }
-    async fn payment_callback(
-        &self,
-        provider: &str,
-        signature_header: Option<&str>,
-        raw_body: &[u8],
-    ) -> Result<PaymentCallbackAck> {
-        Service::payment_callback(self, provider, signature_header, raw_body).await
-    }
-    async fn ready(&self) -> Result<()> {
-        Service::ready(self).await
     }
 }
 

@@ -1,14 +1,14 @@
 //! The saga's compensations, in reverse order of the forward steps, each idempotent and each a
-//! span and a timeline entry: refund the payment (the sandbox refunds at once: `refunded`; the
-//! webhook provider gets a `refund_requested`), release the stock, then the terminal status and
-//! its event. Run after a risk rejection, a shipment refused for good, or a stage that kept
+//! span and a timeline entry: refund the payment (through the payments face: the sandbox
+//! refunds at once, `refunded`; the webhook provider gets a `refund_requested`), release the
+//! stock, then the terminal status and its event. Run after a risk rejection, a shipment refused for good, or a stage that kept
 //! failing through every redelivery.
 
-use super::{advance, timeline};
+use super::Fulfillment;
+use super::advance;
 use crate::events::{self, OrderFailed};
-use crate::{Service, topics};
+use crate::{timeline, topics};
 use ordo_domain::order::{OrderEvent, OrderStatus};
-use ordo_domain::payment::{PaymentStatus, Provider};
 use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, Result};
 use ordo_outbox::Envelope;
@@ -50,7 +50,7 @@ impl Failure {
     }
 }
 
-impl Service {
+impl Fulfillment {
     /// Refund, release the stock, the terminal status (and its event).
     pub(super) async fn compensate(
         &self,
@@ -60,7 +60,9 @@ impl Service {
         failure: Failure,
     ) -> Result<()> {
         let order_id = order.id.as_str();
-        refund_succeeded_payments(tx, order_id).await?;
+        self.payments
+            .refund_succeeded_payments(tx, order_id)
+            .await?;
         async {
             tx.release_reservations(order_id, now_ms()).await?;
             timeline(
@@ -138,45 +140,4 @@ impl Service {
         .await?;
         Ok(true)
     }
-}
-
-/// The refund compensation, in its own span: every succeeded payment of `order_id` is refunded
-/// (the sandbox at once: `refunded`; the webhook provider: `refund_requested`), each on the
-/// timeline. Idempotent: a refunded payment is no longer `succeeded`. Also the payment
-/// callback's, when a payment succeeds for an order that is no longer waiting for it.
-pub(crate) async fn refund_succeeded_payments(tx: &mut WriteTx, order_id: &str) -> Result<()> {
-    async {
-        let now = now_ms();
-        for payment in tx.succeeded_payments_of_order(order_id).await? {
-            let (to, kind) = if payment.provider == Provider::Sandbox.as_str() {
-                (PaymentStatus::Refunded, TimelineKind::PaymentRefunded)
-            } else {
-                (
-                    PaymentStatus::RefundRequested,
-                    TimelineKind::RefundRequested,
-                )
-            };
-            if tx
-                .set_payment_status(&payment.id, PaymentStatus::Succeeded, to, now)
-                .await?
-            {
-                let detail = format!(
-                    "payment {} of {} {} at {}: {}",
-                    payment.id,
-                    payment.amount_minor,
-                    payment.currency,
-                    payment.provider,
-                    to.as_str()
-                );
-                timeline(tx, order_id, kind, &detail).await?;
-            }
-        }
-        Ok::<_, Error>(())
-    }
-    .instrument(tracing::info_span!(
-        "compensate refund",
-        order.id = %order_id,
-        compensation = "refund"
-    ))
-    .await
 }

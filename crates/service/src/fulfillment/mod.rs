@@ -28,8 +28,14 @@
 //!   compensated to `fulfillment_failed`. No order stays half-way because a stage kept failing
 //!   (an open breaker through every redelivery, a database outage).
 //! - Compensations (risk rejection, fulfillment failure), in reverse order of the forward
-//!   steps, each idempotent and each a span and a timeline entry: refund the payment (the
-//!   sandbox refunds at once: `refunded`; the webhook provider gets a `refund_requested`),
+//!   steps, each idempotent and each a span and a timeline entry: refund the payment (through
+//!   the payments face: the sandbox refunds at once, `refunded`; the webhook provider gets a
+//!   `refund_requested`), release the stock, then the terminal status and its event.
+//! - `watchdog`: re-sends the stage's event of an order stuck in a stage.
+//!
+//! The [`Fulfillment`] face holds what the steps work with: the risk rules, the carrier port
+//! (`carrier`: the sandbox and the signed webhook, a breaker per carrier), and the payments
+//! face for refunds.
 
 mod carrier;
 mod compensation;
@@ -38,100 +44,62 @@ mod risk;
 mod schedule;
 mod split;
 mod stage;
+mod watchdog;
 
-pub(crate) use compensation::refund_succeeded_payments;
-use stage::Stage;
-
-use crate::{Service, step_ids};
-use carrier::Carrier;
+use crate::Shared;
+use crate::payments::Payments;
+use carrier::Carriers;
 use ordo_config::FulfillmentSettings;
 use ordo_domain::Result;
-use ordo_domain::breaker::{Admission, Breaker, BreakerPolicy, CallOutcome};
 use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::risk::{RiskRules, normalise_email};
-use ordo_domain::timeline::TimelineKind;
 use ordo_outbox::consumer::ConsumerRunner;
 use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
 use ordo_storage::records::OrderRecord;
-use ordo_storage::timeline::NewTimelineEntry;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use stage::Stage;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// The settings resolved once, the carrier and its breakers.
-pub(crate) struct Fulfillment {
-    settings: FulfillmentSettings,
+/// The fulfillment face: the saga's stages, its compensations and its watchdog (the `workers`
+/// role). Cheap to clone.
+#[derive(Clone)]
+pub struct Fulfillment {
+    shared: Shared,
+    /// Refunds, the first compensation.
+    payments: Payments,
     /// The settings' risk rules, emails normalised for comparison.
-    risk: RiskRules,
-    carrier: Arc<dyn Carrier>,
-    /// One per carrier, with the label of its `circuit_breaker_state` series.
-    breakers: Mutex<HashMap<String, (Breaker, String)>>,
+    risk: Arc<RiskRules>,
+    /// How long after a shipment is scheduled its carrier picks it up, at the earliest.
+    pickup_lead: Duration,
+    /// The carrier port and a breaker per carrier.
+    carriers: Arc<Carriers>,
+    /// How long an order may sit in a stage before the watchdog re-drives it.
+    stuck_after: Duration,
 }
 
 impl Fulfillment {
-    pub(crate) fn new(settings: FulfillmentSettings) -> Fulfillment {
-        let risk = RiskRules {
-            max_amount: settings.risk_max_amount.clone(),
-            velocity: settings.risk_velocity,
-            blocked_countries: settings.risk_blocked_countries.clone(),
-            blocked_emails: settings
-                .risk_blocked_emails
-                .iter()
-                .map(|email| normalise_email(email.expose()))
-                .collect(),
-        };
-        let carrier = carrier::from_settings(&settings);
+    pub(crate) fn new(
+        shared: Shared,
+        settings: &FulfillmentSettings,
+        stuck_after: Duration,
+        payments: Payments,
+    ) -> Fulfillment {
         Fulfillment {
-            settings,
-            risk,
-            carrier,
-            breakers: Mutex::new(HashMap::new()),
+            shared,
+            payments,
+            risk: Arc::new(risk_rules(settings)),
+            pickup_lead: settings.pickup_lead,
+            carriers: Arc::new(Carriers::new(settings)),
+            stuck_after,
         }
     }
 
-    fn breaker_policy(&self) -> BreakerPolicy {
-        BreakerPolicy {
-            failure_threshold: self.settings.breaker_threshold,
-            cool_down: self.settings.breaker_cooldown,
-            // A probe ends within the push's own timeout; one that never reports (its task was
-            // cancelled) must not hold the breaker half-open for longer.
-            probe_timeout: self.settings.carrier_timeout + Duration::from_secs(1),
-        }
+    /// This face holding `payments` instead of its payments face.
+    pub(crate) fn holding(self, payments: Payments) -> Fulfillment {
+        Fulfillment { payments, ..self }
     }
 
-    /// Runs `step` on `carrier`'s breaker and publishes its state.
-    fn with_breaker<T>(&self, carrier: &str, step: impl FnOnce(&mut Breaker, Instant) -> T) -> T {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        let (breaker, target) = breakers.entry(carrier.to_owned()).or_insert_with(|| {
-            (
-                Breaker::new(self.breaker_policy()),
-                format!("carrier:{carrier}"),
-            )
-        });
-        let now = Instant::now();
-        let before = breaker.state(now);
-        let result = step(breaker, now);
-        let after = breaker.state(now);
-        ordo_telemetry::metrics::set_circuit_breaker_state(target, after.gauge_value());
-        if before != after {
-            tracing::warn!(carrier, from = ?before, to = ?after, "carrier circuit breaker changed state");
-        }
-        result
-    }
-
-    /// Whether a push to `carrier` may go out now (a probe, when half-open).
-    fn admit_push(&self, carrier: &str) -> Admission {
-        self.with_breaker(carrier, |breaker, now| breaker.admit(now))
-    }
-
-    /// Reports how a push that went out ended.
-    fn record_push(&self, carrier: &str, outcome: CallOutcome) {
-        self.with_breaker(carrier, |breaker, now| breaker.record(now, outcome));
-    }
-}
-
-impl Service {
     /// The pipeline's consumers, for whichever transport carries the events.
     pub fn pipeline_consumers(&self) -> Vec<Arc<ConsumerRunner>> {
         vec![
@@ -145,29 +113,24 @@ impl Service {
     fn stage_runner<S: stage::Step>(&self) -> Arc<ConsumerRunner> {
         Arc::new(ConsumerRunner::new(
             Stage::<S>::new(self.clone()),
-            self.db.clone(),
-            self.wakeup.clone(),
+            self.shared.db.clone(),
+            self.shared.wakeup.clone(),
         ))
     }
 }
 
-/// A timeline entry stamped with the current step's ids.
-async fn timeline(
-    tx: &mut WriteTx,
-    order_id: &str,
-    kind: TimelineKind,
-    detail: &str,
-) -> Result<()> {
-    let ids = step_ids();
-    tx.append_timeline(&NewTimelineEntry {
-        order_id,
-        at_ms: now_ms(),
-        kind,
-        detail,
-        trace_id: &ids.trace_id,
-        span_id: &ids.span_id,
-    })
-    .await
+/// The settings' risk rules, emails normalised for comparison.
+fn risk_rules(settings: &FulfillmentSettings) -> RiskRules {
+    RiskRules {
+        max_amount: settings.risk_max_amount.clone(),
+        velocity: settings.risk_velocity,
+        blocked_countries: settings.risk_blocked_countries.clone(),
+        blocked_emails: settings
+            .risk_blocked_emails
+            .iter()
+            .map(|email| normalise_email(email.expose()))
+            .collect(),
+    }
 }
 
 /// Moves `order` by `event` from `from`. Every caller runs in a step's transaction after
@@ -189,29 +152,6 @@ async fn advance(
 mod tests {
     use super::*;
 
-    /// The carrier's breaker is the domain's state machine (tested there); here: one per
-    /// carrier, fed by push outcomes, its state published as `circuit_breaker_state`.
-    #[test]
-    fn each_carrier_has_its_own_breaker_and_its_state_is_published() {
-        let fulfillment = Fulfillment::new(FulfillmentSettings {
-            breaker_threshold: 2,
-            breaker_cooldown: Duration::from_secs(60),
-            ..FulfillmentSettings::default()
-        });
-        for _ in 0..2 {
-            assert_eq!(fulfillment.admit_push("dhl"), Admission::Allowed);
-            fulfillment.record_push("dhl", CallOutcome::Failed);
-        }
-        assert_eq!(fulfillment.admit_push("dhl"), Admission::Rejected);
-        assert_eq!(fulfillment.admit_push("ups"), Admission::Allowed);
-        let exposition = ordo_telemetry::metrics::encode(false).1;
-        assert!(
-            exposition.contains("circuit_breaker_state{target=\"carrier:dhl\"} 2"),
-            "{exposition}"
-        );
-        assert!(exposition.contains("circuit_breaker_state{target=\"carrier:ups\"} 0"));
-    }
-
     #[test]
     fn settings_never_print_the_secret_or_blocked_emails() {
         let settings = FulfillmentSettings {
@@ -227,17 +167,12 @@ mod tests {
 
     #[test]
     fn blocked_emails_are_compared_normalised() {
-        let fulfillment = Fulfillment::new(FulfillmentSettings {
+        let rules = risk_rules(&FulfillmentSettings {
             risk_blocked_emails: vec![ordo_domain::personal::Personal::new(
                 " SOMCHAI@Example.com".to_owned(),
             )],
             ..FulfillmentSettings::default()
         });
-        assert!(
-            fulfillment
-                .risk
-                .blocked_emails
-                .contains("somchai@example.com")
-        );
+        assert!(rules.blocked_emails.contains("somchai@example.com"));
     }
 }

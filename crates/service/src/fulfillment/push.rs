@@ -10,12 +10,13 @@
 //! carrier deduplicates. A circuit breaker per carrier fails pushes fast while open: the event
 //! is then left to redelivery, and the shipment stays `pushing`.
 
+use super::Fulfillment;
+use super::advance;
 use super::carrier::{PushRequest, Pushed};
 use super::compensation::Failure;
 use super::stage::Step;
-use super::{advance, timeline};
 use crate::events::{self, OrderShipped};
-use crate::{Service, topics};
+use crate::{timeline, topics};
 use ordo_domain::breaker::{Admission, CallOutcome};
 use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::risk;
@@ -37,25 +38,25 @@ impl Step for Push {
 
     /// Every shipment of the order not yet accepted or failed is claimed (one transaction for
     /// all) and pushed to its carrier, in turn.
-    async fn prepare(service: &Service, event: &Envelope) -> Result<()> {
-        let Some(order) = service.db.order(&event.aggregate_id).await? else {
+    async fn prepare(fulfillment: &Fulfillment, event: &Envelope) -> Result<()> {
+        let Some(order) = fulfillment.shared.db.order(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
         };
         if order.status != Self::WAITING {
             return Ok(());
         }
-        let shipments = service.db.shipments_of_order(&order.id).await?;
+        let shipments = fulfillment.shared.db.shipments_of_order(&order.id).await?;
         // A shipment refused for good fails the order: the others need not go.
         if shipments.iter().any(|s| s.status == ShipmentStatus::Failed)
             || !shipments.iter().any(|s| s.status.is_pushable())
         {
             return Ok(());
         }
-        let mut tx = service.db.begin().await?;
+        let mut tx = fulfillment.shared.db.begin().await?;
         let claimed = tx.claim_shipment_pushes(&order.id, now_ms()).await?;
         tx.commit().await?;
         for shipment in shipments.iter().filter(|s| claimed.contains(&s.id)) {
-            if !service.push_shipment(&order, shipment).await? {
+            if !fulfillment.push_shipment(&order, shipment).await? {
                 break;
             }
         }
@@ -65,7 +66,7 @@ impl Step for Push {
     /// All shipments accepted → `shipped`; one failed → compensations and
     /// `fulfillment_failed`; otherwise the pushes are not done (an error: the event is
     /// redelivered).
-    async fn run(service: &Service, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
+    async fn run(fulfillment: &Fulfillment, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
         let shipments = tx.shipments_of_order(&order.id).await?;
         if let Some(failed) = shipments
             .iter()
@@ -75,7 +76,9 @@ impl Step for Push {
                 "carrier_failed",
                 format!("shipment {} could not be handed to its carrier", failed.id),
             );
-            return service.compensate(tx, &order, Self::WAITING, failure).await;
+            return fulfillment
+                .compensate(tx, &order, Self::WAITING, failure)
+                .await;
         }
         if shipments.is_empty()
             || shipments
@@ -103,7 +106,7 @@ impl Step for Push {
     }
 }
 
-impl Service {
+impl Fulfillment {
     /// Pushes one shipment, claimed `pushing`, until the carrier accepts it (`true`), refuses
     /// it for good or the attempts run out (`false`, the shipment is `failed`). An open breaker
     /// is an error: the event is redelivered later, the shipment stays `pushing`.
@@ -113,7 +116,7 @@ impl Service {
         let outcome = self
             .push_until_settled(carrier, &shipment.id, &body)
             .await?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.shared.db.begin().await?;
         let accepted = outcome.is_ok();
         let to = if accepted {
             ShipmentStatus::Accepted
@@ -152,7 +155,7 @@ impl Service {
 
     /// The JSON a carrier receives for `shipment`.
     async fn push_body(&self, order: &OrderRecord, shipment: &ShipmentRecord) -> Result<Vec<u8>> {
-        let items = self.db.shipment_items(&shipment.id).await?;
+        let items = self.shared.db.shipment_items(&shipment.id).await?;
         let address: serde_json::Value = serde_json::from_str(&order.shipping_address)
             .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
         let body = serde_json::json!({
@@ -176,19 +179,17 @@ impl Service {
         shipment_id: &str,
         body: &[u8],
     ) -> Result<std::result::Result<(Option<u16>, u32), String>> {
-        let fulfillment = &self.fulfillment;
-        let settings = &fulfillment.settings;
-        let max_attempts = settings.carrier_max_attempts.max(1);
+        let carriers = &self.carriers;
+        let max_attempts = carriers.max_attempts;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if fulfillment.admit_push(carrier) == Admission::Rejected {
+            if carriers.admit_push(carrier) == Admission::Rejected {
                 return Err(Error::unavailable(format!(
                     "the circuit breaker of carrier {carrier} is open"
                 )));
             }
-            let pushed = fulfillment
-                .carrier
+            let pushed = carriers
                 .push(PushRequest {
                     carrier,
                     shipment_id,
@@ -205,7 +206,7 @@ impl Service {
                 } => CallOutcome::Failed,
                 _ => CallOutcome::Healthy,
             };
-            fulfillment.record_push(carrier, outcome);
+            carriers.record_push(carrier, outcome);
             match pushed {
                 Pushed::Accepted { status } => return Ok(Ok((status, attempt))),
                 Pushed::Refused { status } => {
@@ -219,8 +220,7 @@ impl Service {
                             "no success after {attempt} attempts ({reason})"
                         )));
                     }
-                    let base =
-                        u64::try_from(settings.carrier_retry_base.as_millis()).unwrap_or(200);
+                    let base = u64::try_from(carriers.retry_base.as_millis()).unwrap_or(200);
                     let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u64;
                     tokio::time::sleep(Duration::from_millis(risk::backoff_ms(
                         base, attempt, jitter,

@@ -3,11 +3,12 @@
 //! recent payments, the shipping country and the contact email (compared normalised, never
 //! logged).
 
+use super::Fulfillment;
+use super::advance;
 use super::compensation::Failure;
 use super::stage::Step;
-use super::{advance, timeline};
 use crate::events::{self, OrderRiskApproved};
-use crate::{Service, topics};
+use crate::{timeline, topics};
 use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::risk::{self, RiskDecision, RiskFacts};
 use ordo_domain::timeline::TimelineKind;
@@ -23,8 +24,8 @@ impl Step for RiskCheck {
     const TOPICS: &'static [&'static str] = &[topics::ORDER_PAID];
     const WAITING: OrderStatus = OrderStatus::Paid;
 
-    async fn run(service: &Service, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
-        let rules = &service.fulfillment.risk;
+    async fn run(fulfillment: &Fulfillment, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
+        let rules = &fulfillment.risk;
         let since = now_ms().saturating_sub(rules.velocity.window_secs.saturating_mul(1000));
         let recent = tx
             .recent_payments_of_customer(&order.customer_id, since)
@@ -63,7 +64,7 @@ impl Step for RiskCheck {
                     reason,
                     format!("rejected by the risk check ({reason}): {detail}"),
                 );
-                service
+                fulfillment
                     .compensate(tx, &order, Self::WAITING, failure)
                     .await?;
             }

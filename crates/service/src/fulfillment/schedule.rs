@@ -2,10 +2,11 @@
 //! country, pickup slot at the next full hour after the lead time; one event carries every
 //! shipment (the push stage pushes them all).
 
+use super::Fulfillment;
+use super::advance;
 use super::stage::Step;
-use super::{advance, timeline};
 use crate::events::{self, OrderScheduled, ScheduledShipment};
-use crate::{Service, topics};
+use crate::{timeline, topics};
 use ordo_domain::Result;
 use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::risk;
@@ -22,9 +23,9 @@ impl Step for Schedule {
     const TOPICS: &'static [&'static str] = &[topics::ORDER_SPLIT];
     const WAITING: OrderStatus = OrderStatus::Split;
 
-    async fn run(service: &Service, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
+    async fn run(fulfillment: &Fulfillment, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
         let now = now_ms();
-        let lead = i64::try_from(service.fulfillment.settings.pickup_lead.as_millis()).unwrap_or(0);
+        let lead = i64::try_from(fulfillment.pickup_lead.as_millis()).unwrap_or(0);
         let slot = risk::pickup_slot_ms(now, lead);
         let mut scheduled = Vec::new();
         let mut details = Vec::new();

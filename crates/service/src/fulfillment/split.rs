@@ -1,10 +1,11 @@
 //! The split stage: `order.risk_approved` → `order.split`, one shipment per warehouse holding
 //! the order's unreleased reservations.
 
+use super::Fulfillment;
+use super::advance;
 use super::stage::Step;
-use super::{advance, timeline};
 use crate::events::{self, OrderSplit, SplitShipment};
-use crate::{Service, topics};
+use crate::{timeline, topics};
 use ordo_domain::Result;
 use ordo_domain::order::{OrderEvent, OrderStatus};
 use ordo_domain::timeline::TimelineKind;
@@ -20,7 +21,7 @@ impl Step for Split {
     const TOPICS: &'static [&'static str] = &[topics::ORDER_RISK_APPROVED];
     const WAITING: OrderStatus = OrderStatus::RiskApproved;
 
-    async fn run(_service: &Service, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
+    async fn run(_fulfillment: &Fulfillment, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
         let now = now_ms();
         let mut by_warehouse: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
         for item in tx.unreleased_reservations(&order.id).await? {

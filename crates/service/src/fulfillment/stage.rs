@@ -4,9 +4,9 @@
 //! only if the order still waits for this step (a redelivered or re-driven event finds it
 //! moved on and does nothing). And every step ends the same way when its event's last delivery
 //! fails: the order, if it still waits, fails and is compensated
-//! ([`Service::fail_stuck_order`]). [`Stage`] does both, so a step file holds only its step.
+//! ([`Fulfillment::fail_stuck_order`]). [`Stage`] does both, so a step file holds only its step.
 
-use crate::Service;
+use super::Fulfillment;
 use ordo_domain::order::OrderStatus;
 use ordo_domain::{Error, Result};
 use ordo_outbox::Envelope;
@@ -27,7 +27,7 @@ pub(crate) trait Step: Send + Sync + 'static {
     /// Work outside any write transaction (a call to another system), before [`Step::run`];
     /// must be idempotent by itself (it runs on every delivery).
     fn prepare<'a>(
-        _service: &'a Service,
+        _fulfillment: &'a Fulfillment,
         _event: &'a Envelope,
     ) -> impl Future<Output = Result<()>> + Send + 'a {
         async { Ok(()) }
@@ -35,7 +35,7 @@ pub(crate) trait Step: Send + Sync + 'static {
 
     /// The step, on `order` (locked, in [`Step::WAITING`]), in the consumer's transaction.
     fn run<'a>(
-        service: &'a Service,
+        fulfillment: &'a Fulfillment,
         order: OrderRecord,
         tx: &'a mut WriteTx,
     ) -> impl Future<Output = Result<()>> + Send + 'a;
@@ -43,14 +43,14 @@ pub(crate) trait Step: Send + Sync + 'static {
 
 /// A [`Step`] as an outbox consumer.
 pub(crate) struct Stage<S> {
-    service: Service,
+    fulfillment: Fulfillment,
     step: PhantomData<fn() -> S>,
 }
 
 impl<S: Step> Stage<S> {
-    pub(crate) fn new(service: Service) -> Self {
+    pub(crate) fn new(fulfillment: Fulfillment) -> Self {
         Stage {
-            service,
+            fulfillment,
             step: PhantomData,
         }
     }
@@ -66,7 +66,7 @@ impl<S: Step> Consumer for Stage<S> {
     }
 
     fn prepare<'a>(&'a self, event: &'a Envelope) -> HandleFuture<'a> {
-        Box::pin(S::prepare(&self.service, event))
+        Box::pin(S::prepare(&self.fulfillment, event))
     }
 
     fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a> {
@@ -79,7 +79,7 @@ impl<S: Step> Consumer for Stage<S> {
                     "the order has moved on; nothing to do");
                 return Ok(());
             }
-            S::run(&self.service, order, tx).await
+            S::run(&self.fulfillment, order, tx).await
         })
     }
 
@@ -90,7 +90,7 @@ impl<S: Step> Consumer for Stage<S> {
         tx: &'a mut WriteTx,
     ) -> GiveUpFuture<'a> {
         Box::pin(
-            self.service
+            self.fulfillment
                 .fail_stuck_order(event, error, tx, S::WAITING, S::NAME),
         )
     }

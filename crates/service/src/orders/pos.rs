@@ -6,12 +6,12 @@
 //!
 //! Each sale is a span (`pos.sale`) under the request's span; its order carries that trace.
 
+use super::{Orders, item_records, new_order_id, parse_lines};
 use crate::api::{
     MoneyDifferenceDto, PosBatchInput, PosBatchView, PosSaleErrorView, PosSaleInput,
     PosSaleResultView, StockDeficitView,
 };
-use crate::orders::{item_records, new_order_id, parse_lines};
-use crate::{Service, step_ids};
+use crate::step_ids;
 use ordo_domain::ids::{CustomerId, Sku, WarehouseId};
 use ordo_domain::money::{Currency, Money};
 use ordo_domain::order::{OrderStatus, price_lines};
@@ -64,11 +64,11 @@ impl PosBatchInput {
     }
 }
 
-impl Service {
+impl Orders {
     /// Takes a batch of offline sales; see the module documentation.
-    pub async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
+    pub(super) async fn record_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
         let (terminal, warehouse) = input.check()?;
-        if !self.db.warehouse_exists(warehouse.as_str()).await? {
+        if !self.shared.db.warehouse_exists(warehouse.as_str()).await? {
             return Err(Error::not_found(format!(
                 "warehouse {}",
                 warehouse.as_str()
@@ -85,14 +85,15 @@ impl Service {
         let prices = if skus.is_empty() {
             HashMap::new()
         } else {
-            self.db
+            self.shared
+                .db
                 .order_inputs(&skus.iter().collect::<Vec<_>>())
                 .await?
                 .prices
         };
 
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.shared.db.begin().await?;
         if let Some(answer) = tx
             .pos_batch_answer(terminal.as_str(), input.batch_seq)
             .await?
@@ -116,15 +117,11 @@ impl Service {
                 order.id = field::Empty,
             );
             let result = async {
-                let checked = match sale.check(
-                    &terminal,
-                    &prices,
-                    now,
-                    self.orders.pos_offline_window_hours,
-                ) {
-                    Ok(checked) => checked,
-                    Err(error) => return Ok(rejected(&sale.client_sale_id, &error)),
-                };
+                let checked =
+                    match sale.check(&terminal, &prices, now, self.pos_offline_window_hours) {
+                        Ok(checked) => checked,
+                        Err(error) => return Ok(rejected(&sale.client_sale_id, &error)),
+                    };
                 tracing::Span::current()
                     .record("pos.client_sale_id", checked.client_sale_id.as_str());
                 let detail = format!(
@@ -217,7 +214,7 @@ impl Service {
             // Another upload of this batch committed while this one ran: its answer stands,
             // and everything written here goes (the rollback on drop).
             drop(tx);
-            let mut tx = self.db.begin().await?;
+            let mut tx = self.shared.db.begin().await?;
             let answer = tx
                 .pos_batch_answer(terminal.as_str(), input.batch_seq)
                 .await?

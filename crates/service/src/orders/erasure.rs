@@ -3,13 +3,14 @@
 //! `email` and `phone` become `"[erased]"`; city, country, items, amounts, statuses and the
 //! timeline stay (financial and tax records). An order in fulfillment (paid to scheduled)
 //! keeps its address until it is terminal — the carrier needs it — and is then erased by the
-//! housekeeping job ([`Service::sweep_pending_erasures`]); every other order is erased at once
+//! housekeeping job ([`Orders::sweep_pending_erasures`]); every other order is erased at once
 //! (one awaiting payment too: paid later, it would ship to `[erased]`, which is what its
 //! customer asked for). Each erased
 //! order gets a `personal_data_erased` timeline entry; a repeated call changes nothing more.
 
+use super::Orders;
 use crate::api::ErasureView;
-use crate::{Service, rfc3339, step_ids};
+use crate::{rfc3339, step_ids};
 use ordo_domain::ids::CustomerId;
 use ordo_domain::order::OrderStatus;
 use ordo_domain::personal::ERASED;
@@ -28,9 +29,9 @@ const SWEEP_BATCH: u32 = 100;
 const ERASED_DETAIL: &str =
     "personal data erased: shipping name, address line and postal code, contact email and phone";
 
-impl Service {
+impl Orders {
     /// Erases the personal data of `customer_id`; see the module documentation.
-    pub async fn erase_customer(&self, customer_id: &str) -> Result<ErasureView> {
+    pub(super) async fn erase_personal_data(&self, customer_id: &str) -> Result<ErasureView> {
         let customer = CustomerId::parse(customer_id)?;
         let span = tracing::info_span!(
             "erase_customer",
@@ -49,7 +50,7 @@ impl Service {
 
     async fn erase_customer_in(&self, customer: &CustomerId) -> Result<ErasureView> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.shared.db.begin().await?;
         let requested_at = tx.request_erasure(customer.as_str(), now).await?;
         let orders = tx.orders_of_customer_for_erasure(customer.as_str()).await?;
         let (mut erased, mut newly, mut pending) = (0, 0, Vec::new());
@@ -90,6 +91,7 @@ impl Service {
     /// to the run's span; a run that finds nothing exports nothing.
     pub async fn sweep_pending_erasures(&self) -> Result<usize> {
         let due = self
+            .shared
             .db
             .orders_awaiting_erasure(SWEEP_BATCH)
             .instrument(propagation::unexported_span("erasure poll"))
@@ -101,7 +103,7 @@ impl Service {
         let erased = async {
             let mut erased = 0;
             for id in &due {
-                let mut tx = self.db.begin().await?;
+                let mut tx = self.shared.db.begin().await?;
                 let Some(order) = tx.order_for_erasure(id).await? else {
                     continue;
                 };
@@ -134,7 +136,7 @@ impl Service {
 
     /// Leaves no old copy in the database files; a failure is logged (the erasure stands).
     async fn scrub_files(&self) {
-        if let Err(error) = self.db.scrub_files().await {
+        if let Err(error) = self.shared.db.scrub_files().await {
             tracing::warn!(%error, "cannot scrub the database files after an erasure");
         }
     }

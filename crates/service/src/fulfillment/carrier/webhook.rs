@@ -1,89 +1,14 @@
-//! The carrier port: where the push stage hands a shipment over, and its two adapters — the
-//! in-process sandbox (`ORDO_CARRIER_WEBHOOK_URL` unset: accepts everything) and the signed
-//! webhook (`POST` with `Idempotency-Key`, `traceparent` and `Ordo-Signature`, in a CLIENT
-//! span, bounded by its timeout).
+//! A carrier's webhook: `POST` of the shipment with `Idempotency-Key` (the shipment id, which
+//! the carrier deduplicates), `traceparent` and `Ordo-Signature`, in a CLIENT span, bounded by
+//! its timeout; the answer's status classified for the push stage's retries.
 
+use super::{Carrier, PushFuture, PushRequest, Pushed};
 use ordo_domain::risk::{self, PushOutcome};
 use ordo_domain::signature;
 use ordo_storage::now_ms;
 use ordo_telemetry::{conventions, propagation};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 use tracing::{Instrument, field};
-
-use super::FulfillmentSettings;
-use ordo_config::ExposeSecret;
-
-/// How one push attempt ended.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Pushed {
-    /// Taken (`status`: the carrier's, none for the sandbox).
-    Accepted { status: Option<u16> },
-    /// Refused for good (a 4xx other than 408 and 429).
-    Refused { status: u16 },
-    /// Worth retrying; `carrier_failed` when the carrier itself failed (5xx, timeout,
-    /// transport error), not when it asked us to slow down (408, 429).
-    Transient {
-        reason: String,
-        carrier_failed: bool,
-    },
-}
-
-/// One push of one shipment.
-pub(super) struct PushRequest<'a> {
-    /// The carrier's name (`thai-express`, ...).
-    pub carrier: &'a str,
-    pub shipment_id: &'a str,
-    /// 1 for the first push of this delivery.
-    pub attempt: u32,
-    /// The JSON body.
-    pub body: &'a [u8],
-}
-
-pub(super) type PushFuture<'a> = Pin<Box<dyn Future<Output = Pushed> + Send + 'a>>;
-
-/// A carrier's intake.
-pub(super) trait Carrier: Send + Sync {
-    fn push<'a>(&'a self, request: PushRequest<'a>) -> PushFuture<'a>;
-}
-
-/// The carrier of `settings`: the webhook when a URL is set, else the sandbox.
-pub(super) fn from_settings(settings: &FulfillmentSettings) -> Arc<dyn Carrier> {
-    let Some(url) = &settings.carrier_webhook_url else {
-        return Arc::new(SandboxCarrier);
-    };
-    let secret = match &settings.carrier_webhook_secret {
-        Some(secret) => secret.expose_secret().to_owned(),
-        None => {
-            tracing::warn!("ORDO_CARRIER_WEBHOOK_URL is set without ORDO_CARRIER_WEBHOOK_SECRET");
-            String::new()
-        }
-    };
-    match WebhookCarrier::new(url.expose_secret(), secret, settings.carrier_timeout) {
-        Ok(webhook) => Arc::new(webhook),
-        Err(error) => {
-            tracing::error!(%error, "cannot build the carrier HTTP client; using the sandbox");
-            Arc::new(SandboxCarrier)
-        }
-    }
-}
-
-/// Accepts every shipment, in-process.
-pub(super) struct SandboxCarrier;
-
-impl Carrier for SandboxCarrier {
-    fn push<'a>(&'a self, request: PushRequest<'a>) -> PushFuture<'a> {
-        let span = tracing::info_span!(
-            "sandbox_carrier",
-            shipment.id = request.shipment_id,
-            carrier = request.carrier
-        );
-        span.in_scope(|| tracing::debug!("sandbox carrier accepted the shipment"));
-        Box::pin(async { Pushed::Accepted { status: None } })
-    }
-}
 
 /// A carrier's webhook: one HTTP client with its timeout, the URL and the signing secret.
 pub(super) struct WebhookCarrier {
@@ -192,7 +117,7 @@ impl Carrier for WebhookCarrier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A fake carrier: answers each request with the next status of `statuses` (or closes the

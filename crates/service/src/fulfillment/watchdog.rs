@@ -8,8 +8,9 @@
 //! timeline entry. Dead events are not touched: they wait for an operator
 //! (`ordo outbox redrive`).
 
+use super::Fulfillment;
 use crate::events;
-use crate::{Service, step_ids, topics};
+use crate::{step_ids, topics};
 use ordo_domain::Result;
 use ordo_domain::order::OrderStatus;
 use ordo_domain::timeline::TimelineKind;
@@ -33,13 +34,13 @@ fn stage_topic(status: OrderStatus) -> Option<&'static str> {
     }
 }
 
-impl Service {
+impl Fulfillment {
     /// One run of the watchdog; returns how many orders it re-drove.
     pub async fn sweep_stuck_orders(&self) -> Result<usize> {
-        let stuck_after_ms =
-            i64::try_from(self.orders.saga_stuck_after.as_millis()).unwrap_or(i64::MAX);
+        let stuck_after_ms = i64::try_from(self.stuck_after.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(stuck_after_ms);
         let stuck = self
+            .shared
             .db
             .stuck_orders(before, BATCH)
             .instrument(propagation::unexported_span("saga watchdog poll"))
@@ -64,7 +65,7 @@ impl Service {
         .instrument(run)
         .await?;
         if redriven > 0 {
-            self.wakeup.wake();
+            self.shared.wakeup.wake();
             metrics::count_saga_redriven(redriven as u64);
             tracing::warn!(
                 orders = redriven,
@@ -79,7 +80,7 @@ impl Service {
             return Ok(false);
         };
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.shared.db.begin().await?;
         if !tx
             .claim_stuck_order(&order.id, order.status, order.updated_at_ms, now)
             .await?

@@ -1,12 +1,22 @@
-//! Orders: creation (idempotent, reserving stock atomically), reads, listing, cancellation and
-//! the timeline.
+//! The orders face: creation (idempotent, reserving stock atomically), reads, listing,
+//! cancellation and the timeline here; a POS terminal's offline sales in `pos`, the erasure of
+//! a customer's personal data in `erasure` (both become or change orders, so the orders role
+//! owns them).
+
+mod erasure;
+mod pos;
+
+pub use pos::CheckedSale;
 
 use crate::api::{
-    AddressDto, ContactDto, CreateOrderInput, ListOrdersQuery, MoneyDto, OrderItemInput,
-    OrderItemView, OrderPage, OrderView, ShipmentView, TimelineEventView, TimelineView,
+    AddressDto, ContactDto, CreateOrderInput, ErasureView, ListOrdersQuery, MoneyDto,
+    OrderItemInput, OrderItemView, OrderPage, OrderView, PosBatchInput, PosBatchView, ShipmentView,
+    TimelineEventView, TimelineView,
 };
 use crate::events::{self, OutboxPayload};
-use crate::{Service, rfc3339, step_ids};
+use crate::ports::{CatalogApi, OrdersApi};
+use crate::{Shared, rfc3339, step_ids};
+use async_trait::async_trait;
 use ordo_domain::ids::{CustomerId, OrderId, Sku};
 use ordo_domain::money::Currency;
 use ordo_domain::money::Money;
@@ -23,6 +33,7 @@ use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::metrics;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tracing::field;
 
 /// The outcome of a create: the order, and whether it is an earlier request's result replayed
@@ -174,14 +185,26 @@ pub(crate) fn new_order_id() -> OrderId {
     OrderId::from_u128(uuid::Uuid::now_v7().as_u128())
 }
 
-impl Service {
+/// The orders face (the `orders` role). Cheap to clone.
+#[derive(Clone)]
+pub struct Orders {
+    shared: Shared,
+    /// How old (hours) a POS terminal's sale may be when its batch arrives.
+    pos_offline_window_hours: u64,
+    /// Where order prices come from when the `inventory` role runs in another process; `None`:
+    /// this database, read inside the order's transaction.
+    price_source: Option<Arc<dyn CatalogApi>>,
+}
+
+#[async_trait]
+impl OrdersApi for Orders {
     /// Creates an order and reserves all its items, or nothing.
     ///
     /// With an idempotency key, a request repeating an earlier one returns that order and
     /// reserves nothing more; a different request with the same key is a `conflict`.
     #[tracing::instrument(name = "create_order", skip_all,
         fields(order.id = field::Empty, order.item_count = input.items.len() as i64))]
-    pub async fn create_order(
+    async fn create_order(
         &self,
         idempotency_key: Option<&str>,
         input: CreateOrderInput,
@@ -191,6 +214,96 @@ impl Service {
             metrics::count_order_rejected(error.kind.code());
         }
         result
+    }
+
+    /// The hottest read, through the order cache (`storage::cache`): no span of its own
+    /// (one would only wrap the database span below it, or nothing on a hit); the order id goes
+    /// on the caller's span (the SERVER span of a read).
+    async fn order(&self, id: &str) -> Result<OrderView> {
+        Ok(self.order_derived(id).await?.0.clone())
+    }
+
+    /// [`OrdersApi::order`] as the JSON the REST API answers, encoded once per cached snapshot:
+    /// a cached read costs a reference count, not an encoding.
+    async fn order_json(&self, id: &str) -> Result<bytes::Bytes> {
+        Ok(self.order_derived(id).await?.1.clone())
+    }
+
+    #[tracing::instrument(name = "list_orders", skip_all)]
+    async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage> {
+        let (filter, limit) = query.parse()?;
+        let mut records = self.shared.db.orders(&filter).await?;
+        let more = records.len() > limit;
+        records.truncate(limit);
+        let next_cursor = more.then(|| records.last().map(|r| r.id.clone())).flatten();
+        Ok(OrderPage {
+            orders: records.into_iter().map(view).collect::<Result<_>>()?,
+            next_cursor,
+        })
+    }
+
+    /// Cancels an unpaid order and releases its stock. Cancelling a cancelled order again
+    /// changes nothing and succeeds; any other status is a `conflict`.
+    #[tracing::instrument(name = "cancel_order", skip_all, fields(order.id = %id))]
+    async fn cancel_order(&self, id: &str) -> Result<OrderView> {
+        let id = OrderId::parse(id)?;
+        let (record, _cancelled_now) = self.cancel_unpaid(&id, CancelCause::Request).await?;
+        view(record)
+    }
+
+    #[tracing::instrument(name = "order_timeline", skip_all, fields(order.id = %id))]
+    async fn timeline(&self, id: &str) -> Result<TimelineView> {
+        let id = OrderId::parse(id)?;
+        let events = self.shared.db.timeline(id.as_str()).await?;
+        if events.is_empty() && self.shared.db.order(id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("order {id}")));
+        }
+        Ok(TimelineView {
+            events: events
+                .into_iter()
+                .map(|e| TimelineEventView {
+                    at: rfc3339(e.at_ms),
+                    kind: e.kind.as_str().to_owned(),
+                    detail: e.detail,
+                    trace_id: e.trace_id,
+                    span_id: e.span_id,
+                })
+                .collect(),
+        })
+    }
+
+    /// A POS terminal's batch of offline sales (`pos.rs`).
+    async fn submit_pos_batch(&self, input: PosBatchInput) -> Result<PosBatchView> {
+        self.record_pos_batch(input).await
+    }
+
+    /// Erases a customer's personal data (`erasure.rs`).
+    async fn erase_customer(&self, customer_id: &str) -> Result<ErasureView> {
+        self.erase_personal_data(customer_id).await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.shared.ready().await
+    }
+}
+
+impl Orders {
+    pub(crate) fn new(shared: Shared, pos_offline_window_hours: u64) -> Orders {
+        Orders {
+            shared,
+            pos_offline_window_hours,
+            price_source: None,
+        }
+    }
+
+    /// Prices orders with the products of `catalog` (the `inventory` role in another
+    /// process), read before the order's transaction begins, so no write waits on a network
+    /// call.
+    pub(crate) fn with_price_source(self, catalog: Arc<dyn CatalogApi>) -> Orders {
+        Orders {
+            price_source: Some(catalog),
+            ..self
+        }
     }
 
     async fn try_create_order(
@@ -214,14 +327,15 @@ impl Service {
         // Optimistic: decide from a read, write only if the stock still fits (the write checks
         // it atomically); a concurrent reservation in between means reading again.
         for _ in 0..PLACEMENT_ATTEMPTS {
-            let inputs = self.db.order_inputs(&skus).await?;
+            let inputs = self.shared.db.order_inputs(&skus).await?;
             let prices = remote_prices.as_ref().unwrap_or(&inputs.prices);
             let placement = match decide(&new_order, &order_id, prices, &inputs.stock) {
                 Ok(decision) => decision,
                 // A refused order may still be a replay of an accepted one: the key decides.
                 Err(error) => {
                     if let Some((key, digest)) = idempotency
-                        && let Some((request_hash, earlier)) = self.db.idempotency_key(key).await?
+                        && let Some((request_hash, earlier)) =
+                            self.shared.db.idempotency_key(key).await?
                     {
                         return self.replay(digest, &request_hash, &earlier).await;
                     }
@@ -258,11 +372,11 @@ impl Service {
                 timeline_detail,
                 event,
             };
-            match self.db.place_order(placement.clone()).await? {
+            match self.shared.db.place_order(placement.clone()).await? {
                 Placement::Placed => {
                     let record = placement.order;
                     tracing::Span::current().record("order.id", record.id.as_str());
-                    self.wakeup.wake();
+                    self.shared.wakeup.wake();
                     metrics::count_order_created();
                     tracing::info!(order.id = %record.id, "order created");
                     return Ok(Created {
@@ -301,24 +415,11 @@ impl Service {
         })
     }
 
-    /// The hottest read, through the order cache (`storage::cache`): no span of its own
-    /// (one would only wrap the database span below it, or nothing on a hit); the order id goes
-    /// on the caller's span (the SERVER span of a read).
-    pub async fn order(&self, id: &str) -> Result<OrderView> {
-        Ok(self.order_derived(id).await?.0.clone())
-    }
-
-    /// [`Service::order`] as the JSON the REST API answers, encoded once per cached snapshot:
-    /// a cached read costs a reference count, not an encoding.
-    pub async fn order_json(&self, id: &str) -> Result<bytes::Bytes> {
-        Ok(self.order_derived(id).await?.1.clone())
-    }
-
     /// The view of order `id` and its JSON, derived once per cached snapshot.
-    async fn order_derived(&self, id: &str) -> Result<std::sync::Arc<(OrderView, bytes::Bytes)>> {
+    async fn order_derived(&self, id: &str) -> Result<Arc<(OrderView, bytes::Bytes)>> {
         let id = OrderId::parse(id)?;
         tracing::Span::current().record("order.id", id.as_str());
-        let Some(snapshot) = self.db.order_snapshot(id.as_str()).await? else {
+        let Some(snapshot) = self.shared.db.order_snapshot(id.as_str()).await? else {
             return Err(Error::not_found(format!("order {id}")));
         };
         snapshot.derived(|snapshot| {
@@ -336,30 +437,8 @@ impl Service {
                 .collect();
             let json = serde_json::to_vec(&order)
                 .map_err(|e| Error::internal(format!("cannot encode an order: {e}")))?;
-            Ok(std::sync::Arc::new((order, bytes::Bytes::from(json))))
+            Ok(Arc::new((order, bytes::Bytes::from(json))))
         })
-    }
-
-    #[tracing::instrument(name = "list_orders", skip_all)]
-    pub async fn orders(&self, query: ListOrdersQuery) -> Result<OrderPage> {
-        let (filter, limit) = query.parse()?;
-        let mut records = self.db.orders(&filter).await?;
-        let more = records.len() > limit;
-        records.truncate(limit);
-        let next_cursor = more.then(|| records.last().map(|r| r.id.clone())).flatten();
-        Ok(OrderPage {
-            orders: records.into_iter().map(view).collect::<Result<_>>()?,
-            next_cursor,
-        })
-    }
-
-    /// Cancels an unpaid order and releases its stock. Cancelling a cancelled order again
-    /// changes nothing and succeeds; any other status is a `conflict`.
-    #[tracing::instrument(name = "cancel_order", skip_all, fields(order.id = %id))]
-    pub async fn cancel_order(&self, id: &str) -> Result<OrderView> {
-        let id = OrderId::parse(id)?;
-        let (record, _cancelled_now) = self.cancel_unpaid(&id, CancelCause::Request).await?;
-        view(record)
     }
 
     /// The one cancel transaction, shared by a customer's request and the payment-timeout job:
@@ -371,7 +450,7 @@ impl Service {
         id: &OrderId,
         cause: CancelCause,
     ) -> Result<(OrderRecord, bool)> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.shared.db.begin().await?;
         let Some(mut record) = tx.order_for_update(id.as_str()).await? else {
             return Err(Error::not_found(format!("order {id}")));
         };
@@ -401,33 +480,12 @@ impl Service {
         };
         events::append(&mut tx, &cancelled, now).await?;
         tx.commit().await?;
-        self.wakeup.wake();
+        self.shared.wakeup.wake();
         metrics::count_order_cancelled();
         tracing::info!(order.id = %id, cause = cause.reason(), "order cancelled");
         record.status = next;
         record.updated_at_ms = now;
         Ok((record, true))
-    }
-
-    #[tracing::instrument(name = "order_timeline", skip_all, fields(order.id = %id))]
-    pub async fn timeline(&self, id: &str) -> Result<TimelineView> {
-        let id = OrderId::parse(id)?;
-        let events = self.db.timeline(id.as_str()).await?;
-        if events.is_empty() && self.db.order(id.as_str()).await?.is_none() {
-            return Err(Error::not_found(format!("order {id}")));
-        }
-        Ok(TimelineView {
-            events: events
-                .into_iter()
-                .map(|e| TimelineEventView {
-                    at: rfc3339(e.at_ms),
-                    kind: e.kind.as_str().to_owned(),
-                    detail: e.detail,
-                    trace_id: e.trace_id,
-                    span_id: e.span_id,
-                })
-                .collect(),
-        })
     }
 }
 
@@ -517,7 +575,7 @@ pub(crate) fn view(record: OrderRecord) -> Result<OrderView> {
 /// The prices of `skus` from another process's catalogue, fetched concurrently. An unknown SKU
 /// is left out, so pricing refuses it exactly as with a local catalogue.
 async fn remote_prices(
-    catalog: &dyn crate::ports::CatalogApi,
+    catalog: &dyn CatalogApi,
     skus: &[&Sku],
 ) -> Result<std::collections::HashMap<Sku, ordo_domain::money::Money>> {
     let lookups = skus.iter().map(|sku| async move {
