@@ -34,6 +34,7 @@ mod faces;
 /// The deadline of the call being served (it lives with the trace context: both travel with every call).
 pub use ordo_telemetry::deadline;
 mod fulfillment;
+mod housekeeping;
 mod orders;
 mod payments;
 pub mod ports;
@@ -102,10 +103,21 @@ async fn timeline(
     kind: ordo_domain::timeline::TimelineKind,
     detail: &str,
 ) -> ordo_domain::Result<()> {
+    timeline_at(tx, order_id, kind, detail, ordo_storage::now_ms()).await
+}
+
+/// [`timeline`] for a step that took its time (`at_ms`) once for all it writes.
+async fn timeline_at(
+    tx: &mut ordo_storage::WriteTx,
+    order_id: &str,
+    kind: ordo_domain::timeline::TimelineKind,
+    detail: &str,
+    at_ms: i64,
+) -> ordo_domain::Result<()> {
     let ids = step_ids();
     tx.append_timeline(&ordo_storage::timeline::NewTimelineEntry {
         order_id,
-        at_ms: ordo_storage::now_ms(),
+        at_ms,
         kind,
         detail,
         trace_id: &ids.trace_id,

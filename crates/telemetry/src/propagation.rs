@@ -265,6 +265,19 @@ pub fn adopt_parent_span(span: &tracing::Span, parent: &tracing::Span) {
     let _ = span.set_parent(parent.context());
 }
 
+/// Makes `span` (a root) a scheduled job's work on one row: a child of the span whose ids the
+/// row stored, in that row's trace ([`adopt_parent_from_ids`]), linked to the job run's span
+/// that is current ([`link_to`]). Returns `span`.
+pub fn job_work_in_row_trace(
+    span: tracing::Span,
+    trace_id_hex: &str,
+    span_id_hex: &str,
+) -> tracing::Span {
+    adopt_parent_from_ids(&span, trace_id_hex, span_id_hex);
+    link_to(&span, &tracing::Span::current());
+    span
+}
+
 /// Adds to `span` a link to `linked` (a job run's span, from each piece of work it did in
 /// another trace). Nothing happens when either has no valid context.
 pub fn link_to(span: &tracing::Span, linked: &tracing::Span) {

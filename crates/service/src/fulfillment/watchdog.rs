@@ -10,18 +10,14 @@
 
 use super::Fulfillment;
 use crate::events;
-use crate::{step_ids, topics};
+use crate::{housekeeping, topics};
 use ordo_domain::Result;
 use ordo_domain::order::OrderStatus;
 use ordo_domain::timeline::TimelineKind;
 use ordo_storage::now_ms;
 use ordo_storage::orders::StuckOrder;
-use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::{metrics, propagation};
 use tracing::Instrument;
-
-/// Orders re-driven per run at most.
-const BATCH: u32 = 100;
 
 /// The event that starts the stage an order in `status` waits for.
 fn stage_topic(status: OrderStatus) -> Option<&'static str> {
@@ -39,31 +35,22 @@ impl Fulfillment {
     pub async fn sweep_stuck_orders(&self) -> Result<usize> {
         let stuck_after_ms = i64::try_from(self.stuck_after.as_millis()).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(stuck_after_ms);
-        let stuck = self
-            .shared
-            .db
-            .stuck_orders(before, BATCH)
-            .instrument(propagation::unexported_span("saga watchdog poll"))
-            .await?;
-        if stuck.is_empty() {
-            return Ok(0);
-        }
-        let run = tracing::info_span!(parent: None, "saga_watchdog", orders.stuck = stuck.len());
-        let redriven = async {
-            let mut redriven = 0;
-            for order in &stuck {
-                let span = tracing::info_span!(parent: None, "saga_redrive",
-                    order.id = %order.id, order.status = order.status.as_str());
-                propagation::adopt_parent_from_ids(&span, &order.trace_id, &order.span_id);
-                propagation::link_to(&span, &tracing::Span::current());
-                if self.redrive(order).instrument(span).await? {
-                    redriven += 1;
-                }
-            }
-            Ok::<_, ordo_domain::Error>(redriven)
-        }
-        .instrument(run)
-        .await?;
+        let redriven = housekeeping::run(
+            "saga watchdog poll",
+            self.shared.db.stuck_orders(before, housekeeping::BATCH),
+            |stuck| tracing::info_span!(parent: None, "saga_watchdog", orders.stuck = stuck),
+            |order: StuckOrder| async move {
+                let span = propagation::job_work_in_row_trace(
+                    tracing::info_span!(parent: None, "saga_redrive",
+                        order.id = %order.id, order.status = order.status.as_str()),
+                    &order.trace_id,
+                    &order.span_id,
+                );
+                self.redrive(&order).instrument(span).await
+            },
+        )
+        .await?
+        .acted;
         if redriven > 0 {
             self.shared.wakeup.wake();
             metrics::count_saga_redriven(redriven as u64);
@@ -93,21 +80,12 @@ impl Fulfillment {
             redriven: true,
         };
         events::append(&mut tx, &redriven, now).await?;
-        let ids = step_ids();
         let detail = format!(
             "no progress in status {} for {} s: {topic} sent again",
             order.status,
             (now - order.updated_at_ms) / 1000
         );
-        tx.append_timeline(&NewTimelineEntry {
-            order_id: &order.id,
-            at_ms: now,
-            kind: TimelineKind::SagaRedriven,
-            detail: &detail,
-            trace_id: &ids.trace_id,
-            span_id: &ids.span_id,
-        })
-        .await?;
+        crate::timeline_at(&mut tx, &order.id, TimelineKind::SagaRedriven, &detail, now).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -10,7 +10,7 @@
 
 use super::Orders;
 use crate::api::ErasureView;
-use crate::{rfc3339, step_ids};
+use crate::{housekeeping, rfc3339, step_ids};
 use ordo_domain::ids::CustomerId;
 use ordo_domain::order::OrderStatus;
 use ordo_domain::personal::ERASED;
@@ -22,9 +22,6 @@ use ordo_storage::now_ms;
 use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::{metrics, propagation};
 use tracing::{Instrument, field};
-
-/// Orders the sweep erases per run at most.
-const SWEEP_BATCH: u32 = 100;
 
 const ERASED_DETAIL: &str =
     "personal data erased: shipping name, address line and postal code, contact email and phone";
@@ -90,29 +87,23 @@ impl Orders {
     /// that have become terminal since. Each erasure is a span in that order's trace, linked
     /// to the run's span; a run that finds nothing exports nothing.
     pub async fn sweep_pending_erasures(&self) -> Result<usize> {
-        let due = self
-            .shared
-            .db
-            .orders_awaiting_erasure(SWEEP_BATCH)
-            .instrument(propagation::unexported_span("erasure poll"))
-            .await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let run = tracing::info_span!(parent: None, "erasure_sweep", orders.due = due.len());
-        let erased = async {
-            let mut erased = 0;
-            for id in &due {
+        let erased = housekeeping::run(
+            "erasure poll",
+            self.shared.db.orders_awaiting_erasure(housekeeping::BATCH),
+            |due| tracing::info_span!(parent: None, "erasure_sweep", orders.due = due),
+            |id: String| async move {
                 let mut tx = self.shared.db.begin().await?;
-                let Some(order) = tx.order_for_erasure(id).await? else {
-                    continue;
+                let Some(order) = tx.order_for_erasure(&id).await? else {
+                    return Ok(false);
                 };
                 if order.erased_at_ms.is_some() || in_fulfillment(order.status) {
-                    continue;
+                    return Ok(false);
                 }
-                let span = tracing::info_span!(parent: None, "erase_order", order.id = %order.id);
-                propagation::adopt_parent_from_ids(&span, &order.trace_id, &order.span_id);
-                propagation::link_to(&span, &tracing::Span::current());
+                let span = propagation::job_work_in_row_trace(
+                    tracing::info_span!(parent: None, "erase_order", order.id = %order.id),
+                    &order.trace_id,
+                    &order.span_id,
+                );
                 let now = now_ms();
                 async {
                     erase_order(&mut tx, &order, now).await?;
@@ -120,12 +111,11 @@ impl Orders {
                 }
                 .instrument(span)
                 .await?;
-                erased += 1;
-            }
-            Ok::<_, Error>(erased)
-        }
-        .instrument(run)
-        .await?;
+                Ok(true)
+            },
+        )
+        .await?
+        .acted;
         if erased > 0 {
             self.scrub_files().await;
             metrics::count_orders_erased(erased as u64);

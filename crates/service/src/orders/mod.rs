@@ -29,7 +29,6 @@ use ordo_domain::{Error, Result};
 use ordo_storage::now_ms;
 use ordo_storage::placement::{OrderPlacement, Placement};
 use ordo_storage::records::{OrderFilter, OrderItemRecord, OrderRecord};
-use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::metrics;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -460,19 +459,17 @@ impl Orders {
         }
         let next = status.apply(OrderEvent::Cancel)?;
         let now = now_ms();
-        let ids = step_ids();
         if !tx.set_status(id.as_str(), status, next, now).await? {
             return Err(Error::conflict(format!("order {id} changed concurrently")));
         }
         tx.release_reservations(id.as_str(), now).await?;
-        tx.append_timeline(&NewTimelineEntry {
-            order_id: id.as_str(),
-            at_ms: now,
-            kind: TimelineKind::OrderCancelled,
-            detail: cause.detail(),
-            trace_id: &ids.trace_id,
-            span_id: &ids.span_id,
-        })
+        crate::timeline_at(
+            &mut tx,
+            id.as_str(),
+            TimelineKind::OrderCancelled,
+            cause.detail(),
+            now,
+        )
         .await?;
         let cancelled = events::OrderCancelled {
             order_id: id.as_str().to_owned(),

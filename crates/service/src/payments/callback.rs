@@ -4,7 +4,6 @@
 use super::{Payments, ack, stored_money};
 use crate::api::{CallbackStatus, PaymentCallbackAck, PaymentCallbackInput};
 use crate::events;
-use crate::step_ids;
 use ordo_domain::money::Money;
 use ordo_domain::order::OrderEvent;
 use ordo_domain::payment::{
@@ -14,7 +13,6 @@ use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, ErrorKind, Result, signature};
 use ordo_storage::now_ms;
 use ordo_storage::records::{OrderRecord, PaymentEventRecord};
-use ordo_storage::timeline::NewTimelineEntry;
 
 /// A provider's callback, authenticated and parsed ([`PaymentCallbackInput::verify_and_parse`]),
 /// with the provider that sent it.
@@ -140,16 +138,7 @@ impl Payments {
             now,
         };
         if let Some((kind, detail)) = self.apply_outcome(&mut tx, &applied, outcome).await? {
-            let ids = step_ids();
-            tx.append_timeline(&NewTimelineEntry {
-                order_id: &order.id,
-                at_ms: now,
-                kind,
-                detail: &detail,
-                trace_id: &ids.trace_id,
-                span_id: &ids.span_id,
-            })
-            .await?;
+            crate::timeline_at(&mut tx, &order.id, kind, &detail, now).await?;
         }
         if matches!(outcome, CallbackOutcome::OrderNotPayable) {
             self.refund_succeeded_payments(&mut tx, &order.id).await?;

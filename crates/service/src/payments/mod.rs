@@ -40,7 +40,6 @@ use ordo_domain::timeline::TimelineKind;
 use ordo_domain::{Error, Result};
 use ordo_storage::now_ms;
 use ordo_storage::records::{OrderRecord, PaymentEventRecord, PaymentRecord};
-use ordo_storage::timeline::NewTimelineEntry;
 use ordo_telemetry::propagation;
 use providers::PaymentProviders;
 use std::sync::Arc;
@@ -173,14 +172,13 @@ impl PaymentsApi for Payments {
             span.record("payment.provider", provider.as_str());
             tx.insert_payment(&record).await?;
             let detail = format!("payment {} of {total} requested from {provider}", record.id);
-            tx.append_timeline(&NewTimelineEntry {
-                order_id: &order.id,
-                at_ms: now,
-                kind: TimelineKind::PaymentRequested,
-                detail: &detail,
-                trace_id: &ids.trace_id,
-                span_id: &ids.span_id,
-            })
+            crate::timeline_at(
+                &mut tx,
+                &order.id,
+                TimelineKind::PaymentRequested,
+                &detail,
+                now,
+            )
             .await?;
             tx.commit().await?;
             tracing::info!(order.id = %order.id, payment.id = %record.id,

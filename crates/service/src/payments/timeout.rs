@@ -3,10 +3,12 @@
 //! cancel takes). [`Faces::run_payment_timeouts`](crate::Faces::run_payment_timeouts) runs it.
 
 use super::{Payments, corrupt};
+use crate::housekeeping;
 use crate::orders::CancelCause;
 use ordo_domain::ids::OrderId;
-use ordo_domain::{Error, ErrorKind, Result};
+use ordo_domain::{ErrorKind, Result};
 use ordo_storage::now_ms;
+use ordo_storage::records::UnpaidOrderRecord;
 use ordo_telemetry::propagation;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +23,6 @@ pub struct SweepReport {
     pub cancelled: usize,
 }
 
-/// Orders one run of the job handles at most.
-const SWEEP_BATCH: u32 = 100;
 /// Runs in a row when batches come back full, before the job waits for its next tick.
 const MAX_RUNS_PER_TICK: usize = 10;
 
@@ -48,7 +48,7 @@ impl Payments {
     pub(crate) async fn time_out_unpaid_orders(&self, stop: &CancellationToken) {
         for _ in 0..MAX_RUNS_PER_TICK {
             match self.sweep_unpaid_orders().await {
-                Ok(report) if report.examined == SWEEP_BATCH as usize => {
+                Ok(report) if report.examined == housekeeping::BATCH as usize => {
                     if stop.is_cancelled() {
                         break;
                     }
@@ -71,43 +71,38 @@ impl Payments {
     pub async fn sweep_unpaid_orders(&self) -> Result<SweepReport> {
         let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms().saturating_sub(timeout_ms);
-        // Looking is housekeeping: a run that finds nothing exports no trace, so an idle
-        // service does not send a one-span trace every few seconds.
-        let unpaid = self
-            .shared
-            .db
-            .unpaid_orders_created_before(cutoff, SWEEP_BATCH)
-            .instrument(propagation::unexported_span("payment timeout poll"))
-            .await?;
-        if unpaid.is_empty() {
-            return Ok(SweepReport::default());
-        }
-        let sweep = tracing::info_span!(parent: None, "payment_timeout_sweep",
-            orders.examined = unpaid.len(), orders.cancelled = field::Empty);
-        let run = async {
-            let mut report = SweepReport {
-                examined: unpaid.len(),
-                cancelled: 0,
-            };
-            for order in &unpaid {
-                let span =
-                    tracing::info_span!(parent: None, "payment_timeout", order.id = %order.id);
-                propagation::adopt_parent_from_ids(&span, &order.trace_id, &order.span_id);
-                propagation::link_to(&span, &tracing::Span::current());
-                if self.time_out_order(&order.id).instrument(span).await? {
-                    report.cancelled += 1;
-                }
-            }
-            tracing::Span::current().record("orders.cancelled", report.cancelled);
-            if report.cancelled > 0 {
+        let run = housekeeping::run(
+            "payment timeout poll",
+            self.shared
+                .db
+                .unpaid_orders_created_before(cutoff, housekeeping::BATCH),
+            |examined| {
+                tracing::info_span!(parent: None, "payment_timeout_sweep",
+                    orders.examined = examined, orders.cancelled = field::Empty)
+            },
+            |order: UnpaidOrderRecord| async move {
+                let span = propagation::job_work_in_row_trace(
+                    tracing::info_span!(parent: None, "payment_timeout", order.id = %order.id),
+                    &order.trace_id,
+                    &order.span_id,
+                );
+                self.time_out_order(&order.id).instrument(span).await
+            },
+        )
+        .await?;
+        run.span.in_scope(|| {
+            tracing::Span::current().record("orders.cancelled", run.acted);
+            if run.acted > 0 {
                 tracing::info!(
-                    orders.cancelled = report.cancelled,
+                    orders.cancelled = run.acted,
                     "unpaid orders cancelled after the payment timeout"
                 );
             }
-            Ok::<_, Error>(report)
-        };
-        run.instrument(sweep).await
+        });
+        Ok(SweepReport {
+            examined: run.found,
+            cancelled: run.acted,
+        })
     }
 
     /// Cancels order `id` for want of payment; `false` when there was nothing to do (it was
