@@ -725,16 +725,11 @@ impl PaymentsApi for RemotePayments {
         Ok(reply.await?.into_inner().into())
     }
 
-    async fn payment_callback(
-        &self,
-        provider: &str,
-        signature_header: Option<&str>,
-        raw_body: &[u8],
-    ) -> Result<PaymentCallbackAck> {
+    async fn payment_callback(&self, callback: ProviderCallback<'_>) -> Result<PaymentCallbackAck> {
         let message = pb::PaymentCallbackRequest {
-            provider: provider.to_owned(),
-            body: raw_body.to_vec(),
-            signature: signature_header.unwrap_or_default().to_owned(),
+            provider: callback.provider.to_owned(),
+            body: callback.body.to_vec(),
+            signature: callback.signature.unwrap_or_default().to_owned(),
         };
         // Callbacks are idempotent by their event id.
         let method = rpc(

@@ -208,7 +208,11 @@ impl PaymentsService for GrpcApi {
         reply(
             self.api
                 .payments
-                .payment_callback(&r.provider, signature, &r.body)
+                .payment_callback(api::ProviderCallback {
+                    provider: &r.provider,
+                    signature,
+                    body: &r.body,
+                })
                 .await,
         )
     }

@@ -333,7 +333,11 @@ pub(crate) async fn payment_callback(
         .map(|value| value.to_str().unwrap_or(""));
     Ok(axum::Json(
         api.payments
-            .payment_callback(&provider, signature, &body)
+            .payment_callback(ProviderCallback {
+                provider: &provider,
+                signature,
+                body: &body,
+            })
             .await?,
     ))
 }

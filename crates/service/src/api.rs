@@ -325,6 +325,15 @@ pub enum CallbackStatus {
     Failed,
 }
 
+/// A provider's callback as it arrived: the provider its path names, its `Ordo-Signature`
+/// header, and its raw body (the signature covers these bytes, not a parse of them).
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderCallback<'a> {
+    pub provider: &'a str,
+    pub signature: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
 /// The answer to every delivery of one event: what its first delivery did.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentCallbackAck {

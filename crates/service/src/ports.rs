@@ -64,12 +64,7 @@ pub trait PaymentsApi: Send + Sync + 'static {
         input: CreatePaymentInput,
     ) -> Result<PaymentCreated>;
     async fn order_payments(&self, order_id: &str) -> Result<PaymentList>;
-    async fn payment_callback(
-        &self,
-        provider: &str,
-        signature_header: Option<&str>,
-        raw_body: &[u8],
-    ) -> Result<PaymentCallbackAck>;
+    async fn payment_callback(&self, callback: ProviderCallback<'_>) -> Result<PaymentCallbackAck>;
     async fn ready(&self) -> Result<()>;
 }
 
@@ -161,12 +156,7 @@ impl PaymentsApi for NotServedHere {
     async fn order_payments(&self, _: &str) -> Result<PaymentList> {
         self.refuse()
     }
-    async fn payment_callback(
-        &self,
-        _: &str,
-        _: Option<&str>,
-        _: &[u8],
-    ) -> Result<PaymentCallbackAck> {
+    async fn payment_callback(&self, _: ProviderCallback<'_>) -> Result<PaymentCallbackAck> {
         self.refuse()
     }
     async fn ready(&self) -> Result<()> {

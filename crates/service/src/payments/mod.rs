@@ -24,7 +24,7 @@ pub use timeout::SweepReport;
 use crate::Shared;
 use crate::api::{
     CreatePaymentInput, MoneyDto, PaymentCallbackAck, PaymentCallbackInput, PaymentList,
-    PaymentView,
+    PaymentView, ProviderCallback,
 };
 use crate::orders::Orders;
 use crate::ports::PaymentsApi;
@@ -216,19 +216,14 @@ impl PaymentsApi for Payments {
     #[tracing::instrument(name = "payment_callback", skip_all, fields(
         payment.provider = field::Empty, payment.id = field::Empty, payment.event_id = field::Empty,
         payment.outcome = field::Empty, order.id = field::Empty))]
-    async fn payment_callback(
-        &self,
-        provider: &str,
-        signature_header: Option<&str>,
-        raw_body: &[u8],
-    ) -> Result<PaymentCallbackAck> {
+    async fn payment_callback(&self, arrived: ProviderCallback<'_>) -> Result<PaymentCallbackAck> {
         let span = tracing::Span::current();
-        let (provider, secret) = self.callback_provider(provider)?;
+        let (provider, secret) = self.callback_provider(arrived.provider)?;
         span.record("payment.provider", provider.as_str());
         let verified = PaymentCallbackInput::verify_and_parse(
             secret,
-            signature_header,
-            raw_body,
+            arrived.signature,
+            arrived.body,
             unix_seconds(),
         )?;
         let callback = Callback { provider, verified };

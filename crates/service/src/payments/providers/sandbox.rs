@@ -4,7 +4,7 @@
 //! process, so a start-up resumes the ones a previous process left pending.
 
 use super::PaymentProvider;
-use crate::api::{CallbackStatus, MoneyDto, PaymentCallbackInput};
+use crate::api::{CallbackStatus, MoneyDto, PaymentCallbackInput, ProviderCallback};
 use crate::payments::{Payments, unix_seconds};
 use crate::ports::PaymentsApi;
 use ordo_domain::payment::{PaymentStatus, Provider};
@@ -98,7 +98,11 @@ async fn deliver_callback(payments: &Payments, payment_id: String, amount: Money
     for attempt in 1..=SANDBOX_ATTEMPTS {
         let header = signature::sign(&payments.providers.sandbox.secret, unix_seconds(), &body);
         match payments
-            .payment_callback(Provider::Sandbox.as_str(), Some(&header), &body)
+            .payment_callback(ProviderCallback {
+                provider: Provider::Sandbox.as_str(),
+                signature: Some(&header),
+                body: &body,
+            })
             .await
         {
             Ok(ack) => {
