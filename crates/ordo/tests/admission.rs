@@ -108,13 +108,7 @@ async fn payment_callbacks_are_never_limited() {
     )
     .await;
     for _ in 0..10 {
-        let reply = server
-            .post_raw(
-                "/v1/payments/callbacks/sandbox",
-                Some("application/json"),
-                b"{}".to_vec(),
-            )
-            .await;
+        let reply = server.post_unsigned_callback().await;
         assert_ne!(reply.status, 429, "a callback was limited: {}", reply.text);
         assert_ne!(reply.status, 503, "a callback was shed: {}", reply.text);
     }
@@ -277,13 +271,7 @@ async fn past_max_in_flight_a_request_is_shed_at_once_with_retry_after() {
     assert!(metric(&server, "shed_requests_total{reason=\"max_in_flight\"}").await >= 1.0);
     // Health stays up (admin port), and callbacks are never shed.
     server.admin_get("/healthz").await.expect_status(200);
-    let callback = server
-        .post_raw(
-            "/v1/payments/callbacks/sandbox",
-            Some("application/json"),
-            b"{}".to_vec(),
-        )
-        .await;
+    let callback = server.post_unsigned_callback().await;
     assert_ne!(callback.status, 503, "{}", callback.text);
 
     // The slow request ends (its client goes away): the next one is served.

@@ -524,8 +524,7 @@ async fn the_pipeline_runs_over_the_broker_in_the_order_trace(broker: Broker) {
     let mut env: Vec<(&str, String)> = receiver.env();
     env.push(("ORDO_BROKER_URL", url));
     env.push(("ORDO_BROKER_NAMESPACE", namespace.clone()));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
     seed_single_sku(&server, "BRK-T", 10).await;
     let created = server
         .post_order(&order_body("traced", &[("BRK-T", 1)]))
@@ -652,40 +651,32 @@ async fn a_broker_outage_longer_than_the_retry_schedule_loses_nothing(broker: Br
     let mut env = carrier.env(&[("ORDO_OUTBOX_RETRY_BASE_MS", CHAOS_RETRY_BASE_MS)]);
     env.push(("ORDO_BROKER_URL", url.replacen(&target, &proxy.address, 1)));
     env.push(("ORDO_BROKER_NAMESPACE", namespace.clone()));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
     seed_single_sku(&server, "CHAOS-1", 1_000).await;
 
-    let pay = |id: String| {
-        let server = &server;
-        async move {
-            server
-                .post_json(&format!("/v1/orders/{id}/payments"), &serde_json::json!({}))
-                .await
-                .expect_status(201);
-        }
-    };
-    let mut ids = Vec::new();
-    // Orders paid before the outage: their stages are under way when it begins.
-    for i in 0..5 {
+    // Order `i`, one CHAOS-1, created and paid: its id.
+    let create_and_pay = async |i: usize| {
         let order = server
             .create_order(&order_body(&format!("chaos-{i}"), &[("CHAOS-1", 1)]))
             .await;
         let id = order["id"].as_str().unwrap().to_owned();
-        pay(id.clone()).await;
-        ids.push(id);
+        server
+            .post_json(&format!("/v1/orders/{id}/payments"), &serde_json::json!({}))
+            .await
+            .expect_status(201);
+        id
+    };
+    let mut ids = Vec::new();
+    // Orders paid before the outage: their stages are under way when it begins.
+    for i in 0..5 {
+        ids.push(create_and_pay(i).await);
     }
     proxy.cut();
     let outage = std::time::Instant::now();
     // Orders taken and paid during the outage: the API needs no broker (their events wait in
     // the outbox).
     for i in 5..15 {
-        let order = server
-            .create_order(&order_body(&format!("chaos-{i}"), &[("CHAOS-1", 1)]))
-            .await;
-        let id = order["id"].as_str().unwrap().to_owned();
-        pay(id.clone()).await;
-        ids.push(id);
+        ids.push(create_and_pay(i).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(CHAOS_OUTAGE.saturating_sub(outage.elapsed())).await;

@@ -176,8 +176,7 @@ async fn every_exported_attribute_has_its_semantic_convention_name_and_type(back
     let mut env = receiver.env();
     env.extend(carrier.env(&[]));
     env.push(("ORDO_REDIS_URL", redis.url()));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start_with_env(backend, &pairs).await;
+    let server = TestServer::start_with_env(backend, &env_refs(&env)).await;
     seed_single_sku(&server, "CONV-1", 10).await;
 
     // REST: a create, a read, a rejected body, an unknown order; then the payment that starts

@@ -108,8 +108,7 @@ async fn an_erased_customer_leaves_no_trace_anywhere(backend: Backend) {
         ("ORDO_CARRIER_MAX_ATTEMPTS", "100".to_owned()),
         ("ORDO_CARRIER_BREAKER_THRESHOLD", "1000".to_owned()),
     ]);
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start_with_env(backend.clone(), &env_refs).await;
+    let server = TestServer::start_with_env(backend.clone(), &env_refs(&env)).await;
     seed_catalog(&server).await;
 
     // The customer's orders: one over (cancelled), one awaiting payment, one in fulfillment

@@ -126,12 +126,7 @@ fn assert_same_error(rest: &Reply, status: &tonic::Status, code: tonic::Code, er
         details.error_info().unwrap().reason,
         error_code.to_ascii_uppercase()
     );
-    let rest_fields: Vec<&str> = body["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let rest_fields = field_of_each(&body["details"], "field");
     let grpc_fields: Vec<&str> = details
         .bad_request()
         .map(|b| {
@@ -271,12 +266,7 @@ async fn rest_and_grpc_agree_on_create_get_list_and_errors(backend: Backend) {
         .expect_status(200)
         .body;
     let kinds: Vec<&str> = timeline.events.iter().map(|e| e.r#type.as_str()).collect();
-    let rest_kinds: Vec<&str> = rest_timeline["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let rest_kinds = field_of_each(&rest_timeline["events"], "type");
     assert_eq!(kinds, rest_kinds);
     assert_eq!(kinds.first(), Some(&"order_created"));
 }
@@ -644,13 +634,7 @@ async fn api_keys_guard_rest_and_grpc_but_not_health_or_callbacks() {
     assert_error(&wrong, 401, "unauthenticated");
     // Callbacks authenticate by signature: no key needed to be heard (and refused for the
     // missing signature, not the key).
-    let callback = server
-        .post_raw(
-            "/v1/payments/callbacks/sandbox",
-            Some("application/json"),
-            b"{}".to_vec(),
-        )
-        .await;
+    let callback = server.post_unsigned_callback().await;
     assert_error(&callback, 401, "unauthenticated");
     assert!(
         callback.body["error"]["message"]
@@ -790,12 +774,10 @@ async fn a_grpc_call_is_one_trace_under_the_callers_parent_and_is_measured() {
     assert!(spans.iter().any(|s| s.kind == 3), "database CLIENT spans");
 
     let metrics = server.admin_get("/metrics").await.expect_status(200).text;
-    assert!(
-        metrics.lines().any(|l| l.starts_with(
-            "rpc_server_duration_seconds_count{rpc_service=\"ordo.v1.OrdersService\",\
-             rpc_method=\"CreateOrder\",rpc_grpc_status_code=\"0\"} 1"
-        )),
-        "{metrics}"
+    assert_metric_line(
+        &metrics,
+        "rpc_server_duration_seconds_count{rpc_service=\"ordo.v1.OrdersService\",\
+         rpc_method=\"CreateOrder\",rpc_grpc_status_code=\"0\"} 1",
     );
     let access = server
         .logs()

@@ -395,11 +395,7 @@ async fn requests_are_measured_by_route_with_bounded_cardinality() {
     server.create_order(&order_body("c-1", &[(TEA, 1)])).await;
     server.get("/nowhere").await.expect_status(404);
     let invalid = server
-        .post_raw(
-            "/v1/orders",
-            Some("application/json"),
-            b"{\"customer_id\": 12".to_vec(),
-        )
+        .post_raw_json("/v1/orders", b"{\"customer_id\": 12")
         .await;
     assert_error(&invalid, 400, "invalid_argument");
 

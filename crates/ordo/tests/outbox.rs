@@ -124,9 +124,7 @@ async fn events_committed_before_a_crash_are_published_after_restart(backend: Ba
 #[tokio::test(flavor = "multi_thread")]
 async fn the_publish_span_continues_the_trace_of_the_step_that_wrote_the_event() {
     let receiver = OtlpReceiver::grpc().await;
-    let env = receiver.env();
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    let server = TestServer::start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
     seed_single_sku(&server, "SPAN-1", 10).await;
     let reply = server
         .post_order(&order_body("span", &[("SPAN-1", 1)]))

@@ -438,12 +438,7 @@ async fn a_mismatched_or_failed_payment_leaves_the_order_unpaid(backend: Backend
         .await
         .expect_status(200)
         .body;
-    let statuses: Vec<&str> = payments["payments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["status"].as_str().unwrap())
-        .collect();
+    let statuses = field_of_each(&payments["payments"], "status");
     assert_eq!(statuses, ["failed", "succeeded"]);
 }
 
@@ -591,10 +586,8 @@ async fn the_payment_timeout_cancels_unpaid_orders_and_releases_their_stock(back
 #[tokio::test(flavor = "multi_thread")]
 async fn the_timeout_cancel_is_a_span_in_the_orders_trace_linked_to_the_job_run() {
     let receiver = OtlpReceiver::grpc().await;
-    let env = receiver.env();
-    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    pairs.push(("ORDO_PAYMENT_TIMEOUT_SECS", "1"));
-    let server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    let timeout = [("ORDO_PAYMENT_TIMEOUT_SECS", "1")];
+    let server = TestServer::start_exporting_to(&receiver, Backend::sqlite(), &timeout).await;
     seed_single_sku(&server, "TIMED-1", 10).await;
 
     let order = new_order(&server, "traced-timeout", "TIMED-1", 2).await;
@@ -653,9 +646,7 @@ async fn the_timeout_cancel_is_a_span_in_the_orders_trace_linked_to_the_job_run(
 #[tokio::test(flavor = "multi_thread")]
 async fn payment_steps_join_the_orders_trace_and_link_the_request_that_caused_them() {
     let receiver = OtlpReceiver::grpc().await;
-    let env = receiver.env();
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    let server = TestServer::start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
     seed_single_sku(&server, "SBX-1", 10).await;
     let order = new_order(&server, "sandbox-traced", "SBX-1", 1).await;
     let order_id = id_of(&order);

@@ -23,10 +23,6 @@ backend_tests!(
     a_risk_rejection_refunds_and_releases_the_stock,
 );
 
-fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
 /// An order of one TEA (reserved in BKK-1) and one MUG (reserved in BER-1), paid with the
 /// sandbox. The payment request carries no `traceparent`: the order's trace must continue
 /// anyway. Returns the order.
@@ -44,6 +40,19 @@ async fn paid_two_warehouse_order(server: &TestServer, customer: &str) -> Value 
         .expect_status(201);
     assert_eq!(reply.body["provider"], "sandbox");
     order
+}
+
+/// A server started with `env` (a carrier's, say), and on it [`paid_two_warehouse_order`] of
+/// `customer`: the server, the order and its id.
+async fn server_with_paid_order(
+    backend: Backend,
+    env: &[(&'static str, String)],
+    customer: &str,
+) -> (TestServer, Value, String) {
+    let server = TestServer::start_with_env(backend, &env_refs(env)).await;
+    let order = paid_two_warehouse_order(&server, customer).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    (server, order, id)
 }
 
 async fn wait_for_status(server: &TestServer, order_id: &str, status: &str) -> Value {
@@ -80,6 +89,22 @@ async fn compensated(server: &TestServer, id: &str) -> Vec<Value> {
     server.timeline(id).await
 }
 
+/// Checks that the order `id` was compensated (see [`compensated`]) after `failed_shipments`
+/// failed shipments: from its fourth event on, its timeline is exactly the fulfillment steps,
+/// those failures and the compensations. Answers the timeline.
+async fn failed_and_compensated(
+    server: &TestServer,
+    id: &str,
+    failed_shipments: usize,
+) -> Vec<Value> {
+    let events = compensated(server, id).await;
+    let mut expected = vec!["risk_approved", "split", "scheduled"];
+    expected.extend(std::iter::repeat_n("shipment_failed", failed_shipments));
+    expected.extend(["payment_refunded", "stock_released", "fulfillment_failed"]);
+    assert_eq!(types(&events)[3..], expected, "{events:#?}");
+    events
+}
+
 fn shipment_ids(order: &Value) -> Vec<String> {
     order["shipments"]
         .as_array()
@@ -92,9 +117,7 @@ fn shipment_ids(order: &Value) -> Vec<String> {
 async fn a_paid_order_ships_in_one_shipment_per_warehouse(backend: Backend) {
     let carrier = Carrier::start(|_, _| 200).await;
     let env = carrier.env(&[]);
-    let server = TestServer::start_with_env(backend, &env_refs(&env)).await;
-    let order = paid_two_warehouse_order(&server, "pipeline-happy").await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let (server, order, id) = server_with_paid_order(backend, &env, "pipeline-happy").await;
 
     let shipped = wait_for_status(&server, &id, "shipped").await;
     let shipments = shipped["shipments"].as_array().unwrap();
@@ -188,9 +211,7 @@ async fn transient_carrier_errors_are_retried_without_duplicates() {
     // Each shipment is answered 503 three times, then 200.
     let carrier = Carrier::start(|_, nth| if nth < 3 { 503 } else { 200 }).await;
     let env = carrier.env(&[]);
-    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
-    let order = paid_two_warehouse_order(&server, "pipeline-retry").await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let (server, _, id) = server_with_paid_order(Backend::sqlite(), &env, "pipeline-retry").await;
     let shipped = wait_for_status(&server, &id, "shipped").await;
     let pushes = carrier.pushes();
     let mut accepted: HashMap<String, usize> = HashMap::new();
@@ -219,43 +240,18 @@ async fn transient_carrier_errors_are_retried_without_duplicates() {
 async fn a_refusing_carrier_fails_the_order_and_compensates() {
     let carrier = Carrier::start(|_, _| 400).await;
     let env = carrier.env(&[]);
-    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
-    let order = paid_two_warehouse_order(&server, "pipeline-refused").await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let (server, _, id) = server_with_paid_order(Backend::sqlite(), &env, "pipeline-refused").await;
     let failed = wait_for_status(&server, &id, "fulfillment_failed").await;
     // A 400 is final: one push, no retry; the other shipment is not pushed at all.
     let pushes = carrier.pushes();
     assert_eq!(pushes.len(), 1, "{pushes:#?}");
-    let statuses: Vec<&str> = failed["shipments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["status"].as_str().unwrap())
-        .collect();
+    let statuses = field_of_each(&failed["shipments"], "status");
     assert!(statuses.contains(&"failed"), "{failed:#}");
     assert!(!statuses.contains(&"accepted"), "{failed:#}");
-    let events = compensated(&server, &id).await;
-    assert_eq!(
-        types(&events)[3..],
-        [
-            "risk_approved",
-            "split",
-            "scheduled",
-            "shipment_failed",
-            "payment_refunded",
-            "stock_released",
-            "fulfillment_failed",
-        ],
-        "{events:#?}"
-    );
+    failed_and_compensated(&server, &id, 1).await;
     // Dead letters are counted.
     let metrics = server.admin_get("/metrics").await.expect_status(200).text;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("shipments_dead_lettered_total 1")),
-        "{metrics}"
-    );
+    assert_metric_line(&metrics, "shipments_dead_lettered_total 1");
 }
 
 /// The values of the `circuit_breaker_state` series of carriers in `metrics`.
@@ -286,9 +282,8 @@ async fn a_breaker_closes_by_itself_once_the_carrier_recovers() {
         ("ORDO_CARRIER_BREAKER_COOLDOWN_MS", "200"),
         ("ORDO_OUTBOX_RETRY_BASE_MS", "20"),
     ]);
-    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
-    let order = paid_two_warehouse_order(&server, "pipeline-breaker-heals").await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let (server, _, id) =
+        server_with_paid_order(Backend::sqlite(), &env, "pipeline-breaker-heals").await;
     let shipped = wait_for_status(&server, &id, "shipped").await;
     for shipment in shipped["shipments"].as_array().unwrap() {
         assert_eq!(shipment["status"], "accepted", "{shipped:#}");
@@ -317,9 +312,8 @@ async fn slow_down_answers_do_not_open_the_breaker() {
         ("ORDO_CARRIER_BREAKER_THRESHOLD", "1"),
         ("ORDO_CARRIER_BREAKER_COOLDOWN_MS", "600000"),
     ]);
-    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
-    let order = paid_two_warehouse_order(&server, "pipeline-slow-down").await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let (server, _, id) =
+        server_with_paid_order(Backend::sqlite(), &env, "pipeline-slow-down").await;
     wait_for_status(&server, &id, "shipped").await;
     assert_eq!(carrier.pushes().len(), 6, "three pushes per shipment");
     let metrics = server.admin_get("/metrics").await.expect_status(200).text;
@@ -340,9 +334,8 @@ async fn a_breaker_open_through_every_redelivery_fails_the_order_and_compensates
         ("ORDO_OUTBOX_RETRY_BASE_MS", "5"),
     ]);
     env.extend(receiver.env());
-    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
-    let order = paid_two_warehouse_order(&server, "pipeline-breaker").await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let (server, order, id) =
+        server_with_paid_order(Backend::sqlite(), &env, "pipeline-breaker").await;
     let failed = wait_for_status(&server, &id, "fulfillment_failed").await;
 
     // One push opened the breaker; no later delivery reached the carrier.
@@ -350,21 +343,7 @@ async fn a_breaker_open_through_every_redelivery_fails_the_order_and_compensates
     for shipment in failed["shipments"].as_array().unwrap() {
         assert_eq!(shipment["status"], "failed", "{failed:#}");
     }
-    let events = compensated(&server, &id).await;
-    assert_eq!(
-        types(&events)[3..],
-        [
-            "risk_approved",
-            "split",
-            "scheduled",
-            "shipment_failed",
-            "shipment_failed",
-            "payment_refunded",
-            "stock_released",
-            "fulfillment_failed",
-        ],
-        "{events:#?}"
-    );
+    let events = failed_and_compensated(&server, &id, 2).await;
     assert!(
         events.last().unwrap()["detail"]
             .as_str()
@@ -420,9 +399,8 @@ async fn a_shipped_order_is_one_trace_tree() {
     let carrier = Carrier::start(|_, _| 200).await;
     let mut env = carrier.env(&[]);
     env.extend(receiver.env());
-    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
-    let order = paid_two_warehouse_order(&server, "pipeline-traced").await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let (server, order, id) =
+        server_with_paid_order(Backend::sqlite(), &env, "pipeline-traced").await;
     wait_for_status(&server, &id, "shipped").await;
     let trace_id = order["trace_id"].as_str().unwrap();
 
@@ -495,9 +473,8 @@ async fn wait_until_all_published(server: &TestServer) {
 async fn redelivered_events_and_an_interrupted_push_never_push_twice() {
     let carrier = Carrier::start(|_, _| 200).await;
     let env = carrier.env(&[]);
-    let server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
-    let order = paid_two_warehouse_order(&server, "pipeline-redelivery").await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let (server, _, id) =
+        server_with_paid_order(Backend::sqlite(), &env, "pipeline-redelivery").await;
     let shipped = wait_for_status(&server, &id, "shipped").await;
     wait_until_all_published(&server).await;
     assert_eq!(carrier.pushes().len(), 2);

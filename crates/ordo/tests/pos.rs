@@ -413,9 +413,7 @@ async fn terminals_of_one_shop_sync_at_once_without_losing_a_unit(backend: Backe
 #[tokio::test(flavor = "multi_thread")]
 async fn each_sale_is_a_span_under_the_batch_request() {
     let receiver = OtlpReceiver::grpc().await;
-    let env = receiver.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start_with_env(Backend::sqlite(), &env).await;
+    let server = TestServer::start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
     seed_catalog(&server).await;
     let reply = server
         .post_json(

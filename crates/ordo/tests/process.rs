@@ -30,6 +30,14 @@ fn order_quantity(order: &Value) -> i64 {
         .sum()
 }
 
+/// The ids of `orders`.
+fn ids_of<'a>(orders: impl IntoIterator<Item = &'a Value>) -> BTreeSet<String> {
+    orders
+        .into_iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Every order answered 201 is stored with exactly the content it was answered with.
 async fn assert_orders_survived(server: &TestServer, answered: &[Value]) {
     for order in answered {
@@ -519,16 +527,8 @@ async fn a_sqlite_file_locked_or_moved_away_answers_503_fast_and_heals_by_itself
     let after = server
         .create_order(&order_body("after-outage", &[(SKU, 1)]))
         .await;
-    let ids: BTreeSet<String> = server
-        .list_all_orders("")
-        .await
-        .iter()
-        .map(|o| o["id"].as_str().unwrap().to_owned())
-        .collect();
-    let accepted: BTreeSet<String> = [&order, &cached, &after_lock, &after]
-        .iter()
-        .map(|o| o["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = ids_of(server.list_all_orders("").await.iter());
+    let accepted = ids_of([&order, &cached, &after_lock, &after]);
     for extra in ids.difference(&accepted) {
         eprintln!(
             "not accepted, yet written: {:#}",
@@ -540,12 +540,7 @@ async fn a_sqlite_file_locked_or_moved_away_answers_503_fast_and_heals_by_itself
     // And after a restart, on the file at its path: nothing written meanwhile went elsewhere.
     let mut server = server;
     server.restart().await;
-    let ids_after_restart: BTreeSet<String> = server
-        .list_all_orders("")
-        .await
-        .iter()
-        .map(|o| o["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids_after_restart = ids_of(server.list_all_orders("").await.iter());
     assert_eq!(ids_after_restart, accepted);
 }
 

@@ -27,12 +27,7 @@ async fn the_callers_deadline_bounds_every_downstream_call() {
     .await;
     deployment.seed().await;
     for name in ["inventory-1", "inventory-2"] {
-        let node = deployment
-            .nodes
-            .iter_mut()
-            .find(|n| n.name == name)
-            .unwrap();
-        node.process.signal(libc::SIGSTOP);
+        deployment.signal(name, libc::SIGSTOP);
     }
     // A gRPC caller at the edge with a 700 ms deadline (the edge's own request timeout, and
     // every process's, is 60 s here).
@@ -74,36 +69,32 @@ async fn the_callers_deadline_bounds_every_downstream_call() {
     // for CreateOrder is there well before its own 60 s timeout — DEADLINE_EXCEEDED (4) when
     // its own copy of the deadline fired first, CANCELLED (1) when the edge's cancellation
     // arrived first (a race both sides may win on a loaded machine).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let ended = deployment
-            .node("orders")
-            .process
-            .stdout_lines()
-            .iter()
-            .any(|l| {
-                l.contains("\"rpc_method\":\"CreateOrder\"")
-                    && (l.contains("\"rpc_grpc_status_code\":4")
-                        || l.contains("\"rpc_grpc_status_code\":1"))
-            });
-        if ended {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "orders kept working past the caller's deadline\n{}",
-            deployment.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        async || {
+            let ended = deployment
+                .node("orders")
+                .process
+                .stdout_lines()
+                .iter()
+                .any(|l| {
+                    l.contains("\"rpc_method\":\"CreateOrder\"")
+                        && (l.contains("\"rpc_grpc_status_code\":4")
+                            || l.contains("\"rpc_grpc_status_code\":1"))
+                });
+            if ended { Ok(()) } else { Err(()) }
+        },
+        |()| {
+            format!(
+                "orders kept working past the caller's deadline\n{}",
+                deployment.output()
+            )
+        },
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_secs(5));
     for name in ["inventory-1", "inventory-2"] {
-        let node = deployment
-            .nodes
-            .iter_mut()
-            .find(|n| n.name == name)
-            .unwrap();
-        node.process.signal(libc::SIGCONT);
+        deployment.signal(name, libc::SIGCONT);
     }
 }
 
@@ -189,6 +180,14 @@ impl Deployment {
         self.nodes.iter().find(|n| n.name == name).unwrap()
     }
 
+    fn node_mut(&mut self, name: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    fn signal(&mut self, name: &str, signal: libc::c_int) {
+        self.node_mut(name).process.signal(signal);
+    }
+
     fn grpc_urls(&self, names: &[&str]) -> String {
         self.nodes
             .iter()
@@ -213,28 +212,29 @@ impl Deployment {
     /// The edge is ready once a healthy instance of every role it calls is in its balancers.
     async fn wait_until_edge_ready(&self) {
         let url = format!("http://{}/readyz", self.node("edge").ready.admin_addr);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(response) = self.client.get(&url).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the edge never became ready\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            Duration::from_secs(20),
+            async || match self.client.get(&url).send().await {
+                Ok(response) if response.status() == 200 => Ok(()),
+                Ok(response) => Err(format!("HTTP {}", response.status())),
+                Err(error) => Err(error.to_string()),
+            },
+            |last| format!("the edge never became ready ({last})\n{}", self.output()),
+        )
+        .await;
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        send(self.client.get(self.edge(path))).await
     }
 
     async fn put(&self, path: &str, body: serde_json::Value) -> Reply {
         send(self.client.put(self.edge(path)).json(&body)).await
     }
 
-    async fn post(&self, path: &str, body: &serde_json::Value) -> Reply {
-        send(self.client.post(self.edge(path)).json(body)).await
+    async fn post_order(&self, customer: &str, items: &[(&str, i64)]) -> Reply {
+        let body = order_body(customer, items);
+        send(self.client.post(self.edge("/v1/orders")).json(&body)).await
     }
 
     async fn seed(&self) {
@@ -263,8 +263,7 @@ impl Deployment {
     }
 
     fn kill(&mut self, name: &str) {
-        let node = self.nodes.iter_mut().find(|n| n.name == name).unwrap();
-        node.process.kill9();
+        self.node_mut(name).process.kill9();
     }
 }
 
@@ -339,38 +338,28 @@ async fn split_deployment_scenario(backend: Backend, found: Found) {
     .await
     .expect_status(200)
     .text;
-    assert!(
-        metrics.lines().any(|l| l.starts_with(
-            "rpc_client_duration_seconds_count{rpc_service=\"ordo.v1.OrdersService\",\
-             rpc_method=\"CreateOrder\",rpc_grpc_status_code=\"0\"}"
-        )),
-        "{metrics}"
+    assert_metric_line(
+        &metrics,
+        "rpc_client_duration_seconds_count{rpc_service=\"ordo.v1.OrdersService\",\
+         rpc_method=\"CreateOrder\",rpc_grpc_status_code=\"0\"}",
     );
 
     // Reads through the edge, answered by inventory and orders.
-    let stock = send(
-        deployment
-            .client
-            .get(deployment.edge(&format!("/v1/stock/{TEA}"))),
-    )
-    .await
-    .expect_status(200);
+    let stock = deployment
+        .get(&format!("/v1/stock/{TEA}"))
+        .await
+        .expect_status(200);
     assert_eq!(stock.body["warehouses"][0]["reserved"], 2);
     let id = created.body["id"].as_str().unwrap();
-    let got = send(
-        deployment
-            .client
-            .get(deployment.edge(&format!("/v1/orders/{id}"))),
-    )
-    .await
-    .expect_status(200);
+    let got = deployment
+        .get(&format!("/v1/orders/{id}"))
+        .await
+        .expect_status(200);
     assert_eq!(got.body["id"], id);
     // Errors keep their kind across the hop.
-    let missing = send(deployment.client.get(deployment.edge("/v1/products/NOPE"))).await;
+    let missing = deployment.get("/v1/products/NOPE").await;
     assert_error(&missing, 404, "not_found");
-    let too_many = deployment
-        .post("/v1/orders", &order_body("split-1", &[(TEA, 5_000)]))
-        .await;
+    let too_many = deployment.post_order("split-1", &[(TEA, 5_000)]).await;
     assert_error(&too_many, 409, "insufficient_stock");
 
     // One inventory process dies: orders keep being created (prices come from the other).
@@ -378,10 +367,7 @@ async fn split_deployment_scenario(backend: Backend, found: Found) {
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     for i in 0..30 {
         let reply = deployment
-            .post(
-                "/v1/orders",
-                &order_body(&format!("split-after-{i}"), &[(TEA, 1)]),
-            )
+            .post_order(&format!("split-after-{i}"), &[(TEA, 1)])
             .await;
         *statuses.entry(reply.status).or_default() += 1;
     }
@@ -391,13 +377,10 @@ async fn split_deployment_scenario(backend: Backend, found: Found) {
         "{statuses:?}\n{}",
         deployment.output()
     );
-    let stock = send(
-        deployment
-            .client
-            .get(deployment.edge(&format!("/v1/stock/{TEA}"))),
-    )
-    .await
-    .expect_status(200);
+    let stock = deployment
+        .get(&format!("/v1/stock/{TEA}"))
+        .await
+        .expect_status(200);
     assert_eq!(stock.body["warehouses"][0]["reserved"], 32);
 }
 
@@ -467,21 +450,13 @@ mod through_etcd {
         assert_eq!(inventory.borrow().len(), 2);
 
         // SIGTERM: the process deregisters before it drains.
-        let node = deployment
-            .nodes
-            .iter_mut()
-            .find(|n| n.name == "inventory-1")
-            .unwrap();
-        node.process.signal(libc::SIGTERM);
+        deployment.signal("inventory-1", libc::SIGTERM);
         wait_for_members(&mut inventory, 1)
             .await
             .expect("inventory-1 left etcd well within its 10 s lease");
         for i in 0..10 {
             deployment
-                .post(
-                    "/v1/orders",
-                    &order_body(&format!("after-leave-{i}"), &[(MUG, 1)]),
-                )
+                .post_order(&format!("after-leave-{i}"), &[(MUG, 1)])
                 .await
                 .expect_status(201);
         }
@@ -508,10 +483,7 @@ mod through_etcd {
         deployment.kill("inventory-2");
         for i in 0..10 {
             let reply = deployment
-                .post(
-                    "/v1/orders",
-                    &order_body(&format!("after-join-{i}"), &[(MUG, 1)]),
-                )
+                .post_order(&format!("after-join-{i}"), &[(MUG, 1)])
                 .await;
             assert_eq!(reply.status, 201, "{}\n{}", reply.text, deployment.output());
         }

@@ -26,10 +26,6 @@ backend_tests!(a_kill_9_loop_under_pay_and_follow_load_loses_nothing_and_leaves_
 
 const TERMINAL: [&str; 4] = ["shipped", "cancelled", "rejected", "fulfillment_failed"];
 
-fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
 /// POSTs without panicking on a transport error (the server may be killed meanwhile).
 async fn try_post(
     client: &reqwest::Client,

@@ -13,20 +13,9 @@ backend_tests!(server_span_continues_the_callers_trace_with_database_spans_below
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-async fn start_exporting_to(
-    receiver: &OtlpReceiver,
-    backend: Backend,
-    extra: &[(&str, &str)],
-) -> TestServer {
-    let env = receiver.env();
-    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    pairs.extend_from_slice(extra);
-    TestServer::start_with_env(backend, &pairs).await
-}
-
 async fn server_span_continues_the_callers_trace_with_database_spans_below(backend: Backend) {
     let receiver = OtlpReceiver::grpc().await;
-    let server = start_exporting_to(&receiver, backend.clone(), &[]).await;
+    let server = TestServer::start_exporting_to(&receiver, backend.clone(), &[]).await;
     seed_single_sku(&server, "TRACED-1", 10).await;
 
     let reply = send(
@@ -127,7 +116,7 @@ async fn server_span_continues_the_callers_trace_with_database_spans_below(backe
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_read_is_its_server_span_and_one_database_span() {
     let receiver = OtlpReceiver::grpc().await;
-    let server = start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
+    let server = TestServer::start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
     seed_single_sku(&server, "READ-1", 10).await;
     let created = server
         .post_order(&order_body("reader", &[("READ-1", 1)]))
@@ -160,7 +149,7 @@ async fn an_order_read_is_its_server_span_and_one_database_span() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_is_one_tree_with_no_orphan_spans_over_otlp_http() {
     let receiver = OtlpReceiver::http().await;
-    let server = start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
+    let server = TestServer::start_exporting_to(&receiver, Backend::sqlite(), &[]).await;
     seed_single_sku(&server, "TREE-1", 100).await;
 
     let created = server
@@ -218,7 +207,7 @@ async fn every_request_is_one_tree_with_no_orphan_spans_over_otlp_http() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sampling_ratio_of_zero_exports_nothing_but_still_answers_with_a_trace() {
     let receiver = OtlpReceiver::grpc().await;
-    let server = start_exporting_to(
+    let server = TestServer::start_exporting_to(
         &receiver,
         Backend::sqlite(),
         &[
@@ -305,7 +294,9 @@ async fn sighup_reloads_the_log_level_from_the_configuration_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn personal_values_never_reach_logs_spans_or_metrics() {
     let receiver = OtlpReceiver::grpc().await;
-    let server = start_exporting_to(&receiver, Backend::sqlite(), &[("RUST_LOG", "debug")]).await;
+    let server =
+        TestServer::start_exporting_to(&receiver, Backend::sqlite(), &[("RUST_LOG", "debug")])
+            .await;
     seed_single_sku(&server, "PII-1", 10).await;
     let secrets = [
         "Zebulon Quixotic",
@@ -383,8 +374,7 @@ async fn spans_still_queued_at_shutdown_are_flushed_before_exit() {
     // A batch delay far beyond the test: only the shutdown flush can deliver the spans.
     env.retain(|(key, _)| *key != "OTEL_BSP_SCHEDULE_DELAY");
     env.push(("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    let mut server = TestServer::start_with_env(Backend::sqlite(), &env_refs(&env)).await;
     let reply = server.get("/v1/orders?limit=1").await.expect_status(200);
     let (trace_id, _) = reply.traceparent();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -412,11 +402,9 @@ async fn spans_still_queued_at_shutdown_are_flushed_before_exit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_service_exports_no_traces() {
     let receiver = OtlpReceiver::grpc().await;
-    let mut env = receiver.env();
     // Sweeps every 250 ms.
-    env.push(("ORDO_PAYMENT_TIMEOUT_SECS", "1".to_owned()));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start_with_env(Backend::sqlite(), &pairs).await;
+    let sweeps = [("ORDO_PAYMENT_TIMEOUT_SECS", "1")];
+    let server = TestServer::start_exporting_to(&receiver, Backend::sqlite(), &sweeps).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // A request flushes the batch exporter's queue soon after; only its trace may arrive.
     let (trace_id, _) = server.get("/v1/products/NONE").await.traceparent();

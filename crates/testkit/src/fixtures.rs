@@ -24,33 +24,22 @@ pub async fn put_product(
     currency: &str,
 ) -> Value {
     let body = json!({ "name": format!("Product {sku}"), "price": money(amount_minor, currency) });
-    server
-        .put_json(&format!("/v1/products/{sku}"), &body)
-        .await
-        .expect_status(200)
-        .body
+    put_ok(server, &format!("/v1/products/{sku}"), &body).await
 }
 
 pub async fn put_warehouse(server: &TestServer, id: &str, country: &str) -> Value {
-    server
-        .put_json(
-            &format!("/v1/warehouses/{id}"),
-            &json!({ "country": country }),
-        )
-        .await
-        .expect_status(200)
-        .body
+    let body = json!({ "country": country });
+    put_ok(server, &format!("/v1/warehouses/{id}"), &body).await
 }
 
 pub async fn put_stock(server: &TestServer, sku: &str, warehouse: &str, on_hand: i64) -> Value {
-    server
-        .put_json(
-            &format!("/v1/stock/{sku}/{warehouse}"),
-            &json!({ "on_hand": on_hand }),
-        )
-        .await
-        .expect_status(200)
-        .body
+    let body = json!({ "on_hand": on_hand });
+    put_ok(server, &format!("/v1/stock/{sku}/{warehouse}"), &body).await
+}
+
+/// The body of a PUT of `body` to `path`, failing the test unless the answer is 200.
+async fn put_ok(server: &TestServer, path: &str, body: &Value) -> Value {
+    server.put_json(path, body).await.expect_status(200).body
 }
 
 /// Loads the constants above: two USD products, one EUR product, two warehouses, stock.
@@ -73,6 +62,21 @@ pub async fn seed_single_sku(server: &TestServer, sku: &str, on_hand: i64) {
 }
 
 /// A valid USD order body for `customer_id` with the given (sku, quantity) items.
+/// The string `field` of each element of the JSON array `list`, in order (e.g. the `status` of
+/// each of an order's `shipments`); fails the test when `list` is no array or an element has no
+/// such string.
+pub fn field_of_each<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|item| {
+            item[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {field} in {item}"))
+        })
+        .collect()
+}
+
 pub fn order_body(customer_id: &str, items: &[(&str, i64)]) -> Value {
     let items: Vec<Value> = items
         .iter()

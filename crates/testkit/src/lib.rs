@@ -11,6 +11,7 @@ pub mod carrier;
 mod database;
 mod fixtures;
 pub mod otlp;
+mod poll;
 mod process;
 pub mod proxy;
 mod redis;
@@ -19,6 +20,7 @@ mod server;
 
 pub use database::*;
 pub use fixtures::*;
+pub use poll::*;
 pub use process::*;
 pub use redis::*;
 pub use reply::*;
@@ -32,6 +34,11 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The PostgreSQL server the tests create their databases on, unless `ORDO_TEST_POSTGRES_URL`
 /// names another.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// `env` (e.g. [`otlp::OtlpReceiver::env`]) as the pairs [`TestServer::start_with_env`] takes.
+pub fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
 
 /// The `ordo` binary of this build: nextest names it (`NEXTEST_BIN_EXE_ordo`); under `cargo
 /// test` it sits beside the `deps` folder that holds the running test binary.

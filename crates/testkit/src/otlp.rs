@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A span as exported, with ids in W3C hex and attributes as strings.
 #[derive(Debug, Clone)]
@@ -227,27 +227,25 @@ impl OtlpReceiver {
         trace_id: &str,
         done: impl Fn(&[CapturedSpan]) -> bool,
     ) -> Vec<CapturedSpan> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let spans: Vec<_> = self
-                .spans()
-                .into_iter()
-                .filter(|s| s.trace_id == trace_id)
-                .collect();
-            if done(&spans) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return self
-                    .spans()
-                    .into_iter()
-                    .filter(|s| s.trace_id == trace_id)
-                    .collect();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "trace {trace_id} incomplete after 10 s: {spans:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let within = Duration::from_secs(10);
+        crate::eventually(
+            within,
+            async || {
+                let spans = self.spans_of(trace_id);
+                if done(&spans) { Ok(()) } else { Err(spans) }
+            },
+            |spans| format!("trace {trace_id} incomplete after {within:?}: {spans:#?}"),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.spans_of(trace_id)
+    }
+
+    fn spans_of(&self, trace_id: &str) -> Vec<CapturedSpan> {
+        self.spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
     }
 }
 

@@ -201,3 +201,12 @@ pub fn assert_error_shape(reply: &Reply) -> &Value {
     );
     error
 }
+
+/// Fails unless a line of the Prometheus text `metrics` starts with `prefix` (a series, with or
+/// without its value).
+pub fn assert_metric_line(metrics: &str, prefix: &str) {
+    assert!(
+        metrics.lines().any(|l| l.starts_with(prefix)),
+        "no line starts with {prefix}\n{metrics}"
+    );
+}

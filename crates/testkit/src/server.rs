@@ -4,7 +4,7 @@
 use crate::*;
 use serde_json::{Value, json};
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A ready `ordo serve` on its own database, killed when dropped.
 pub struct TestServer {
@@ -44,6 +44,18 @@ impl TestServer {
             client: http_client(),
             extra_env,
         }
+    }
+
+    /// Starts a server that exports its traces to `receiver`, with `extra` environment too.
+    pub async fn start_exporting_to(
+        receiver: &otlp::OtlpReceiver,
+        backend: Backend,
+        extra: &[(&str, &str)],
+    ) -> TestServer {
+        let env = receiver.env();
+        let mut pairs = env_refs(&env);
+        pairs.extend_from_slice(extra);
+        TestServer::start_with_env(backend, &pairs).await
     }
 
     /// Starts the server again on the same database (killing the old process if it still runs).
@@ -127,6 +139,11 @@ impl TestServer {
         send(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// The body of a GET of `path`, failing the test unless the answer is 200.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        self.get(path).await.expect_status(200).body
+    }
+
     pub async fn admin_get(&self, path: &str) -> Reply {
         send(self.client.get(format!("{}{path}", self.admin_url()))).await
     }
@@ -148,6 +165,18 @@ impl TestServer {
         send(request).await
     }
 
+    /// POSTs `body` as it is (well-formed or not), labelled `application/json`.
+    pub async fn post_raw_json(&self, path: &str, body: &[u8]) -> Reply {
+        self.post_raw(path, Some("application/json"), body.to_vec())
+            .await
+    }
+
+    /// A payment callback from the sandbox provider with an empty body and no signature.
+    pub async fn post_unsigned_callback(&self) -> Reply {
+        self.post_raw_json("/v1/payments/callbacks/sandbox", b"{}")
+            .await
+    }
+
     pub async fn post_order(&self, body: &Value) -> Reply {
         self.post_json("/v1/orders", body).await
     }
@@ -167,10 +196,7 @@ impl TestServer {
     }
 
     pub async fn get_order(&self, id: &str) -> Value {
-        self.get(&format!("/v1/orders/{id}"))
-            .await
-            .expect_status(200)
-            .body
+        self.get_ok(&format!("/v1/orders/{id}")).await
     }
 
     pub async fn cancel_order(&self, id: &str) -> Reply {
@@ -181,38 +207,36 @@ impl TestServer {
     /// Polls the order until its status is `status`; panics with the server's output after
     /// `within`.
     pub async fn wait_for_order_status(&self, id: &str, status: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let order = self.get_order(id).await;
-            if order["status"] == status {
-                return order;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "order {id} is still {} after {within:?}, expected {status}\n{}",
-                order["status"],
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            within,
+            async || {
+                let order = self.get_order(id).await;
+                if order["status"] == status {
+                    Ok(order)
+                } else {
+                    Err(order["status"].clone())
+                }
+            },
+            |last| {
+                format!(
+                    "order {id} is still {last} after {within:?}, expected {status}\n{}",
+                    self.output()
+                )
+            },
+        )
+        .await
     }
 
     /// The order's timeline events.
     pub async fn timeline(&self, id: &str) -> Vec<Value> {
-        self.get(&format!("/v1/orders/{id}/timeline"))
-            .await
-            .expect_status(200)
-            .body["events"]
+        self.get_ok(&format!("/v1/orders/{id}/timeline")).await["events"]
             .as_array()
             .expect("events array")
             .clone()
     }
 
     pub async fn stock(&self, sku: &str) -> Value {
-        self.get(&format!("/v1/stock/{sku}"))
-            .await
-            .expect_status(200)
-            .body
+        self.get_ok(&format!("/v1/stock/{sku}")).await
     }
 
     /// Total units of `sku` reserved over all warehouses.
@@ -235,7 +259,7 @@ impl TestServer {
             if let Some(cursor) = &cursor {
                 path.push_str(&format!("&cursor={}", url_encode(cursor)));
             }
-            let page = self.get(&path).await.expect_status(200).body;
+            let page = self.get_ok(&path).await;
             orders.extend(
                 page["orders"]
                     .as_array()
