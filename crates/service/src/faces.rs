@@ -8,7 +8,7 @@
 use crate::fulfillment::Fulfillment;
 use crate::orders::Orders;
 use crate::payments::Payments;
-use crate::ports::{Api, CatalogApi};
+use crate::ports::CatalogApi;
 use crate::{Catalog, FulfillmentSettings, OrderSettings, PaymentSettings, Shared};
 use ordo_storage::Database;
 use std::sync::Arc;
@@ -68,15 +68,6 @@ impl Faces {
             orders,
             payments,
             fulfillment,
-        }
-    }
-
-    /// Every face served by this process.
-    pub fn api(&self) -> Api {
-        Api {
-            catalog: Arc::new(self.catalog.clone()),
-            orders: Arc::new(self.orders.clone()),
-            payments: Arc::new(self.payments.clone()),
         }
     }
 

@@ -206,8 +206,8 @@ impl PaymentsApi for Payments {
         })
     }
 
-    /// Handles a provider's callback: `raw_body` exactly as received, signed in
-    /// `signature_header` with the provider's secret.
+    /// Handles a provider's callback as it `arrived`: its body exactly as received, signed in
+    /// its signature header with the provider's secret.
     ///
     /// Errors: an unknown or disabled provider is `not_found`; a missing or bad signature
     /// `unauthenticated`; a body that is not the callback's JSON `invalid_argument`; a payment
