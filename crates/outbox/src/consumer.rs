@@ -22,6 +22,17 @@ pub trait Consumer: Send + Sync + 'static {
 
     fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a>;
 
+    /// Called once before [`Consumer::handle`] runs for each of `events` in one transaction (a
+    /// batch): the place to read or lock what they all need in one statement (the default does
+    /// nothing).
+    fn begin_batch<'a>(
+        &'a self,
+        _events: &'a [&'a Envelope],
+        _tx: &'a mut WriteTx,
+    ) -> HandleFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Work that must not hold the write transaction (a call to another system), run in the
     /// CONSUMER span before `handle`'s transaction begins — on every delivery, duplicates
     /// included, so it must be idempotent by itself. An error leaves the event to redelivery.
@@ -109,6 +120,85 @@ impl ConsumerRunner {
     /// previous attempt's span. When the last delivery fails, [`Consumer::give_up`] may settle
     /// the event; otherwise the error stands and the transport dead-letters it.
     pub async fn attempt(&self, event: &Envelope, system: &'static str) -> Attempt {
+        let span = self.consumer_span(event, system);
+        let started = std::time::Instant::now();
+        let result = self.process(event).instrument(span.clone()).await;
+        self.settle(event, &span, started, result).await
+    }
+
+    /// Delivers `events` (of distinct orders) together: their effects commit in one
+    /// transaction, with one statement recording their processed ids, instead of a
+    /// transaction each. Each event keeps its own CONSUMER span in its own trace; the shared
+    /// statements run in a `process batch` span, a child of the first event's span, linked to
+    /// and from every event's span. When anything in the batch fails, the batch is rolled back
+    /// and each event is processed on its own, so one event's failure is never another's.
+    /// Answers in the order of `events`.
+    pub async fn attempt_batch(&self, events: &[&Envelope], system: &'static str) -> Vec<Attempt> {
+        if events.len() < 2 {
+            let mut attempts = Vec::with_capacity(events.len());
+            for event in events {
+                attempts.push(self.attempt(event, system).await);
+            }
+            return attempts;
+        }
+        let started = std::time::Instant::now();
+        let spans: Vec<tracing::Span> = events
+            .iter()
+            .map(|event| self.consumer_span(event, system))
+            .collect();
+        let prepared = futures::future::join_all(
+            events
+                .iter()
+                .zip(&spans)
+                .map(|(event, span)| self.consumer.prepare(event).instrument(span.clone())),
+        )
+        .await;
+        let mut results: Vec<Option<Result<Processed>>> = Vec::with_capacity(events.len());
+        let mut ready = Vec::new();
+        for (index, prepared) in prepared.into_iter().enumerate() {
+            match prepared {
+                Ok(()) => {
+                    ready.push(index);
+                    results.push(None);
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        // Orders are locked in id order, as every batch locks them: two batches never wait
+        // for each other in a cycle.
+        ready.sort_by(|&a, &b| events[a].aggregate_id.cmp(&events[b].aggregate_id));
+        let batch: Vec<(&Envelope, &tracing::Span)> =
+            ready.iter().map(|&i| (events[i], &spans[i])).collect();
+        match self.process_batch(&batch, system).await {
+            Ok(processed) => {
+                for (&index, processed) in ready.iter().zip(processed) {
+                    results[index] = Some(Ok(processed));
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, consumer = self.consumer.name(),
+                    "a batch failed; processing its events one by one");
+                let singles = futures::future::join_all(ready.iter().map(|&index| {
+                    self.process_prepared(events[index])
+                        .instrument(spans[index].clone())
+                }))
+                .await;
+                for (&index, result) in ready.iter().zip(singles) {
+                    results[index] = Some(result);
+                }
+            }
+        }
+        let mut attempts = Vec::with_capacity(events.len());
+        for ((event, span), result) in events.iter().zip(&spans).zip(results) {
+            let result = result.unwrap_or_else(|| Err(ordo_domain::Error::internal("unprocessed")));
+            attempts.push(self.settle(event, span, started, result).await);
+        }
+        attempts
+    }
+
+    /// The CONSUMER span of one delivery of `event`: a child of the publisher's span, linked to
+    /// the previous attempt's.
+    fn consumer_span(&self, event: &Envelope, system: &'static str) -> tracing::Span {
         let span = tracing::info_span!(
             "process",
             otel.name = %format!("process {}", event.topic),
@@ -127,8 +217,19 @@ impl ConsumerRunner {
         );
         ordo_telemetry::propagation::adopt_parent_from_map(&span, &event.headers);
         ordo_telemetry::propagation::link_to_map(&span, &event.delivery.previous_attempt);
-        let started = std::time::Instant::now();
-        let result = self.process(event).instrument(span.clone()).await;
+        span
+    }
+
+    /// What one delivery came to: on the last delivery's failure, [`Consumer::give_up`]'s
+    /// chance to settle the event; the stage-duration metric; the span's context for the next
+    /// attempt.
+    async fn settle(
+        &self,
+        event: &Envelope,
+        span: &tracing::Span,
+        started: std::time::Instant,
+        result: Result<Processed>,
+    ) -> Attempt {
         let mut outcome = match &result {
             Ok(Processed::Applied) => "ok",
             Ok(Processed::Duplicate) => "duplicate",
@@ -157,7 +258,7 @@ impl ConsumerRunner {
                 }
             }
         }
-        let context = ordo_telemetry::propagation::inject_map(&span);
+        let context = ordo_telemetry::propagation::inject_map(span);
         ordo_telemetry::metrics::observe_consumer_process(
             self.consumer.name(),
             outcome,
@@ -171,8 +272,79 @@ impl ConsumerRunner {
         Attempt { result, context }
     }
 
+    /// The prepared `events` in one transaction: their processed ids in one statement, then
+    /// each one's `handle` in its own span, then one commit. Any failure fails the whole batch
+    /// (nothing of it is written).
+    async fn process_batch(
+        &self,
+        events: &[(&Envelope, &tracing::Span)],
+        system: &'static str,
+    ) -> Result<Vec<Processed>> {
+        let Some((first, first_span)) = events.first() else {
+            return Ok(Vec::new());
+        };
+        let batch_span = tracing::info_span!(
+            "process batch",
+            otel.name = %format!("process {} batch", first.topic),
+            otel.kind = "consumer",
+            otel.status_code = field::Empty,
+            messaging.system = system,
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %first.topic,
+            messaging.consumer.group.name = self.consumer.name(),
+            messaging.batch.message_count = events.len() as i64,
+        );
+        ordo_telemetry::propagation::adopt_parent_span(&batch_span, first_span);
+        for (_, span) in events {
+            ordo_telemetry::propagation::link_to(&batch_span, span);
+            ordo_telemetry::propagation::link_to(span, &batch_span);
+        }
+        let mut tx = self.db.begin().instrument(batch_span.clone()).await?;
+        let ids: Vec<&str> = events.iter().map(|(e, _)| e.event_id.as_str()).collect();
+        let fresh = tx
+            .mark_many_processed(self.consumer.name(), &ids, now_ms())
+            .instrument(batch_span.clone())
+            .await?;
+        let to_handle: Vec<&Envelope> = events
+            .iter()
+            .map(|(event, _)| *event)
+            .filter(|event| fresh.contains(&event.event_id))
+            .collect();
+        self.consumer
+            .begin_batch(&to_handle, &mut tx)
+            .instrument(batch_span.clone())
+            .await?;
+        let mut processed = Vec::with_capacity(events.len());
+        for (event, span) in events {
+            if fresh.iter().any(|id| *id == event.event_id) {
+                self.consumer
+                    .handle(event, &mut tx)
+                    .instrument((*span).clone())
+                    .await?;
+                processed.push(Processed::Applied);
+            } else {
+                span.record("duplicate", true);
+                ordo_telemetry::metrics::count_duplicate_event(self.consumer.name());
+                processed.push(Processed::Duplicate);
+            }
+        }
+        let committed = tx.commit().instrument(batch_span.clone()).await;
+        if committed.is_err() {
+            batch_span.record("otel.status_code", "error");
+        }
+        committed?;
+        self.wakeup.wake();
+        Ok(processed)
+    }
+
     async fn process(&self, event: &Envelope) -> Result<Processed> {
         self.consumer.prepare(event).await?;
+        self.process_prepared(event).await
+    }
+
+    /// [`ConsumerRunner::process`] once [`Consumer::prepare`] has run.
+    async fn process_prepared(&self, event: &Envelope) -> Result<Processed> {
         let mut tx = self.db.begin().await?;
         if !tx
             .mark_processed(self.consumer.name(), &event.event_id, now_ms())

@@ -7,7 +7,6 @@
 
 use crate::event::Envelope;
 use crate::transport::Transport;
-use futures::stream::{self, StreamExt};
 use ordo_storage::records::OutboxRow;
 use ordo_storage::{Database, now_ms};
 use ordo_telemetry::propagation;
@@ -21,10 +20,6 @@ use tracing::{Instrument, field};
 /// Attempts before an event is dead-lettered.
 pub const MAX_ATTEMPTS: i64 = 8;
 const BATCH: u32 = 64;
-/// Events of different orders are published concurrently, up to this many orders at once; the
-/// events of one order keep their commit order. A slow consumer or carrier then holds up its
-/// own order, not every order behind it.
-const ORDERS_IN_PARALLEL: usize = 16;
 /// How long a claim lasts: far longer than publishing a batch takes. Events claimed by a relay
 /// that crashed wait this long before another relay (or the restarted one) takes them.
 const LEASE_MS: i64 = 10_000;
@@ -141,12 +136,7 @@ impl Relay {
         let mut published = Vec::new();
         let mut failed = Vec::new();
         let mut dead = Vec::new();
-        let outcomes: Vec<Vec<(OutboxRow, Outcome)>> = stream::iter(by_order(claimed))
-            .map(|rows| self.publish_in_order(rows))
-            .buffer_unordered(ORDERS_IN_PARALLEL)
-            .collect()
-            .await;
-        for (row, outcome) in outcomes.into_iter().flatten() {
+        for (row, outcome) in self.publish_in_waves(by_order(claimed)).await {
             match outcome {
                 Outcome::Published => published.push(row.seq),
                 Outcome::Failed { attempt_context } if outages => failed.push(Retry {
@@ -234,32 +224,58 @@ impl Relay {
         !full_batch
     }
 
-    /// Publishes the events of one order in commit order; after a failure the order's later
-    /// events are held back, so no consumer sees them ahead of the one that failed.
-    async fn publish_in_order(&self, rows: Vec<OutboxRow>) -> Vec<(OutboxRow, Outcome)> {
-        let mut outcomes = Vec::with_capacity(rows.len());
-        let mut held_back = false;
-        for row in rows {
-            let outcome = if held_back {
-                Outcome::HeldBack
-            } else {
-                match self.publish(&row).await {
-                    Ok(()) => Outcome::Published,
-                    Err(attempt_context) => {
-                        held_back = true;
-                        Outcome::Failed { attempt_context }
+    /// Publishes the claimed events, grouped by order, in waves: the first event of every
+    /// order, then the second, and so on, so that each order's events keep their commit order
+    /// while a wave carries many orders at once (the in-process transport commits a wave's
+    /// events of one consumer in one transaction). After a failure, the order's later events
+    /// are held back, so no consumer sees them ahead of the one that failed.
+    async fn publish_in_waves(&self, by_order: Vec<Vec<OutboxRow>>) -> Vec<(OutboxRow, Outcome)> {
+        let mut queues: Vec<std::collections::VecDeque<OutboxRow>> =
+            by_order.into_iter().map(Into::into).collect();
+        let mut outcomes = Vec::new();
+        loop {
+            let mut rows = Vec::new();
+            let mut wave = Vec::new();
+            for (order, queue) in queues.iter_mut().enumerate() {
+                let Some(row) = queue.pop_front() else {
+                    continue;
+                };
+                let span = self.producer_span(&row);
+                match Envelope::from_row(&row) {
+                    Ok(mut envelope) => {
+                        envelope.headers = propagation::inject_map(&span);
+                        rows.push((order, row));
+                        wave.push((envelope, span));
+                    }
+                    Err(error) => {
+                        let attempt_context = failed_publish(&span, &row, &error);
+                        outcomes.push((row, Outcome::Failed { attempt_context }));
+                        hold_back(queue, &mut outcomes);
                     }
                 }
-            };
-            outcomes.push((row, outcome));
+            }
+            // Empty: every order's events are out, or held back behind a row that failed.
+            if wave.is_empty() {
+                break;
+            }
+            let results = self.transport.publish_wave(&wave).await;
+            for (((order, row), (_, span)), result) in rows.into_iter().zip(&wave).zip(results) {
+                match result {
+                    Ok(()) => outcomes.push((row, Outcome::Published)),
+                    Err(error) => {
+                        let attempt_context = failed_publish(span, &row, &error);
+                        outcomes.push((row, Outcome::Failed { attempt_context }));
+                        hold_back(&mut queues[order], &mut outcomes);
+                    }
+                }
+            }
         }
         outcomes
     }
 
-    /// Publishes one event in a PRODUCER span continuing the trace of the step that wrote it
-    /// and linking to the previous attempt's span. A failure returns this attempt's trace
-    /// context (JSON), for the next attempt to link to.
-    async fn publish(&self, row: &OutboxRow) -> Result<(), String> {
+    /// The PRODUCER span of one publish of `row`, continuing the trace of the step that wrote
+    /// it and linking to the previous attempt's span.
+    fn producer_span(&self, row: &OutboxRow) -> tracing::Span {
         let span = tracing::info_span!(
             "publish",
             otel.name = %format!("publish {}", row.topic),
@@ -277,20 +293,7 @@ impl Relay {
         if let Some(previous) = &row.last_attempt_context {
             propagation::link_to_map(&span, &stored_context(previous));
         }
-        let result = async {
-            let mut envelope = Envelope::from_row(row)?;
-            envelope.headers = propagation::inject_map(&span);
-            self.transport
-                .publish(&envelope)
-                .instrument(span.clone())
-                .await
-        }
-        .await;
-        result.map_err(|error| {
-            span.record("otel.status_code", "error");
-            span.in_scope(|| tracing::warn!(%error, topic = %row.topic, "outbox: publish failed"));
-            serde_json::to_string(&propagation::inject_map(&span)).unwrap_or_default()
-        })
+        span
     }
 
     /// Whether a busy relay should measure the backlog now.
@@ -316,6 +319,22 @@ impl Relay {
             ordo_telemetry::metrics::set_outbox_backlog(backlog.pending, lag_seconds, backlog.dead);
         }
     }
+}
+
+/// Records a failed publish on its span; returns the attempt's trace context (JSON), for the
+/// next attempt to link to.
+fn failed_publish(span: &tracing::Span, row: &OutboxRow, error: &ordo_domain::Error) -> String {
+    span.record("otel.status_code", "error");
+    span.in_scope(|| tracing::warn!(%error, topic = %row.topic, "outbox: publish failed"));
+    serde_json::to_string(&propagation::inject_map(span)).unwrap_or_default()
+}
+
+/// The rest of an order's events after one failed: not tried this round.
+fn hold_back(
+    queue: &mut std::collections::VecDeque<OutboxRow>,
+    outcomes: &mut Vec<(OutboxRow, Outcome)>,
+) {
+    outcomes.extend(queue.drain(..).map(|row| (row, Outcome::HeldBack)));
 }
 
 /// A claimed row to release for a later try.

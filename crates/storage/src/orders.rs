@@ -281,12 +281,39 @@ impl WriteTx {
 
     /// As [`WriteTx::order_for_update`], without reading the items (`items` stays empty): one
     /// statement, for the steps that decide on the order's status, total and address only.
+    /// An order that [`WriteTx::lock_orders_without_items`] locked before is answered from
+    /// that read (once), without another round trip.
     pub async fn lock_order_without_items(&mut self, id: &str) -> Result<Option<OrderRecord>> {
+        if let Some(index) = self.locked_orders.iter().position(|order| order.id == id) {
+            return Ok(Some(self.locked_orders.swap_remove(index)));
+        }
         let lock = self.row_lock();
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1{lock}");
         self.conn()
             .query_opt("SELECT orders", &sql, &params![id], order_from_row)
             .await
+    }
+
+    /// Locks the orders of `ids` at once, in id order (the order every batch takes them in), in
+    /// one statement: a batch of steps then finds each of them locked by
+    /// [`WriteTx::lock_order_without_items`] without a round trip of its own. A write to one of
+    /// them forgets its read ([`WriteTx::touch_order`]), so no step decides on a stale row.
+    pub async fn lock_orders_without_items(&mut self, ids: &[&str]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let lock = self.row_lock();
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ({}) ORDER BY id{lock}",
+            crate::placeholders(1, ids.len())
+        );
+        let binds: Vec<Param<'_>> = ids.iter().map(|id| Param::Text(id)).collect();
+        let orders = self
+            .conn()
+            .query("SELECT orders", &sql, &binds, order_from_row)
+            .await?;
+        self.locked_orders = orders;
+        Ok(())
     }
 
     /// Moves order `id`, which this transaction locked and found in status `from`

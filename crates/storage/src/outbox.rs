@@ -50,6 +50,34 @@ impl WriteTx {
             .await?;
         Ok(inserted == 1)
     }
+
+    /// [`WriteTx::mark_processed`] for several events in one statement: returns the ids it
+    /// recorded now, in no particular order. An id missing from the answer had been recorded
+    /// before (a redelivery): the caller must change nothing for it.
+    pub async fn mark_many_processed(
+        &mut self,
+        consumer: &str,
+        event_ids: &[&str],
+        now_ms: i64,
+    ) -> Result<Vec<String>> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // `$1` and `$2` first, so that every parameter first appears in its order.
+        let rows = (0..event_ids.len())
+            .map(|i| format!("($1, $2, ${})", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO processed_events (consumer, processed_at_ms, event_id) VALUES {rows}
+             ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+        );
+        let mut binds = vec![Param::Text(consumer), Param::Int(now_ms)];
+        binds.extend(event_ids.iter().map(|id| Param::Text(id)));
+        self.conn()
+            .query("INSERT processed_events", &sql, &binds, |row| row.get(0))
+            .await
+    }
 }
 
 impl Database {

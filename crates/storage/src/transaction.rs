@@ -51,6 +51,7 @@ impl Database {
             state,
             finished: false,
             touched: Vec::new(),
+            locked_orders: Vec::new(),
             orders_cache: Arc::clone(self.orders_cache()),
         })
     }
@@ -63,6 +64,9 @@ pub struct WriteTx {
     finished: bool,
     /// Orders whose cached reads this transaction's writes make stale.
     touched: Vec<String>,
+    /// Orders locked ahead for a batch of steps, not yet asked for
+    /// ([`WriteTx::lock_orders_without_items`]).
+    pub(crate) locked_orders: Vec<crate::records::OrderRecord>,
     orders_cache: Arc<crate::cache::ReadCache<crate::records::OrderSnapshot>>,
 }
 
@@ -146,6 +150,7 @@ impl WriteTx {
     /// read is invalidated when the transaction commits. Every step that writes an order or its
     /// shipments calls it, so no caller can forget.
     pub(crate) fn touch_order(&mut self, order_id: &str) {
+        self.locked_orders.retain(|order| order.id != order_id);
         if !self.touched.iter().any(|id| id == order_id) {
             self.touched.push(order_id.to_owned());
         }

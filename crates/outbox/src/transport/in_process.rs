@@ -1,9 +1,10 @@
 //! The default transport: hands each event to this process's consumers, by topic, and
 //! acknowledges once every subscribed consumer committed.
 
-use super::{PublishFuture, Transport};
+use super::{PublishFuture, Transport, WaveFuture};
 use crate::consumer::ConsumerRunner;
 use crate::event::Envelope;
+use ordo_domain::Result;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -48,6 +49,40 @@ impl Transport for InProcess {
                 }
             }
             Ok(())
+        })
+    }
+
+    /// Each consumer gets the wave's events of its topics as one batch
+    /// ([`ConsumerRunner::attempt_batch`]: one transaction for all of them); the consumers
+    /// run concurrently (the events are of distinct orders). An event is acknowledged once
+    /// every consumer of its topic committed it.
+    fn publish_wave<'a>(&'a self, wave: &'a [(Envelope, tracing::Span)]) -> WaveFuture<'a> {
+        Box::pin(async move {
+            let mut batches: Vec<(&Arc<ConsumerRunner>, Vec<usize>)> = Vec::new();
+            for (index, (event, _)) in wave.iter().enumerate() {
+                for consumer in self.subscribers.get(&event.topic).into_iter().flatten() {
+                    match batches.iter_mut().find(|(c, _)| Arc::ptr_eq(c, consumer)) {
+                        Some((_, indexes)) => indexes.push(index),
+                        None => batches.push((consumer, vec![index])),
+                    }
+                }
+            }
+            let runs = batches.iter().map(|(consumer, indexes)| async move {
+                let events: Vec<&Envelope> = indexes.iter().map(|&i| &wave[i].0).collect();
+                consumer.attempt_batch(&events, self.system()).await
+            });
+            let attempts = futures::future::join_all(runs).await;
+            let mut results: Vec<Result<()>> = wave.iter().map(|_| Ok(())).collect();
+            for ((_, indexes), attempts) in batches.iter().zip(attempts) {
+                for (&index, attempt) in indexes.iter().zip(attempts) {
+                    if let Err(error) = attempt.result
+                        && results[index].is_ok()
+                    {
+                        results[index] = Err(error);
+                    }
+                }
+            }
+            results
         })
     }
 }

@@ -33,6 +33,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+pub type WaveFuture<'a> = Pin<Box<dyn Future<Output = Vec<Result<()>>> + Send + 'a>>;
+
+/// Events published at once, each of another order.
+const WAVE_PARALLELISM: usize = 16;
 
 pub trait Transport: Send + Sync + 'static {
     /// `messaging.system` of the spans (`ordo_in_process`, `rabbitmq`, `nats`).
@@ -40,6 +44,21 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Publishes `event`; `Ok` is the acknowledgement.
     fn publish<'a>(&'a self, event: &'a Envelope) -> PublishFuture<'a>;
+
+    /// Publishes a wave of events, each of another order, each with the PRODUCER span it is
+    /// published in; answers in their order. By default each one is published on its own, up
+    /// to [`WAVE_PARALLELISM`] at once; a transport that can do better with many events at
+    /// once (the in-process one commits them in batches) says so here.
+    fn publish_wave<'a>(&'a self, wave: &'a [(Envelope, tracing::Span)]) -> WaveFuture<'a> {
+        use futures::stream::{self, StreamExt};
+        use tracing::Instrument;
+        Box::pin(
+            stream::iter(wave)
+                .map(|(event, span)| self.publish(event).instrument(span.clone()))
+                .buffered(WAVE_PARALLELISM)
+                .collect(),
+        )
+    }
 
     /// Whether a failed publish is the transport being away rather than the event failing. A
     /// broker stores whatever it is given, so its failures (unreachable, channel closed, no

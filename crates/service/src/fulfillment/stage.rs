@@ -69,6 +69,18 @@ impl<S: Step> Consumer for Stage<S> {
         Box::pin(S::prepare(&self.fulfillment, event))
     }
 
+    /// The batch's orders locked in one statement; each `handle` then finds its own.
+    fn begin_batch<'a>(
+        &'a self,
+        events: &'a [&'a Envelope],
+        tx: &'a mut WriteTx,
+    ) -> HandleFuture<'a> {
+        Box::pin(async move {
+            let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+            tx.lock_orders_without_items(&ids).await
+        })
+    }
+
     fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a> {
         Box::pin(async move {
             let Some(order) = tx.lock_order_without_items(&event.aggregate_id).await? else {
