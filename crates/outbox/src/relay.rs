@@ -218,8 +218,10 @@ impl Relay {
                 "outbox: events dead-lettered after {MAX_ATTEMPTS} attempts"
             );
         }
-        if idle || self.backlog_due() {
+        if self.backlog_due() {
             self.observe_backlog().await;
+        } else if idle {
+            self.observe_pending().await;
         }
         !full_batch
     }
@@ -309,15 +311,30 @@ impl Relay {
         due
     }
 
+    /// Every gauge of the backlog, the dead letters included (at most every [`BACKLOG_EVERY`]).
     async fn observe_backlog(&self) {
         if let Ok(backlog) = self.db.outbox_backlog().await {
-            let lag_seconds = if backlog.pending == 0 {
-                0.0
-            } else {
-                (now_ms() - backlog.oldest_created_at_ms).max(0) as f64 / 1000.0
-            };
+            let lag_seconds = lag_seconds(backlog.pending, backlog.oldest_created_at_ms);
             ordo_telemetry::metrics::set_outbox_backlog(backlog.pending, lag_seconds, backlog.dead);
         }
+    }
+
+    /// The pending events and the lag alone: one read of the pending rows' index, after every
+    /// idle round, so the gauges settle as soon as the work is done.
+    async fn observe_pending(&self) {
+        if let Ok(pending) = self.db.outbox_pending().await {
+            let lag_seconds = lag_seconds(pending.pending, pending.oldest_created_at_ms);
+            ordo_telemetry::metrics::set_outbox_pending(pending.pending, lag_seconds);
+        }
+    }
+}
+
+/// How old the oldest pending event is, in seconds (0 when none is pending).
+fn lag_seconds(pending: i64, oldest_created_at_ms: i64) -> f64 {
+    if pending == 0 {
+        0.0
+    } else {
+        (now_ms() - oldest_created_at_ms).max(0) as f64 / 1000.0
     }
 }
 

@@ -222,6 +222,14 @@ pub struct OutboxRow {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxPending {
+    pub pending: i64,
+    /// 0 when nothing is pending.
+    pub oldest_created_at_ms: i64,
+}
+
+/// [`OutboxPending`] and the dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxBacklog {
     pub pending: i64,
     /// 0 when nothing is pending.

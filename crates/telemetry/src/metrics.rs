@@ -772,10 +772,15 @@ pub fn count_outbox(published: u64, failed: u64, dead_lettered: u64) {
 
 /// Sets the backlog gauges from the relay's latest look at the outbox.
 pub fn set_outbox_backlog(pending: i64, lag_seconds: f64, dead: i64) {
+    set_outbox_pending(pending, lag_seconds);
+    global().outbox.dead_letters.set(dead);
+}
+
+/// The pending part of [`set_outbox_backlog`], measured more often than the dead letters.
+pub fn set_outbox_pending(pending: i64, lag_seconds: f64) {
     let outbox = &global().outbox;
     outbox.backlog.set(pending);
     outbox.lag_seconds.set(lag_seconds);
-    outbox.dead_letters.set(dead);
 }
 
 /// Counts one redelivered event that `consumer` had already processed.
