@@ -20,6 +20,7 @@ env RUST_LOG=warn ORDO_HTTP_ADDR=$API ORDO_ADMIN_ADDR=$ADMIN ORDO_GRPC_ADDR=127.
   ORDO_DATABASE_URL="$PG/$DB" ORDO_DATABASE_MAX_CONNECTIONS=32 OTEL_TRACES_SAMPLER=always_on \
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
   taskset -c 1 target/release/ordo serve >"$WORK/ordo.log" 2>&1 &
+ORDO_PID=$!
 for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
 H='content-type: application/json'
 curl -sf -XPUT "http://$API/v1/warehouses/bench-wh" -H "$H" -d '{"country":"TH"}' >/dev/null
@@ -41,6 +42,17 @@ request = function() return wrk.format("GET", "/v1/orders/" .. ids[math.random(n
 LUA
 } >"$WORK/reads.lua"
 echo "### uncached GET /v1/orders/{id} for ${READ}s"
-taskset -c 0 wrk -t1 -c64 -d"${READ}s" --latency -s "$WORK/reads.lua" "http://$API" \
-  | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors"
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+ordo0=$(ticks $ORDO_PID) machine0=$(busy)
+taskset -c 0 wrk -t1 -c64 -d"${READ}s" --latency -s "$WORK/reads.lua" "http://$API" >"$WORK/reads.txt"
+ordo1=$(ticks $ORDO_PID) machine1=$(busy)
+grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors" "$WORK/reads.txt"
+HZ=$(getconf CLK_TCK)
+python3 - "$(awk '/Requests\/sec/{print $2}' "$WORK/reads.txt")" $((ordo1 - ordo0)) $((machine1 - machine0)) "$HZ" "$READ" <<'PY'
+import sys
+rps, ordo, machine, hz, secs = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+print(f"ordo CPU {ordo / hz / secs:.0%} of its core, {ordo / hz / (rps * secs) * 1e6:.1f} us per read; "
+      f"machine {machine / hz / secs / 2:.0%} busy, {machine / hz / (rps * secs) * 1e6:.1f} us per read")
+PY
 curl -sf "http://$ADMIN/metrics" | grep -E '^cache_requests_total' || true

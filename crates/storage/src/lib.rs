@@ -107,14 +107,64 @@ pub(crate) enum Connections {
 /// and writes take a connection of their own; reads share a few connections held aside, where
 /// tokio-postgres pipelines the statements of concurrent requests (one server process answers
 /// many reads in a row, instead of many processes taking turns on the cores).
+///
+/// A read goes to the first shared connection with fewer than [`SPILL_AFTER`] reads in flight:
+/// the reads pipeline as deep as they can on one server process, and spill to the next
+/// connection only past that depth, which bounds the wait behind a slow statement. On two
+/// cores, uncached reads (BENCHMARKS.md, session 10): four connections taken in turn 13–14k/s,
+/// p99 55 ms; spilling after 16 reads 15k/s, p99 48 ms; after 64, 19–20k/s, p99 110–136 ms
+/// (the tail: everything waits when the one busy server process is descheduled).
 pub(crate) struct PostgresConnections {
     pub(crate) pool: deadpool_postgres::Pool,
-    readers: Vec<StdMutex<Option<Arc<deadpool_postgres::Object>>>>,
-    next_reader: AtomicUsize,
+    readers: Vec<SharedReader>,
 }
 
-/// How many pooled connections the reads share.
+/// One connection the reads share, and how many reads it carries now.
+#[derive(Default)]
+struct SharedReader {
+    client: StdMutex<Option<Arc<deadpool_postgres::Object>>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl PostgresConnections {
+    /// The first shared connection with room in its pipeline, else the least busy one.
+    fn reader(&self) -> &SharedReader {
+        let load = |reader: &SharedReader| reader.in_flight.load(Ordering::Relaxed);
+        self.readers
+            .iter()
+            .find(|reader| load(reader) < SPILL_AFTER)
+            .or_else(|| self.readers.iter().min_by_key(|reader| load(reader)))
+            .expect("read() checks that there are shared readers")
+    }
+}
+
+/// A read's turn on a shared connection: counted in its reads in flight until dropped.
+pub(crate) struct SharedLease {
+    client: Arc<deadpool_postgres::Object>,
+    #[allow(dead_code)] // held for its drop
+    in_flight: InFlight,
+}
+
+/// One read in flight on a shared connection, for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many pooled connections the reads share, at most.
 const SHARED_READERS: usize = 4;
+/// Reads in flight on one shared connection before the next one takes the overflow.
+const SPILL_AFTER: usize = 16;
 
 /// SQLite allows one writer at a time: writes queue for the writer's turn (in-process, never
 /// `SQLITE_BUSY`); reads run on connections of their own beside the writer (WAL). Statements
@@ -134,7 +184,7 @@ pub(crate) struct SqliteConnections {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Lease<'d> {
     Postgres(deadpool_postgres::Object),
-    PostgresShared(Arc<deadpool_postgres::Object>),
+    PostgresShared(SharedLease),
     SqliteRead(&'d StdMutex<rusqlite::Connection>),
     SqliteWrite {
         _turn: tokio::sync::OwnedMutexGuard<()>,
@@ -149,8 +199,8 @@ impl Lease<'_> {
                 client,
                 begin_first: false,
             },
-            Lease::PostgresShared(client) => Conn::Pg {
-                client,
+            Lease::PostgresShared(lease) => Conn::Pg {
+                client: &lease.client,
                 begin_first: false,
             },
             Lease::SqliteRead(connection) | Lease::SqliteWrite { connection, .. } => {
@@ -181,8 +231,7 @@ impl Database {
                 let shared = SHARED_READERS.min(max_connections as usize / 2);
                 Connections::Postgres(PostgresConnections {
                     pool,
-                    readers: (0..shared).map(|_| StdMutex::new(None)).collect(),
-                    next_reader: AtomicUsize::new(0),
+                    readers: (0..shared).map(|_| SharedReader::default()).collect(),
                 })
             }
         };
@@ -242,7 +291,7 @@ impl Database {
         match &*self.inner {
             Connections::Postgres(postgres) => {
                 for reader in &postgres.readers {
-                    crate::sql::lock_any(reader).take();
+                    crate::sql::lock_any(&reader.client).take();
                 }
                 postgres.pool.close()
             }
@@ -260,18 +309,21 @@ impl Database {
         match &*self.inner {
             Connections::Postgres(postgres) if postgres.readers.is_empty() => self.write().await,
             Connections::Postgres(postgres) => {
-                let index = postgres.next_reader.fetch_add(1, Ordering::Relaxed);
-                let slot = &postgres.readers[index % postgres.readers.len()];
-                let shared = crate::sql::lock_any(slot).clone();
+                let reader = postgres.reader();
+                let in_flight = InFlight::enter(&reader.in_flight);
+                let shared = crate::sql::lock_any(&reader.client).clone();
                 if let Some(client) = shared
                     && !client.is_closed()
                 {
-                    return Ok(Lease::PostgresShared(client));
+                    return Ok(Lease::PostgresShared(SharedLease { client, in_flight }));
                 }
                 // First use, or the connection broke: a fresh one from the pool.
                 let fresh = Arc::new(postgres.pool.get().await.map_err(error::pool_error)?);
-                *crate::sql::lock_any(slot) = Some(Arc::clone(&fresh));
-                Ok(Lease::PostgresShared(fresh))
+                *crate::sql::lock_any(&reader.client) = Some(Arc::clone(&fresh));
+                Ok(Lease::PostgresShared(SharedLease {
+                    client: fresh,
+                    in_flight,
+                }))
             }
             Connections::Sqlite(sqlite) => {
                 sqlite.file.ensure_present()?;
