@@ -317,7 +317,7 @@ impl ConsumerRunner {
             .await?;
         let mut processed = Vec::with_capacity(events.len());
         for (event, span) in events {
-            if fresh.iter().any(|id| *id == event.event_id) {
+            if fresh.contains(&event.event_id) {
                 self.consumer
                     .handle(event, &mut tx)
                     .instrument((*span).clone())
