@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 backend_tests!(
     malformed_json,
     wrong_types,
+    bodies_are_objects_not_arrays_of_their_fields,
     missing_fields,
     unknown_fields,
     out_of_range_numbers,
@@ -248,6 +249,29 @@ async fn wrong_types(backend: Backend) {
         &json!({ "country": 66 }),
     )
     .await;
+}
+
+/// serde reads a struct from an array of its fields in order; the API takes objects only.
+async fn bodies_are_objects_not_arrays_of_their_fields(backend: Backend) {
+    let server = seeded_server(backend).await;
+    // The fields of a warehouse in order: would be `{"country": "TH"}`.
+    expect_put_rejected(&server, "/v1/warehouses/NEW-WH", &json!(["TH"])).await;
+    // A payment's body is optional (empty, `null` or an object); `[]` is none of them.
+    let order = server.create_order(&order_body("c1", &[(TEA, 1)])).await;
+    let payments = format!("/v1/orders/{}/payments", order["id"].as_str().unwrap());
+    for body in [json!([]), json!(["sandbox"]), json!("sandbox"), json!(1)] {
+        let reply = server.post_json(&payments, &body).await;
+        expect_error(
+            &format!("POST payments {body}"),
+            &reply,
+            400,
+            "invalid_argument",
+        );
+    }
+    server
+        .post_json(&payments, &Value::Null)
+        .await
+        .expect_status(201);
 }
 
 async fn missing_fields(backend: Backend) {
