@@ -256,6 +256,26 @@ async fn bodies_are_objects_not_arrays_of_their_fields(backend: Backend) {
     let server = seeded_server(backend).await;
     // The fields of a warehouse in order: would be `{"country": "TH"}`.
     expect_put_rejected(&server, "/v1/warehouses/NEW-WH", &json!(["TH"])).await;
+    // Nested: a money object, an order's item, address and contact as arrays of their fields.
+    expect_new_product_rejected(&server, product(json!("Tea"), json!([1999, "USD"]))).await;
+    expect_orders_rejected(
+        &server,
+        cases([
+            ("item an array", order_with("/items", json!([[TEA, 1]]))),
+            (
+                "address an array",
+                order_with(
+                    "/shipping_address",
+                    json!(["Somchai", "1 Sukhumvit Rd", "Bangkok", "10110", "TH"]),
+                ),
+            ),
+            (
+                "contact an array",
+                order_with("/contact", json!(["somchai@example.com"])),
+            ),
+        ]),
+    )
+    .await;
     // A payment's body is optional (empty, `null` or an object); `[]` is none of them.
     let order = server.create_order(&order_body("c1", &[(TEA, 1)])).await;
     let payments = format!("/v1/orders/{}/payments", order["id"].as_str().unwrap());

@@ -23,6 +23,46 @@ fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> 
     deserializer.deserialize_any(IntegerVisitor { text: false })
 }
 
+/// A struct that must arrive as a JSON object. serde's derived `Deserialize` also reads a
+/// struct from an array of its fields in order (`[1999, "USD"]` for a money object): the API
+/// refuses that as the wrong type, as its schema says.
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+    ObjectOnly::deserialize(deserializer).map(|ObjectOnly(value)| value)
+}
+
+/// A list of structs, each of which must arrive as a JSON object ([`object`]).
+fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    Vec::<ObjectOnly<T>>::deserialize(deserializer)
+        .map(|list| list.into_iter().map(|ObjectOnly(value)| value).collect())
+}
+
+/// `T` read from a map only: anything else is "invalid type: …, expected a JSON object".
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapOnly<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for MapOnly<T> {
+            type Value = T;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(MapOnly(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
 /// An integer query parameter (`?limit=20`): the text of a number, read as [`integer`] reads
 /// a JSON number.
 fn query_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
@@ -88,6 +128,7 @@ pub struct MoneyDto {
 pub struct ProductInput {
     #[schema(schema_with = schema::product_name)]
     pub name: String,
+    #[serde(deserialize_with = "object")]
     pub price: MoneyDto,
 }
 
@@ -191,8 +232,11 @@ pub struct CreateOrderInput {
     #[schema(schema_with = schema::currency)]
     pub currency: String,
     #[schema(schema_with = schema::order_items)]
+    #[serde(deserialize_with = "objects")]
     pub items: Vec<OrderItemInput>,
+    #[serde(deserialize_with = "object")]
     pub shipping_address: AddressDto,
+    #[serde(deserialize_with = "object")]
     pub contact: ContactDto,
 }
 
@@ -315,6 +359,7 @@ pub struct PaymentCallbackInput {
     #[schema(schema_with = schema::payment_id)]
     pub payment_id: String,
     pub status: CallbackStatus,
+    #[serde(deserialize_with = "object")]
     pub amount: MoneyDto,
 }
 
@@ -355,6 +400,7 @@ pub struct PosBatchInput {
     #[schema(schema_with = schema::batch_seq)]
     pub batch_seq: i64,
     #[schema(schema_with = schema::pos_sales)]
+    #[serde(deserialize_with = "objects")]
     pub sales: Vec<PosSaleInput>,
 }
 
@@ -378,7 +424,9 @@ pub struct PosSaleInput {
     #[schema(example = "THB")]
     pub currency: String,
     #[schema(schema_with = schema::pos_sale_items)]
+    #[serde(deserialize_with = "objects")]
     pub items: Vec<OrderItemInput>,
+    #[serde(deserialize_with = "object")]
     pub payment: PosPaymentInput,
 }
 
@@ -389,6 +437,7 @@ pub struct PosPaymentInput {
     #[schema(example = "cash")]
     pub method: String,
     #[schema(schema_with = schema::pos_money)]
+    #[serde(deserialize_with = "object")]
     pub amount: MoneyDto,
 }
 
