@@ -38,8 +38,10 @@ fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         .map(|list| list.into_iter().map(|ObjectOnly(value)| value).collect())
 }
 
-/// `T` read from a map only: anything else is "invalid type: …, expected a JSON object".
-struct ObjectOnly<T>(T);
+/// `T` read from a map only: anything else is "invalid type: …, expected a JSON object". The
+/// REST extractors read whole request bodies through it; [`object`] and [`objects`] the nested
+/// ones.
+pub struct ObjectOnly<T>(pub T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
