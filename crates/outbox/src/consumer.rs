@@ -306,28 +306,33 @@ impl ConsumerRunner {
             .mark_many_processed(self.consumer.name(), &ids, now_ms())
             .instrument(batch_span.clone())
             .await?;
-        let to_handle: Vec<&Envelope> = events
+        let processed: Vec<Processed> = events
             .iter()
-            .map(|(event, _)| *event)
-            .filter(|event| fresh.contains(&event.event_id))
+            .map(|(event, span)| {
+                if fresh.contains(&event.event_id) {
+                    Processed::Applied
+                } else {
+                    self.record_duplicate(span);
+                    Processed::Duplicate
+                }
+            })
             .collect();
+        let to_handle: Vec<(&Envelope, &tracing::Span)> = events
+            .iter()
+            .zip(&processed)
+            .filter(|(_, processed)| matches!(processed, Processed::Applied))
+            .map(|(&event_and_span, _)| event_and_span)
+            .collect();
+        let to_lock: Vec<&Envelope> = to_handle.iter().map(|(event, _)| *event).collect();
         self.consumer
-            .begin_batch(&to_handle, &mut tx)
+            .begin_batch(&to_lock, &mut tx)
             .instrument(batch_span.clone())
             .await?;
-        let mut processed = Vec::with_capacity(events.len());
-        for (event, span) in events {
-            if fresh.contains(&event.event_id) {
-                self.consumer
-                    .handle(event, &mut tx)
-                    .instrument((*span).clone())
-                    .await?;
-                processed.push(Processed::Applied);
-            } else {
-                span.record("duplicate", true);
-                ordo_telemetry::metrics::count_duplicate_event(self.consumer.name());
-                processed.push(Processed::Duplicate);
-            }
+        for (event, span) in to_handle {
+            self.consumer
+                .handle(event, &mut tx)
+                .instrument(span.clone())
+                .await?;
         }
         let committed = tx.commit().instrument(batch_span.clone()).await;
         if committed.is_err() {
@@ -343,6 +348,13 @@ impl ConsumerRunner {
         self.process_prepared(event).await
     }
 
+    /// A redelivered event found its id recorded: nothing changes, and its span and the
+    /// duplicates counter say so.
+    fn record_duplicate(&self, span: &tracing::Span) {
+        span.record("duplicate", true);
+        ordo_telemetry::metrics::count_duplicate_event(self.consumer.name());
+    }
+
     /// [`ConsumerRunner::process`] once [`Consumer::prepare`] has run.
     async fn process_prepared(&self, event: &Envelope) -> Result<Processed> {
         let mut tx = self.db.begin().await?;
@@ -350,8 +362,7 @@ impl ConsumerRunner {
             .mark_processed(self.consumer.name(), &event.event_id, now_ms())
             .await?
         {
-            tracing::Span::current().record("duplicate", true);
-            ordo_telemetry::metrics::count_duplicate_event(self.consumer.name());
+            self.record_duplicate(&tracing::Span::current());
             return Ok(Processed::Duplicate);
         }
         self.consumer.handle(event, &mut tx).await?;

@@ -141,8 +141,8 @@ impl PostgresConnections {
 /// A read's turn on a shared connection: counted in its reads in flight until dropped.
 pub(crate) struct SharedLease {
     client: Arc<deadpool_postgres::Object>,
-    #[allow(dead_code)] // held for its drop
-    in_flight: InFlight,
+    /// Held for its drop.
+    _in_flight: InFlight,
 }
 
 /// One read in flight on a shared connection, for as long as it lives.
@@ -315,14 +315,17 @@ impl Database {
                 if let Some(client) = shared
                     && !client.is_closed()
                 {
-                    return Ok(Lease::PostgresShared(SharedLease { client, in_flight }));
+                    return Ok(Lease::PostgresShared(SharedLease {
+                        client,
+                        _in_flight: in_flight,
+                    }));
                 }
                 // First use, or the connection broke: a fresh one from the pool.
                 let fresh = Arc::new(postgres.pool.get().await.map_err(error::pool_error)?);
                 *crate::sql::lock_any(&reader.client) = Some(Arc::clone(&fresh));
                 Ok(Lease::PostgresShared(SharedLease {
                     client: fresh,
-                    in_flight,
+                    _in_flight: in_flight,
                 }))
             }
             Connections::Sqlite(sqlite) => {
