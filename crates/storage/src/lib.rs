@@ -31,6 +31,7 @@
 pub mod cache;
 pub mod catalog;
 mod connect;
+mod deferred;
 pub mod erasure;
 mod error;
 mod group_commit;

@@ -6,6 +6,7 @@
 //! and only after the transport acknowledged it. A relay that dies mid-publish leaves its rows
 //! to be claimed again when the lease ends: at-least-once, never lost.
 
+use crate::deferred::AtCommit;
 use crate::records::{NewOutboxEvent, OutboxBacklog, OutboxPending, OutboxRow};
 use crate::sql::{Param, params};
 use crate::{Backend, Database, WriteTx};
@@ -16,9 +17,7 @@ impl WriteTx {
     /// PostgreSQL it travels with the `COMMIT`).
     pub async fn append_outbox(&mut self, event: &NewOutboxEvent) -> Result<()> {
         self.execute_at_commit(
-            "INSERT outbox",
-            "INSERT INTO outbox (event_id, topic, aggregate_id, payload, trace_context,
-                     created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            &APPEND_OUTBOX,
             &params![
                 &event.event_id,
                 &event.topic,
@@ -273,3 +272,9 @@ impl Database {
             .await
     }
 }
+
+pub(crate) static APPEND_OUTBOX: AtCommit = AtCommit::insert(
+    "INSERT outbox",
+    "INSERT INTO outbox (event_id, topic, aggregate_id, payload, trace_context, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+);

@@ -2,6 +2,7 @@
 //! [`WriteTx`] steps; every status change is conditional on the status it leaves, so a
 //! redelivered event cannot apply twice.
 
+use crate::deferred::AtCommit;
 use crate::records::{ShipmentItemRecord, ShipmentRecord};
 use crate::sql::{Conn, Param, RowRef, params};
 use crate::{Database, WriteTx, placeholders};
@@ -109,13 +110,8 @@ impl WriteTx {
         sku: &str,
         quantity: i64,
     ) -> Result<()> {
-        self.execute_at_commit(
-            "INSERT shipment_items",
-            "INSERT INTO shipment_items (shipment_id, sku, quantity) VALUES ($1, $2, $3)
-             ON CONFLICT (shipment_id, sku) DO NOTHING",
-            &params![shipment_id, sku, quantity],
-        )
-        .await
+        self.execute_at_commit(&INSERT_SHIPMENT_ITEM, &params![shipment_id, sku, quantity])
+            .await
     }
 
     /// The shipments of `order_id` as this transaction sees them.
@@ -237,3 +233,9 @@ impl WriteTx {
         }
     }
 }
+
+pub(crate) static INSERT_SHIPMENT_ITEM: AtCommit = AtCommit::insert(
+    "INSERT shipment_items",
+    "INSERT INTO shipment_items (shipment_id, sku, quantity) VALUES ($1, $2, $3)
+     ON CONFLICT (shipment_id, sku) DO NOTHING",
+);

@@ -266,7 +266,7 @@ impl Conn<'_> {
 }
 
 /// A parameter owned by a statement that waits for its transaction's commit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum OwnedParam {
     Int(i64),
     Text(String),
@@ -296,34 +296,33 @@ impl OwnedParam {
     }
 }
 
-/// A write held back until its transaction commits, to travel with the `COMMIT`: a row
-/// nothing in the transaction reads back (a timeline entry, an outbox event).
-#[derive(Debug, Clone)]
-pub(crate) struct Deferred {
-    pub(crate) sql: &'static str,
-    pub(crate) params: Vec<OwnedParam>,
-}
-
 /// Commits a PostgreSQL transaction in one round trip: the pending `BEGIN` (if nothing else
-/// was sent), the deferred writes and `COMMIT` are written before any answer is awaited. One
-/// CLIENT span `COMMIT`, with `db.operation.batch.size` when writes rode along. A failed write
-/// fails the commit (the server then ends the transaction with a rollback).
+/// was sent), the deferred writes (merged per kind: [`crate::deferred`]) and `COMMIT` are
+/// written before any answer is awaited. One CLIENT span `COMMIT`, with
+/// `db.operation.batch.size` (the writes it carried, plus the commit) when writes rode along.
+/// A failed write fails the commit (the server then ends the transaction with a rollback).
 pub(crate) async fn pg_commit(
     client: &deadpool_postgres::ClientWrapper,
     begin_first: bool,
-    deferred: &[Deferred],
+    deferred: &[crate::deferred::Deferred],
 ) -> Result<()> {
     let batch_size = (!deferred.is_empty()).then_some(deferred.len() + 1);
     observed_with(Backend::Postgres, "COMMIT", batch_size, async {
+        let merged = crate::deferred::statements(deferred);
         // Prepared first (cached after a connection's first use), so that nothing comes
         // between the requests below: they must reach the server in this order.
-        let mut statements = Vec::with_capacity(deferred.len());
-        for write in deferred {
-            statements.push(client.prepare_cached(write.sql).await.map_err(pg_error)?);
+        let mut statements = Vec::with_capacity(merged.len());
+        for statement in &merged {
+            statements.push(
+                client
+                    .prepare_cached(&statement.sql)
+                    .await
+                    .map_err(pg_error)?,
+            );
         }
-        let params: Vec<Vec<Param<'_>>> = deferred
+        let params: Vec<Vec<Param<'_>>> = merged
             .iter()
-            .map(|write| write.params.iter().map(OwnedParam::borrowed).collect())
+            .map(|statement| statement.params.iter().map(|p| p.borrowed()).collect())
             .collect();
         let bound: Vec<_> = params.iter().map(|p| pg_params(p)).collect();
         let begin = async {

@@ -1,6 +1,7 @@
 //! The timeline of an order: each state change, compensation and payment fact with its time,
 //! detail, and the trace and span of the step that wrote it.
 
+use crate::deferred::AtCommit;
 use crate::records::TimelineRecord;
 use crate::sql::params;
 use crate::{Database, WriteTx};
@@ -47,9 +48,7 @@ impl WriteTx {
     /// Appends `entry` (on PostgreSQL it travels with the `COMMIT`).
     pub async fn append_timeline(&mut self, entry: &NewTimelineEntry<'_>) -> Result<()> {
         self.execute_at_commit(
-            "INSERT order_events",
-            "INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+            &APPEND_TIMELINE,
             &params![
                 entry.order_id,
                 entry.at_ms,
@@ -62,3 +61,9 @@ impl WriteTx {
         .await
     }
 }
+
+pub(crate) static APPEND_TIMELINE: AtCommit = AtCommit::insert(
+    "INSERT order_events",
+    "INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+);

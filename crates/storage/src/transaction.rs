@@ -79,7 +79,7 @@ enum TxState {
         /// Whether `BEGIN` went out (with the first statement).
         begun: bool,
         /// Writes that go out with the `COMMIT` ([`WriteTx::execute_at_commit`]).
-        deferred: Vec<crate::sql::Deferred>,
+        deferred: Vec<crate::deferred::Deferred>,
     },
     Sqlite {
         /// Handed on before waiting for the group's commit.
@@ -124,25 +124,29 @@ impl WriteTx {
         }
     }
 
-    /// Runs a write whose outcome nothing in this transaction waits for and nothing in it
-    /// reads back (an append-only row: a timeline entry, an outbox event). On PostgreSQL it is
-    /// held back and sent with the `COMMIT`, in the same round trip; its failure fails the
-    /// commit. On SQLite (no round trips) it runs now.
+    /// Runs a write of `kind` whose outcome nothing in this transaction waits for and nothing
+    /// in it reads back (an append-only row, a guarded change of a locked row). On PostgreSQL
+    /// it is held back and sent with the `COMMIT`, in the same round trip, merged with the
+    /// other writes of its kind ([`crate::deferred`]); its failure fails the commit. On SQLite
+    /// (no round trips) it runs now.
     pub(crate) async fn execute_at_commit(
         &mut self,
-        summary: &'static str,
-        sql: &'static str,
+        kind: &'static crate::deferred::AtCommit,
         params: &[crate::sql::Param<'_>],
     ) -> Result<()> {
         match &mut self.state {
             TxState::Postgres { deferred, .. } => {
-                deferred.push(crate::sql::Deferred {
-                    sql,
+                deferred.push(crate::deferred::Deferred {
+                    kind,
                     params: params.iter().map(Into::into).collect(),
                 });
                 Ok(())
             }
-            TxState::Sqlite { .. } => self.conn().execute(summary, sql, params).await.map(drop),
+            TxState::Sqlite { .. } => self
+                .conn()
+                .execute(kind.summary, kind.sqlite, params)
+                .await
+                .map(drop),
         }
     }
 

@@ -1,0 +1,105 @@
+//! The writes a transaction defers to its commit (status changes of locked orders, timeline
+//! entries, outbox events) land as if sent one by one, though PostgreSQL receives each kind
+//! merged into few statements: every order ends in its last status even when one commit moves
+//! it twice, timeline entries and outbox events keep the order they were written in.
+
+use ordo_domain::order::OrderStatus;
+use ordo_domain::timeline::TimelineKind;
+use ordo_storage::records::NewOutboxEvent;
+use ordo_storage::timeline::NewTimelineEntry;
+use ordo_storage::{Database, now_ms};
+use ordo_testkit::{Backend, TestDatabase};
+
+async fn deferred_writes_land_as_written_one_by_one(backend: Backend) {
+    let workdir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&backend, workdir.path()).await;
+    let db = Database::connect(&database.url, 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let orders = ["ord_a", "ord_b", "ord_c", "ord_d"];
+    for id in orders {
+        db.execute_unchecked(&format!(
+            "INSERT INTO orders (id, customer_id, status, currency, total_minor, \
+             shipping_address, contact, created_at_ms, updated_at_ms, trace_id, span_id) \
+             VALUES ('{id}', 'cus', 'paid', 'USD', 100, '{{}}', '{{}}', 1, 1, 't', 's')"
+        ))
+        .await
+        .unwrap();
+    }
+
+    let mut tx = db.begin().await.unwrap();
+    tx.lock_orders_without_items(&orders).await.unwrap();
+    let now = now_ms();
+    // ord_a moves twice in this commit; ord_d's guard does not hold (it is not `split`), so it
+    // stays `paid`, as a single guarded update would leave it.
+    let moves = [
+        ("ord_a", OrderStatus::Paid, OrderStatus::RiskApproved),
+        ("ord_b", OrderStatus::Paid, OrderStatus::RiskApproved),
+        ("ord_a", OrderStatus::RiskApproved, OrderStatus::Rejected),
+        ("ord_c", OrderStatus::Paid, OrderStatus::RiskApproved),
+        ("ord_d", OrderStatus::Split, OrderStatus::Scheduled),
+    ];
+    for (n, (id, from, to)) in moves.into_iter().enumerate() {
+        tx.set_status_of_locked(id, from, to, now).await.unwrap();
+        let detail = format!("move {n}");
+        tx.append_timeline(&NewTimelineEntry {
+            order_id: id,
+            at_ms: now + n as i64,
+            kind: TimelineKind::OrderCreated,
+            detail: &detail,
+            trace_id: "t",
+            span_id: "s",
+        })
+        .await
+        .unwrap();
+        tx.append_outbox(&NewOutboxEvent {
+            event_id: format!("evt_{n}"),
+            topic: "order.moved".to_owned(),
+            aggregate_id: id.to_owned(),
+            payload: "{}".to_owned(),
+            trace_context: "{}".to_owned(),
+            created_at_ms: now,
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    for (id, status) in [
+        ("ord_a", OrderStatus::Rejected),
+        ("ord_b", OrderStatus::RiskApproved),
+        ("ord_c", OrderStatus::RiskApproved),
+        ("ord_d", OrderStatus::Paid),
+    ] {
+        let order = db.order(id).await.unwrap().unwrap();
+        assert_eq!(order.status, status, "{id}");
+    }
+    let details: Vec<String> = db
+        .timeline("ord_a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.detail)
+        .collect();
+    assert_eq!(details, ["move 0", "move 2"]);
+    let events: Vec<String> = db
+        .claim_outbox("test", 100, now_ms(), 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.event_id)
+        .collect();
+    assert_eq!(events, ["evt_0", "evt_1", "evt_2", "evt_3", "evt_4"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_deferred_writes_land_as_written_one_by_one() {
+    deferred_writes_land_as_written_one_by_one(Backend::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_deferred_writes_land_as_written_one_by_one() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    deferred_writes_land_as_written_one_by_one(backend).await;
+}
