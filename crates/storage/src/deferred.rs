@@ -128,9 +128,12 @@ fn chunk_size(remaining: usize) -> usize {
     power.min(MAX_ROWS)
 }
 
+/// Merged statement texts by kind (its address) and rows.
+type BuiltStatements = HashMap<(usize, usize), Arc<str>>;
+
 /// The statement of `kind` carrying `rows` rows, built once per process.
 fn merged_sql(kind: &'static AtCommit, rows: usize) -> Arc<str> {
-    static BUILT: OnceLock<Mutex<HashMap<(usize, usize), Arc<str>>>> = OnceLock::new();
+    static BUILT: OnceLock<Mutex<BuiltStatements>> = OnceLock::new();
     let key = (std::ptr::from_ref(kind) as usize, rows);
     let built = BUILT.get_or_init(Default::default);
     let mut built = built
