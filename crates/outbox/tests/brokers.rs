@@ -10,24 +10,29 @@
 use ordo_outbox::consumer::{Consumer, ConsumerRunner, HandleFuture};
 use ordo_outbox::transport::{self, MAX_DELIVERIES};
 use ordo_outbox::{Delivery, Envelope, Wakeup};
-use ordo_storage::{Database, WriteTx};
+use ordo_storage::{Database, WriteTx, now_ms};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "probe.happened";
+const DONE: &str = "probe.done";
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 #[derive(Default)]
 struct Log {
-    /// Calls of `handle` per event id.
-    calls: HashMap<String, u32>,
+    /// The latest delivery of each event id seen by `handle` (the broker counts them). A
+    /// batch that fails is retried event by event, so `handle` may run twice in one
+    /// delivery: calls are not deliveries.
+    deliveries: HashMap<String, u32>,
     /// Events handled successfully, with the headers they arrived with.
     done: HashMap<String, Envelope>,
 }
 
-/// Fails an event as many times as its payload's `fail` says (`-1`: always).
+/// Fails the first deliveries of an event, as many as its payload's `fail` says (`-1`:
+/// always); a success writes a `probe.done` event in the consumer's transaction, so what
+/// committed can be counted.
 struct Probe {
     name: &'static str,
     log: Arc<Mutex<Log>>,
@@ -42,19 +47,39 @@ impl Consumer for Probe {
         &[TOPIC]
     }
 
-    fn handle<'a>(&'a self, event: &'a Envelope, _tx: &'a mut WriteTx) -> HandleFuture<'a> {
+    fn handle<'a>(&'a self, event: &'a Envelope, tx: &'a mut WriteTx) -> HandleFuture<'a> {
         Box::pin(async move {
-            let mut log = self.log.lock().unwrap();
-            let calls = log.calls.entry(event.event_id.clone()).or_default();
-            *calls += 1;
-            let fail = event.payload["fail"].as_i64().unwrap_or(0);
-            if fail < 0 || i64::from(*calls) <= fail {
-                return Err(ordo_domain::Error::internal("the probe fails on purpose"));
+            let attempt = event.delivery.attempt;
+            {
+                let mut log = self.log.lock().unwrap();
+                let seen = log.deliveries.entry(event.event_id.clone()).or_default();
+                *seen = (*seen).max(attempt);
+                let fail = event.payload["fail"].as_i64().unwrap_or(0);
+                if fail < 0 || i64::from(attempt) <= fail {
+                    return Err(ordo_domain::Error::internal("the probe fails on purpose"));
+                }
+                log.done.insert(event.event_id.clone(), event.clone());
             }
-            log.done.insert(event.event_id.clone(), event.clone());
+            let payload = serde_json::json!({ "of": event.event_id });
+            ordo_outbox::new_event(tx, DONE, &event.aggregate_id, &payload, now_ms()).await?;
             Ok(())
         })
     }
+}
+
+/// The `probe.done` events committed, per event handled.
+async fn committed_effects(db: &Database) -> HashMap<String, u32> {
+    let mut effects = HashMap::new();
+    for row in db
+        .claim_outbox("test", 1000, now_ms(), 60_000)
+        .await
+        .unwrap()
+    {
+        let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap();
+        let of = payload["of"].as_str().unwrap().to_owned();
+        *effects.entry(of).or_default() += 1;
+    }
+    effects
 }
 
 async fn reachable(url: &str) -> bool {
@@ -156,14 +181,14 @@ async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static st
     loop {
         {
             let log = log.lock().unwrap();
-            if log.done.len() == 2 && log.calls.get("evt_poison") == Some(&MAX_DELIVERIES) {
+            if log.done.len() == 2 && log.deliveries.get("evt_poison") == Some(&MAX_DELIVERIES) {
                 break;
             }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{url}: calls so far {:?}",
-            log.lock().unwrap().calls
+            "{url}: deliveries so far {:?}",
+            log.lock().unwrap().deliveries
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -178,16 +203,15 @@ async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static st
     }
     {
         let log = log.lock().unwrap();
-        assert_eq!(log.calls["evt_flaky"], 3, "{url}: {:?}", log.calls);
         assert_eq!(
-            log.calls["evt_poison"], MAX_DELIVERIES,
-            "{url}: bounded: {:?}",
-            log.calls
+            log.deliveries["evt_flaky"], 3,
+            "{url}: {:?}",
+            log.deliveries
         );
-        assert!(
-            log.calls["evt_ok"] <= 1,
-            "{url}: the duplicate was processed again: {:?}",
-            log.calls
+        assert_eq!(
+            log.deliveries["evt_poison"], MAX_DELIVERIES,
+            "{url}: bounded: {:?}",
+            log.deliveries
         );
         let received = &log.done["evt_ok"];
         let delivered_ok = Envelope {
@@ -202,6 +226,16 @@ async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static st
         assert_eq!(received.headers["traceparent"], TRACEPARENT);
         assert_eq!(log.done["evt_flaky"].aggregate_id, "ord_evt_flaky");
     }
+    let effects = committed_effects(&db).await;
+    assert_eq!(
+        (
+            effects.get("evt_ok"),
+            effects.get("evt_flaky"),
+            effects.get("evt_poison")
+        ),
+        (Some(&1), Some(&1), None),
+        "{url}: each success committed once (the duplicate publish of evt_ok too), no failure did: {effects:?}"
+    );
     db.close().await;
     Some((namespace, name))
 }
@@ -265,4 +299,155 @@ async fn nats_consumers_retry_then_dead_letter() {
         .unwrap_or_else(|e| panic!("no dead letter on {dead}: {e}"));
     assert_eq!(message.subject.as_str(), dead);
     let _ = jetstream.delete_stream(&stream_name).await;
+}
+
+/// Records the order in which each order's events were handled, and how many batches began;
+/// the first event it sees waits until `release` opens, so that the events published meanwhile
+/// reach the consumer together.
+struct Batcher {
+    name: &'static str,
+    handled: Arc<Mutex<Vec<(String, String)>>>,
+    batches: Arc<std::sync::atomic::AtomicU32>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl Consumer for Batcher {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        &[TOPIC]
+    }
+
+    fn prepare<'a>(&'a self, _event: &'a Envelope) -> HandleFuture<'a> {
+        Box::pin(async move {
+            // Held until the test has published everything; then open for good.
+            let _permit = self.release.acquire().await.expect("never closed");
+            Ok(())
+        })
+    }
+
+    fn begin_batch<'a>(
+        &'a self,
+        _events: &'a [&'a Envelope],
+        _tx: &'a mut WriteTx,
+    ) -> HandleFuture<'a> {
+        self.batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn handle<'a>(&'a self, event: &'a Envelope, _tx: &'a mut WriteTx) -> HandleFuture<'a> {
+        Box::pin(async move {
+            self.handled
+                .lock()
+                .unwrap()
+                .push((event.aggregate_id.clone(), event.event_id.clone()));
+            Ok(())
+        })
+    }
+}
+
+/// NATS JetStream hands a consumer the messages it has delivered together as one batch (one
+/// transaction), one event per order in a batch, so each order's events are still handled in
+/// their order, and every event exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_delivers_what_it_has_in_batches_each_order_in_its_order() {
+    let url =
+        std::env::var("ORDO_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    if !reachable(&url).await {
+        return;
+    }
+    let workdir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&format!("sqlite://{}/t.db", workdir.path().display()), 4)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let namespace = format!("t{}", unique());
+    let name: &'static str = Box::leak(format!("batcher_{}", unique()).into_boxed_str());
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let batches = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let runner = ConsumerRunner::new(
+        Batcher {
+            name,
+            handled: Arc::clone(&handled),
+            batches: Arc::clone(&batches),
+            release: Arc::clone(&release),
+        },
+        db.clone(),
+        Wakeup::default(),
+    );
+    let stop = CancellationToken::new();
+    let started = transport::start(Some(&url), &namespace, vec![Arc::new(runner)], stop.clone())
+        .await
+        .unwrap();
+
+    // Three orders; order `a` has three events, `b` two, `c` one.
+    let published = [
+        ("a", "a1"),
+        ("b", "b1"),
+        ("a", "a2"),
+        ("c", "c1"),
+        ("a", "a3"),
+        ("b", "b2"),
+    ];
+    for (order, id) in published {
+        let event = Envelope {
+            aggregate_id: format!("ord_{order}"),
+            ..event(&format!("evt_{id}_{namespace}"), 0)
+        };
+        started
+            .transport
+            .publish(&event)
+            .await
+            .expect("the broker acks");
+    }
+    // Everything is delivered before the first event is let through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.add_permits(1_000);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while handled.lock().unwrap().len() < published.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handled so far: {:?}",
+            handled.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    for subscription in started.subscriptions {
+        tokio::time::timeout(Duration::from_secs(10), subscription)
+            .await
+            .expect("consumers stop on cancellation")
+            .unwrap();
+    }
+
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(handled.len(), published.len(), "each once: {handled:?}");
+    for order in ["a", "b", "c"] {
+        let of_order: Vec<String> = handled
+            .iter()
+            .filter(|(aggregate, _)| *aggregate == format!("ord_{order}"))
+            .map(|(_, id)| id.split('_').nth(1).unwrap().to_owned())
+            .collect();
+        let expected: Vec<String> = published
+            .iter()
+            .filter(|(o, _)| *o == order)
+            .map(|(_, id)| (*id).to_owned())
+            .collect();
+        assert_eq!(of_order, expected, "order {order} in its order");
+    }
+    assert!(
+        batches.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the events delivered together were handled in a batch"
+    );
+    db.close().await;
+    let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let _ = jetstream
+        .delete_stream(transport::nats::stream_name(&namespace))
+        .await;
 }

@@ -8,7 +8,9 @@
 //! - Consuming: one durable pull consumer per consumer name (`.` in the name becomes `_`),
 //!   explicit ack after the runner committed, at most [`PREFETCH`](super::PREFETCH) pending;
 //!   filtered to its topic (one topic), its topics (several, NATS ≥ 2.10), or, on older
-//!   servers, to `<ns>.events.>` with the other topics acked unseen.
+//!   servers, to `<ns>.events.>` with the other topics acked unseen. The messages already
+//!   delivered when one is taken are handled with it as a batch (one transaction, one event
+//!   per order: `ConsumerRunner::attempt_batch`), each acked after its batch committed.
 //! - Failures: a nak with a growing delay; `max_deliver` = [`MAX_DELIVERIES`](super::MAX_DELIVERIES),
 //!   and the last failed delivery is republished to `<ns>.dead.<consumer>` (kept in the stream),
 //!   terminated (`AckKind::Term`) and counted (`consumer_events_dead_lettered`).
@@ -23,7 +25,7 @@ use super::{
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery, Envelope};
 use async_nats::jetstream::{self, AckKind, consumer, stream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,11 +232,13 @@ impl Subscription {
                             break;
                         }
                     }
-                    // The message in hand is finished even if `stop` fires meanwhile.
+                    // The messages in hand are finished even if `stop` fires meanwhile.
                     Some(Ok(message)) => {
                         failures = 0;
-                        if let Err(error) = self.handle(&message).await {
-                            tracing::warn!(consumer = self.runner.name(), %error, "nats: cannot settle a message");
+                        let (batch, ended) = with_delivered(message, &mut messages);
+                        self.handle_batch(batch).await;
+                        if ended {
+                            break;
                         }
                     }
                 }
@@ -266,7 +270,8 @@ impl Subscription {
         failed.insert(event_id.to_owned(), context);
     }
 
-    async fn handle(&self, message: &jetstream::Message) -> Result<(), String> {
+    /// Reads a delivered message: an event for this consumer, or one to settle unseen.
+    fn read(&self, message: &jetstream::Message) -> Read {
         let delivered = message
             .info()
             .map(|info| u32::try_from(info.delivered).unwrap_or(1))
@@ -278,33 +283,76 @@ impl Subscription {
         );
         if !self.runner.topics().contains(&topic.as_str()) {
             // An older server cannot filter on several subjects: not ours.
-            return timed("ack", message.ack()).await;
+            return Read::NotOurs;
         }
         // A nak cannot add headers: the failed attempt's span context waits here for the
         // redelivery (to this instance, usually; another instance's attempt has no link).
         let mut delivery = Delivery::numbered(delivered, MAX_DELIVERIES);
         delivery.previous_attempt = self.take_previous_attempt(&event_id);
-        // (reason, whether a redelivery can help): unreadable messages are dead at once.
-        let (failure, retryable) =
-            match envelope_from_parts(event_id, topic, headers, &message.message.payload, delivery)
-            {
-                Ok(envelope) if !envelope.event_id.is_empty() => {
-                    let attempt = self.runner.attempt(&envelope, SYSTEM).await;
-                    match attempt.result {
-                        Ok(()) => {
-                            return timed("ack", message.ack()).await;
-                        }
-                        Err(error) => {
-                            if delivered < MAX_DELIVERIES {
-                                self.keep_previous_attempt(&envelope.event_id, attempt.context);
-                            }
-                            (error.to_string(), true)
-                        }
-                    }
+        // Unreadable messages are dead at once: no redelivery can help them.
+        match envelope_from_parts(event_id, topic, headers, &message.message.payload, delivery) {
+            Ok(envelope) if !envelope.event_id.is_empty() => Read::Event(Box::new(envelope)),
+            Ok(_) => Read::Unreadable("no Nats-Msg-Id".to_owned()),
+            Err(error) => Read::Unreadable(error),
+        }
+    }
+
+    /// Handles the messages delivered together: the events for this consumer in batches
+    /// ([`ConsumerRunner::attempt_batch`]: one transaction for a batch, and each event its own
+    /// outcome), each settled after its batch: acked, or nakked or dead-lettered as alone.
+    /// A batch holds one event per order; an order's later event waits for the next batch,
+    /// so each order's events are still applied in their order.
+    async fn handle_batch(&self, messages: Vec<jetstream::Message>) {
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            let settled = match self.read(&message) {
+                Read::Event(envelope) => {
+                    pending.push((message, envelope));
+                    continue;
                 }
-                Ok(_) => ("no Nats-Msg-Id".to_owned(), false),
-                Err(error) => (error, false),
+                Read::NotOurs => timed("ack", message.ack()).await,
+                Read::Unreadable(reason) => self.settle_failure(&message, reason, false).await,
             };
+            self.report(settled);
+        }
+        while !pending.is_empty() {
+            let (batch, later) = one_event_per_order(pending);
+            let envelopes: Vec<&Envelope> = batch.iter().map(|(_, event)| &**event).collect();
+            let attempts = self.runner.attempt_batch(&envelopes, SYSTEM).await;
+            for ((message, event), attempt) in batch.iter().zip(attempts) {
+                let settled = match attempt.result {
+                    Ok(()) => timed("ack", message.ack()).await,
+                    Err(error) => {
+                        if event.delivery.attempt < MAX_DELIVERIES {
+                            self.keep_previous_attempt(&event.event_id, attempt.context);
+                        }
+                        self.settle_failure(message, error.to_string(), true).await
+                    }
+                };
+                self.report(settled);
+            }
+            pending = later;
+        }
+    }
+
+    fn report(&self, settled: Result<(), String>) {
+        if let Err(error) = settled {
+            tracing::warn!(consumer = self.runner.name(), %error, "nats: cannot settle a message");
+        }
+    }
+
+    /// A failed delivery: nakked with a growing delay while a redelivery may help, else
+    /// republished to the dead-letter subject, terminated and counted.
+    async fn settle_failure(
+        &self,
+        message: &jetstream::Message,
+        failure: String,
+        retryable: bool,
+    ) -> Result<(), String> {
+        let delivered = message
+            .info()
+            .map(|info| u32::try_from(info.delivered).unwrap_or(1))
+            .unwrap_or(1);
         if retryable && delivered < MAX_DELIVERIES {
             let nak = AckKind::Nak(Some(redelivery_delay(delivered)));
             return timed("nak", message.ack_with(nak)).await;
@@ -327,6 +375,53 @@ impl Subscription {
         record_dead_letter("nats", self.runner.name(), &self.dead_subject, delivered);
         Ok(())
     }
+}
+
+/// What a delivered message is to its consumer.
+enum Read {
+    Event(Box<Envelope>),
+    /// Another consumer's topic (an older server's wider filter): acked unseen.
+    NotOurs,
+    /// No event can be read from it: dead-lettered at once.
+    Unreadable(String),
+}
+
+/// `first` and the messages delivered with it, already received (nothing waits for more), up
+/// to [`PREFETCH`]; and whether the stream ended meanwhile.
+fn with_delivered(
+    first: jetstream::Message,
+    messages: &mut std::pin::Pin<&mut consumer::pull::Stream>,
+) -> (Vec<jetstream::Message>, bool) {
+    let mut batch = vec![first];
+    while batch.len() < usize::from(PREFETCH) {
+        match messages.next().now_or_never() {
+            Some(Some(Ok(message))) => batch.push(message),
+            // An error is met again, and reported, by the next read of the stream.
+            Some(Some(Err(_))) | None => break,
+            Some(None) => return (batch, true),
+        }
+    }
+    (batch, false)
+}
+
+/// A delivered message and the event read from it.
+type Pending<M> = Vec<(M, Box<Envelope>)>;
+
+/// The first pending event of each order, in delivery order; and the rest, for later.
+fn one_event_per_order<M>(pending: Pending<M>) -> (Pending<M>, Pending<M>) {
+    let mut now: Pending<M> = Vec::with_capacity(pending.len());
+    let mut later = Vec::new();
+    for (message, event) in pending {
+        if now
+            .iter()
+            .any(|(_, taken)| taken.aggregate_id == event.aggregate_id)
+        {
+            later.push((message, event));
+        } else {
+            now.push((message, event));
+        }
+    }
+    (now, later)
 }
 
 /// The headers of a dead letter: the original's, with `ordo-error` = `failure` (on one line,
