@@ -141,6 +141,17 @@ fn uuid_like() -> u64 {
     hasher.finish()
 }
 
+/// Stops the consumers and waits for each to finish.
+async fn stop_consumers(stop: &CancellationToken, subscriptions: Vec<tokio::task::JoinHandle<()>>) {
+    stop.cancel();
+    for subscription in subscriptions {
+        tokio::time::timeout(Duration::from_secs(10), subscription)
+            .await
+            .expect("consumers stop on cancellation")
+            .unwrap();
+    }
+}
+
 /// Runs the scenario on the broker at `url`; returns the namespace and consumer name used.
 async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static str)> {
     if !reachable(url).await {
@@ -194,13 +205,7 @@ async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static st
     }
     // Give a wrongly scheduled extra delivery the time to show up.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.cancel();
-    for subscription in started.subscriptions {
-        tokio::time::timeout(Duration::from_secs(10), subscription)
-            .await
-            .expect("consumers stop on cancellation")
-            .unwrap();
-    }
+    stop_consumers(&stop, started.subscriptions).await;
     {
         let log = log.lock().unwrap();
         assert_eq!(
@@ -418,13 +423,7 @@ async fn nats_delivers_what_it_has_in_batches_each_order_in_its_order() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    for subscription in started.subscriptions {
-        tokio::time::timeout(Duration::from_secs(10), subscription)
-            .await
-            .expect("consumers stop on cancellation")
-            .unwrap();
-    }
+    stop_consumers(&stop, started.subscriptions).await;
 
     let handled = handled.lock().unwrap().clone();
     assert_eq!(handled.len(), published.len(), "each once: {handled:?}");
