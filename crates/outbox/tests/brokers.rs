@@ -271,20 +271,7 @@ async fn rabbitmq_consumers_retry_then_dead_letter() {
         .await
         .expect("the dead-letter queue exists");
     assert_eq!(queue.message_count(), 1, "one message in {dead}");
-    let live = transport::rabbitmq::queue_name(&namespace, name);
-    for q in [&dead, &live] {
-        let _ = channel
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    let _ = channel
-        .exchange_delete(
-            transport::rabbitmq::exchange_name(&namespace)
-                .as_str()
-                .into(),
-            ExchangeDeleteOptions::default(),
-        )
-        .await;
+    delete_rabbitmq_namespace(&url, &namespace, name).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -354,15 +341,12 @@ impl Consumer for Batcher {
     }
 }
 
-/// NATS JetStream hands a consumer the messages it has delivered together as one batch (one
+/// A broker hands a consumer the messages it has delivered together as one batch (one
 /// transaction), one event per order in a batch, so each order's events are still handled in
-/// their order, and every event exactly once.
-#[tokio::test(flavor = "multi_thread")]
-async fn nats_delivers_what_it_has_in_batches_each_order_in_its_order() {
-    let url =
-        std::env::var("ORDO_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    if !reachable(&url).await {
-        return;
+/// their order, and every event exactly once. Returns the namespace and consumer name used.
+async fn batches_keep_each_order_in_its_order(url: &str) -> Option<(String, &'static str)> {
+    if !reachable(url).await {
+        return None;
     }
     let workdir = tempfile::tempdir().unwrap();
     let db = Database::connect(&format!("sqlite://{}/t.db", workdir.path().display()), 4)
@@ -385,7 +369,7 @@ async fn nats_delivers_what_it_has_in_batches_each_order_in_its_order() {
         Wakeup::default(),
     );
     let stop = CancellationToken::new();
-    let started = transport::start(Some(&url), &namespace, vec![Arc::new(runner)], stop.clone())
+    let started = transport::start(Some(url), &namespace, vec![Arc::new(runner)], stop.clone())
         .await
         .unwrap();
 
@@ -442,11 +426,55 @@ async fn nats_delivers_what_it_has_in_batches_each_order_in_its_order() {
     }
     assert!(
         batches.load(std::sync::atomic::Ordering::Relaxed) >= 1,
-        "the events delivered together were handled in a batch"
+        "{url}: the events delivered together were handled in a batch"
     );
     db.close().await;
+    Some((namespace, name))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_delivers_what_it_has_in_batches_each_order_in_its_order() {
+    let url =
+        std::env::var("ORDO_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let Some((namespace, _)) = batches_keep_each_order_in_its_order(&url).await else {
+        return;
+    };
     let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
     let _ = jetstream
         .delete_stream(transport::nats::stream_name(&namespace))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_delivers_what_it_has_in_batches_each_order_in_its_order() {
+    let url = std::env::var("ORDO_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let Some((namespace, name)) = batches_keep_each_order_in_its_order(&url).await else {
+        return;
+    };
+    delete_rabbitmq_namespace(&url, &namespace, name).await;
+}
+
+/// Deletes the queues and the exchange a RabbitMQ test used.
+async fn delete_rabbitmq_namespace(url: &str, namespace: &str, name: &str) {
+    use lapin::options::*;
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let dead = transport::rabbitmq::dead_queue_name(namespace, name);
+    let live = transport::rabbitmq::queue_name(namespace, name);
+    for q in [&dead, &live] {
+        let _ = channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = channel
+        .exchange_delete(
+            transport::rabbitmq::exchange_name(namespace)
+                .as_str()
+                .into(),
+            ExchangeDeleteOptions::default(),
+        )
         .await;
 }

@@ -255,6 +255,27 @@ fn internal(context: &str, error: impl std::fmt::Display) -> ordo_domain::Error 
     ordo_domain::Error::internal(format!("{context}: {error}"))
 }
 
+/// Delivered messages (`M`: what settles one) and the events read from them.
+pub(super) type Pending<M> = Vec<(M, Box<Envelope>)>;
+
+/// The first pending event of each order, in delivery order, to be handled as one batch; and
+/// the rest, for a later batch: an order's events are applied in their order.
+pub(super) fn one_event_per_order<M>(pending: Pending<M>) -> (Pending<M>, Pending<M>) {
+    let mut now: Pending<M> = Vec::with_capacity(pending.len());
+    let mut later = Vec::new();
+    for (message, event) in pending {
+        if now
+            .iter()
+            .any(|(_, taken)| taken.aggregate_id == event.aggregate_id)
+        {
+            later.push((message, event));
+        } else {
+            now.push((message, event));
+        }
+    }
+    (now, later)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,8 @@
 
 use super::{
     BROKER_TIMEOUT, MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, TOPIC_HEADER,
-    Transport, envelope_from_parts, event_body, header_reason, internal, outgoing_headers,
-    record_dead_letter, redelivery_delay, timed,
+    Transport, envelope_from_parts, event_body, header_reason, internal, one_event_per_order,
+    outgoing_headers, record_dead_letter, redelivery_delay, timed,
 };
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery, Envelope};
@@ -402,26 +402,6 @@ fn with_delivered(
         }
     }
     (batch, false)
-}
-
-/// A delivered message and the event read from it.
-type Pending<M> = Vec<(M, Box<Envelope>)>;
-
-/// The first pending event of each order, in delivery order; and the rest, for later.
-fn one_event_per_order<M>(pending: Pending<M>) -> (Pending<M>, Pending<M>) {
-    let mut now: Pending<M> = Vec::with_capacity(pending.len());
-    let mut later = Vec::new();
-    for (message, event) in pending {
-        if now
-            .iter()
-            .any(|(_, taken)| taken.aggregate_id == event.aggregate_id)
-        {
-            later.push((message, event));
-        } else {
-            now.push((message, event));
-        }
-    }
-    (now, later)
 }
 
 /// The headers of a dead letter: the original's, with `ordo-error` = `failure` (on one line,

@@ -6,7 +6,9 @@
 //!   message or a timeout is an error, so the relay retries). The connection is opened again
 //!   after a failure.
 //! - Consuming: one durable queue `<ns>.<consumer>` per consumer, bound to its topics, prefetch
-//!   [`PREFETCH`](super::PREFETCH). A delivery is acked after the runner committed.
+//!   [`PREFETCH`](super::PREFETCH). The deliveries already received when one is taken are
+//!   handled with it as a batch (one transaction, one event per order:
+//!   `ConsumerRunner::attempt_batch`); a delivery is acked after its batch committed.
 //! - Failures (the retry scheme): on an error the message is republished (confirmed) to the
 //!   back of its own queue with the header `x-ordo-delivery` = n + 1 after a short backoff, then
 //!   the original is acked; at [`MAX_DELIVERIES`](super::MAX_DELIVERIES) (or when the message
@@ -17,12 +19,12 @@
 
 use super::{
     MAX_DELIVERIES, PREFETCH, PublishFuture, StartError, Started, Transport, envelope_from_parts,
-    event_body, header_reason, internal, outgoing_headers, previous_attempt_headers,
-    record_dead_letter, redelivery_delay, timed,
+    event_body, header_reason, internal, one_event_per_order, outgoing_headers,
+    previous_attempt_headers, record_dead_letter, redelivery_delay, timed,
 };
 use crate::consumer::ConsumerRunner;
 use crate::event::{Delivery as EventDelivery, Envelope};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -316,10 +318,14 @@ impl Subscription {
             match next {
                 None => break Err("the consumer was cancelled by the broker".to_owned()),
                 Some(Err(error)) => break Err(error.to_string()),
-                // The message in hand is finished even if `stop` fires meanwhile.
+                // The messages in hand are finished even if `stop` fires meanwhile.
                 Some(Ok(delivery)) => {
-                    if let Err(error) = self.handle(&channel, delivery, stop).await {
+                    let (batch, ended) = with_received(delivery, &mut deliveries);
+                    if let Err(error) = self.handle_batch(&channel, batch, stop).await {
                         break Err(error);
+                    }
+                    if let Some(reason) = ended {
+                        break Err(reason);
                     }
                 }
             }
@@ -333,34 +339,81 @@ impl Subscription {
         outcome
     }
 
-    async fn handle(
+    /// Handles the deliveries received together: the events in batches
+    /// ([`ConsumerRunner::attempt_batch`]: one transaction for a batch, each event its own
+    /// outcome; one event per order in a batch, so an order's events keep their order), each
+    /// acked after its batch committed, or retried or dead-lettered as alone.
+    async fn handle_batch(
         &self,
         channel: &Channel,
-        delivery: Delivery,
+        deliveries: Vec<Delivery>,
         stop: &CancellationToken,
     ) -> Result<(), String> {
-        let properties = &delivery.properties;
-        let (envelope, delivery_count) =
-            read_delivery(properties, delivery.routing_key.as_str(), &delivery.data);
-        let mut attempt_context = HashMap::new();
-        let failure = match &envelope {
-            Ok(envelope) if !envelope.event_id.is_empty() => {
-                let attempt = self.consumer.attempt(envelope, SYSTEM).await;
+        let mut pending = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let (envelope, delivery_count) = read_delivery(
+                &delivery.properties,
+                delivery.routing_key.as_str(),
+                &delivery.data,
+            );
+            match envelope {
+                Ok(envelope) if !envelope.event_id.is_empty() => {
+                    pending.push(((delivery, delivery_count), Box::new(envelope)));
+                }
+                // Unreadable messages (no id, not JSON) go straight to the dead letters.
+                _ => {
+                    self.settle_failure(
+                        channel,
+                        &delivery,
+                        delivery_count,
+                        None,
+                        HashMap::new(),
+                        stop,
+                    )
+                    .await?;
+                }
+            }
+        }
+        while !pending.is_empty() {
+            let (batch, later) = one_event_per_order(pending);
+            let events: Vec<&Envelope> = batch.iter().map(|(_, event)| &**event).collect();
+            let attempts = self.consumer.attempt_batch(&events, SYSTEM).await;
+            for (((delivery, delivery_count), _), attempt) in batch.iter().zip(attempts) {
                 match attempt.result {
                     Ok(()) => {
                         timed("basic.ack", delivery.ack(BasicAckOptions::default())).await?;
-                        return Ok(());
                     }
                     Err(error) => {
-                        attempt_context = attempt.context;
-                        Some(error.to_string())
+                        let failure = Some(error.to_string());
+                        self.settle_failure(
+                            channel,
+                            delivery,
+                            *delivery_count,
+                            failure,
+                            attempt.context,
+                            stop,
+                        )
+                        .await?;
                     }
                 }
             }
-            Ok(_) => None,
-            Err(_) => None,
-        };
-        // Unreadable messages (no id, not JSON) go straight to the dead letters.
+            pending = later;
+        }
+        Ok(())
+    }
+
+    /// A delivery that failed (`failure`) or cannot be read (`None`): republished for another
+    /// try after a backoff while tries are left, else to the dead letters; then acked.
+    async fn settle_failure(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        delivery_count: u32,
+        failure: Option<String>,
+        attempt_context: HashMap<String, String>,
+        stop: &CancellationToken,
+    ) -> Result<(), String> {
+        let properties = &delivery.properties;
         let retry = failure.is_some() && delivery_count < MAX_DELIVERIES;
         if retry {
             tokio::select! {
@@ -407,6 +460,29 @@ impl Subscription {
         }
         Ok(())
     }
+}
+
+/// `first` and the deliveries received with it (nothing waits for more), up to [`PREFETCH`];
+/// and, if the consumer ended meanwhile, why.
+fn with_received(
+    first: Delivery,
+    deliveries: &mut lapin::Consumer,
+) -> (Vec<Delivery>, Option<String>) {
+    let mut batch = vec![first];
+    while batch.len() < usize::from(PREFETCH) {
+        match deliveries.next().now_or_never() {
+            Some(Some(Ok(delivery))) => batch.push(delivery),
+            Some(Some(Err(error))) => return (batch, Some(error.to_string())),
+            Some(None) => {
+                return (
+                    batch,
+                    Some("the consumer was cancelled by the broker".to_owned()),
+                );
+            }
+            None => break,
+        }
+    }
+    (batch, None)
 }
 
 /// Reads a delivery as a subscription does: the envelope, or why it cannot be read, and the
