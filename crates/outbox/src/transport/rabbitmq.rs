@@ -62,8 +62,9 @@ pub struct RabbitMq {
     url: String,
     exchange: String,
     /// The publishing connection and its confirm-mode channel; `None` after a failure, opened
-    /// again by the next publish.
-    publisher: Mutex<Option<(Connection, Channel)>>,
+    /// again by the next publish. The lock is held to take the channel, never across a
+    /// publish: the publishes of a wave share the channel, each awaiting its own confirm.
+    publisher: Mutex<Option<Arc<(Connection, Channel)>>>,
 }
 
 pub(super) async fn start(
@@ -105,7 +106,7 @@ pub(super) async fn start(
         transport: Arc::new(RabbitMq {
             url: url.to_owned(),
             exchange,
-            publisher: Mutex::new(Some((connection, channel))),
+            publisher: Mutex::new(Some(Arc::new((connection, channel)))),
         }),
         subscriptions,
     })
@@ -228,28 +229,39 @@ impl Transport for RabbitMq {
                 .with_content_type("application/json".into())
                 .with_delivery_mode(2)
                 .with_headers(headers_table(&outgoing_headers(event)));
-            let mut publisher = self.publisher.lock().await;
-            if publisher.is_none() {
-                let (connection, channel) = open(&self.url)
-                    .await
-                    .map_err(|e| internal("RabbitMQ unreachable", e))?;
-                // The broker may have lost its definitions (a non-durable restart).
-                declare_exchange(&channel, &self.exchange)
-                    .await
-                    .map_err(|e| internal("RabbitMQ exchange", e))?;
-                *publisher = Some((connection, channel));
-            }
-            let Some((_, channel)) = publisher.as_ref() else {
-                return Err(internal("RabbitMQ", "no channel"));
+            let publisher = {
+                let mut publisher = self.publisher.lock().await;
+                match publisher.as_ref() {
+                    Some(open) => Arc::clone(open),
+                    None => {
+                        let (connection, channel) = open(&self.url)
+                            .await
+                            .map_err(|e| internal("RabbitMQ unreachable", e))?;
+                        // The broker may have lost its definitions (a non-durable restart).
+                        declare_exchange(&channel, &self.exchange)
+                            .await
+                            .map_err(|e| internal("RabbitMQ exchange", e))?;
+                        Arc::clone(publisher.insert(Arc::new((connection, channel))))
+                    }
+                }
             };
+            let (_, channel) = &*publisher;
             let result =
                 publish_confirmed(channel, &self.exchange, &event.topic, &body, properties).await;
             if let Err(error) = result {
-                // Open afresh next time: the channel may be closed or its confirms lost.
-                if let Some((connection, _)) = publisher.take() {
+                // Open afresh next time: the channel may be closed or its confirms lost. Only
+                // this channel: another publish may have opened a new one meanwhile.
+                let failed = {
+                    let mut current = self.publisher.lock().await;
+                    match current.as_ref() {
+                        Some(open) if Arc::ptr_eq(open, &publisher) => current.take(),
+                        _ => None,
+                    }
+                };
+                if let Some(failed) = failed {
                     let _ = tokio::time::timeout(
                         Duration::from_secs(1),
-                        connection.close(0, "publish failed".into()),
+                        failed.0.close(0, "publish failed".into()),
                     )
                     .await;
                 }
