@@ -272,10 +272,7 @@ impl Subscription {
 
     /// Reads a delivered message: an event for this consumer, or one to settle unseen.
     fn read(&self, message: &jetstream::Message) -> Read {
-        let delivered = message
-            .info()
-            .map(|info| u32::try_from(info.delivered).unwrap_or(1))
-            .unwrap_or(1);
+        let delivered = delivered(message);
         let (event_id, topic, headers) = read_headers(
             message.message.headers.as_ref(),
             message.message.subject.as_str(),
@@ -349,10 +346,7 @@ impl Subscription {
         failure: String,
         retryable: bool,
     ) -> Result<(), String> {
-        let delivered = message
-            .info()
-            .map(|info| u32::try_from(info.delivered).unwrap_or(1))
-            .unwrap_or(1);
+        let delivered = delivered(message);
         if retryable && delivered < MAX_DELIVERIES {
             let nak = AckKind::Nak(Some(redelivery_delay(delivered)));
             return timed("nak", message.ack_with(nak)).await;
@@ -375,6 +369,14 @@ impl Subscription {
         record_dead_letter("nats", self.runner.name(), &self.dead_subject, delivered);
         Ok(())
     }
+}
+
+/// Which delivery of its message this is, as JetStream counts (at least 1).
+fn delivered(message: &jetstream::Message) -> u32 {
+    message
+        .info()
+        .map(|info| u32::try_from(info.delivered).unwrap_or(1))
+        .unwrap_or(1)
 }
 
 /// What a delivered message is to its consumer.
