@@ -152,18 +152,25 @@ async fn stop_consumers(stop: &CancellationToken, subscriptions: Vec<tokio::task
     }
 }
 
-/// Runs the scenario on the broker at `url`; returns the namespace and consumer name used.
-async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static str)> {
-    if !reachable(url).await {
-        return None;
-    }
+/// A scenario's own database (in the returned folder), broker namespace and consumer name
+/// (`<prefix>_<unique>`).
+async fn fresh_scenario(prefix: &str) -> (tempfile::TempDir, Database, String, &'static str) {
     let workdir = tempfile::tempdir().unwrap();
     let db = Database::connect(&format!("sqlite://{}/t.db", workdir.path().display()), 4)
         .await
         .unwrap();
     db.migrate().await.unwrap();
     let namespace = format!("t{}", unique());
-    let name: &'static str = Box::leak(format!("probe_{}", unique()).into_boxed_str());
+    let name: &'static str = Box::leak(format!("{prefix}_{}", unique()).into_boxed_str());
+    (workdir, db, namespace, name)
+}
+
+/// Runs the scenario on the broker at `url`; returns the namespace and consumer name used.
+async fn consume_retry_and_dead_letter(url: &str) -> Option<(String, &'static str)> {
+    if !reachable(url).await {
+        return None;
+    }
+    let (_workdir, db, namespace, name) = fresh_scenario("probe").await;
     let log = Arc::new(Mutex::new(Log::default()));
     let runner = ConsumerRunner::new(
         Probe {
@@ -348,13 +355,7 @@ async fn batches_keep_each_order_in_its_order(url: &str) -> Option<(String, &'st
     if !reachable(url).await {
         return None;
     }
-    let workdir = tempfile::tempdir().unwrap();
-    let db = Database::connect(&format!("sqlite://{}/t.db", workdir.path().display()), 4)
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    let namespace = format!("t{}", unique());
-    let name: &'static str = Box::leak(format!("batcher_{}", unique()).into_boxed_str());
+    let (_workdir, db, namespace, name) = fresh_scenario("batcher").await;
     let handled = Arc::new(Mutex::new(Vec::new()));
     let batches = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let release = Arc::new(tokio::sync::Semaphore::new(0));
