@@ -109,28 +109,8 @@ const LOG_QUEUE_LINES: usize = 16 * 1024;
 /// (`ordo::access`): its line repeats the SERVER span's own attributes, and as a span event it
 /// would be built, kept and exported once more for every request.
 const TRACE_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,\
-    reqwest=off,sqlx=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,\
+    reqwest=off,sqlx=off,opentelemetry=off,opentelemetry_sdk=off,\
     ordo::access=off";
-
-/// Spans waiting for export, unless `OTEL_BSP_MAX_QUEUE_SIZE` says otherwise. The SDK's 2,048
-/// dropped spans in a burst of 500 orders (about 40 spans each, produced faster than one export
-/// round takes): a dropped span is a broken trace. A queued span is well under 1 KiB.
-const SPAN_QUEUE: usize = 32 * 1024;
-
-/// The batch processor of the OTLP exporter: the `OTEL_BSP_*` variables as the SDK reads them,
-/// with ordo's [`SPAN_QUEUE`] unless the queue size is set.
-fn batch_processor(
-    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
-    queue_size_set: bool,
-) -> opentelemetry_sdk::trace::BatchSpanProcessor {
-    let mut config = opentelemetry_sdk::trace::BatchConfigBuilder::default();
-    if !queue_size_set {
-        config = config.with_max_queue_size(SPAN_QUEUE);
-    }
-    opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
-        .with_batch_config(config.build())
-        .build()
-}
 
 /// Installs the global subscriber, propagators and tracer provider. Call once, first thing,
 /// inside the async runtime (the gRPC exporter needs it). `env` reads the `OTEL_*` variables.
@@ -156,12 +136,9 @@ pub fn init(
     let mut provider = SdkTracerProvider::builder()
         .with_sampler(sampler)
         .with_resource(export::resource(&options.identity, &env));
-    let exporting = match export::otlp_exporter(&env)? {
-        Some(exporter) => {
-            provider = provider.with_span_processor(batch_processor(
-                exporter,
-                env("OTEL_BSP_MAX_QUEUE_SIZE").is_some(),
-            ));
+    let exporting = match export::otlp_processor(&env, &mut warnings)? {
+        Some(processor) => {
+            provider = provider.with_span_processor(processor);
             true
         }
         None => false,

@@ -562,6 +562,7 @@ impl Metrics {
         );
         let outbox = OutboxMetrics::register(&mut registry);
         registry.register_collector(Box::new(DroppedLogLines));
+        registry.register_collector(Box::new(SpanExport));
         #[cfg(target_os = "linux")]
         registry.register_collector(Box::new(process::ProcessCollector));
         Metrics {
@@ -613,6 +614,44 @@ impl prometheus_client::collector::Collector for DroppedLogLines {
             None,
             counter.metric_type(),
         )?)
+    }
+}
+
+/// `otel_spans_exported_total` and `otel_spans_dropped_total{reason}`: what the OTLP export
+/// did with the sampled spans, read at scrape time. A dropped span is a hole in a trace: the
+/// counter says so instead of the trace quietly missing a part.
+#[derive(Debug)]
+struct SpanExport;
+
+impl prometheus_client::collector::Collector for SpanExport {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::export::{
+            SPANS_DROPPED_EXPORT_FAILED, SPANS_DROPPED_QUEUE_FULL, SPANS_EXPORTED,
+        };
+        use prometheus_client::metrics::counter::ConstCounter;
+        use std::sync::atomic::Ordering::Relaxed;
+        let exported = ConstCounter::new(SPANS_EXPORTED.load(Relaxed));
+        exported.encode(encoder.encode_descriptor(
+            "otel_spans_exported",
+            "Sampled spans the OTLP collector accepted",
+            None,
+            exported.metric_type(),
+        )?)?;
+        let mut dropped = encoder.encode_descriptor(
+            "otel_spans_dropped",
+            "Sampled spans never exported: the export queue was full (queue_full) or the \
+             collector did not accept their batch (export_failed)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, count) in [
+            ("queue_full", &SPANS_DROPPED_QUEUE_FULL),
+            ("export_failed", &SPANS_DROPPED_EXPORT_FAILED),
+        ] {
+            ConstCounter::new(count.load(Relaxed))
+                .encode(dropped.encode_family(&StaticLabel([(labels::REASON, reason)]))?)?;
+        }
+        Ok(())
     }
 }
 
