@@ -18,12 +18,6 @@ mod shutdown;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: a service allocating and freeing many small, short-lived
-/// buffers per request (JSON, headers, spans) spent a fifth of its CPU on creates in glibc's
-/// `malloc`, `free` and their chunk consolidation (BENCHMARKS.md, session 12).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
