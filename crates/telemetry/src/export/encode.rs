@@ -192,20 +192,15 @@ fn array_value(array: &Array, buf: &mut Vec<u8>) {
     }
 }
 
-fn key_value_len(key: &str, value: &Value) -> usize {
-    bytes_field_len(1, key.len()) + len_field_len(2, any_value_len(value))
-}
-
-fn key_value(key: &str, value: &Value, buf: &mut Vec<u8>) {
-    bytes_field(1, key.as_bytes(), buf);
-    len_prefix(2, any_value_len(value), buf);
-    any_value(value, buf);
+/// The content of a `KeyValue` whose value's content is `value_len` bytes.
+fn key_value_len(key: &str, value_len: usize) -> usize {
+    bytes_field_len(1, key.len()) + len_field_len(2, value_len)
 }
 
 /// The length of `field`, a `repeated KeyValue`, holding `attributes`.
 fn attributes_len<'a>(field: u32, attributes: impl Iterator<Item = (&'a str, &'a Value)>) -> usize {
     attributes
-        .map(|(k, v)| len_field_len(field, key_value_len(k, v)))
+        .map(|(k, v)| len_field_len(field, key_value_len(k, any_value_len(v))))
         .sum()
 }
 
@@ -215,13 +210,18 @@ fn attributes<'a>(
     buf: &mut Vec<u8>,
 ) {
     for (k, v) in attributes {
-        len_prefix(field, key_value_len(k, v), buf);
-        key_value(k, v, buf);
+        let value_len = any_value_len(v);
+        len_prefix(field, key_value_len(k, value_len), buf);
+        bytes_field(1, k.as_bytes(), buf);
+        len_prefix(2, value_len, buf);
+        any_value(v, buf);
     }
 }
 
-fn pairs(list: &[KeyValue]) -> impl Iterator<Item = (&str, &Value)> + Clone {
-    list.iter().map(|kv| (kv.key.as_str(), &kv.value))
+fn pairs<'a>(
+    list: impl IntoIterator<Item = &'a KeyValue>,
+) -> impl Iterator<Item = (&'a str, &'a Value)> {
+    list.into_iter().map(|kv| (kv.key.as_str(), &kv.value))
 }
 
 // --- trace.v1 --------------------------------------------------------------------------------
@@ -352,10 +352,7 @@ pub(crate) fn append_span(span: &SpanData, buf: &mut Vec<u8>) {
 /// The `Resource` message of every request: encoded once.
 pub(crate) fn resource(resource: &Resource) -> EncodedPart {
     let mut bytes = Vec::new();
-    for (k, v) in resource.iter() {
-        len_prefix(1, key_value_len(k.as_str(), v), &mut bytes);
-        key_value(k.as_str(), v, &mut bytes);
-    }
+    attributes(1, resource.iter().map(|(k, v)| (k.as_str(), v)), &mut bytes);
     EncodedPart {
         bytes,
         schema_url: resource.schema_url().unwrap_or_default().to_owned(),
@@ -371,17 +368,11 @@ pub(crate) fn scope(scope: &InstrumentationScope) -> EncodedPart {
         scope.version().unwrap_or_default().as_bytes(),
         &mut bytes,
     );
-    attributes(3, pairs_of(scope.attributes()), &mut bytes);
+    attributes(3, pairs(scope.attributes()), &mut bytes);
     EncodedPart {
         bytes,
         schema_url: scope.schema_url().unwrap_or_default().to_owned(),
     }
-}
-
-fn pairs_of<'a>(
-    list: impl Iterator<Item = &'a KeyValue>,
-) -> impl Iterator<Item = (&'a str, &'a Value)> {
-    list.map(|kv| (kv.key.as_str(), &kv.value))
 }
 
 /// A message encoded ahead (a resource, a scope) and the schema URL that goes beside it.
