@@ -112,8 +112,9 @@ const TRACE_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower
     reqwest=off,sqlx=off,opentelemetry=off,opentelemetry_sdk=off,\
     ordo::access=off";
 
-/// Installs the global subscriber, propagators and tracer provider. Call once, first thing,
-/// inside the async runtime (the gRPC exporter needs it). `env` reads the `OTEL_*` variables.
+/// Installs the global subscriber, propagators and tracer provider. Call once, first thing
+/// (the span export runs on a thread and runtime of its own). `env` reads the `OTEL_*`
+/// variables.
 pub fn init(
     options: TelemetryOptions,
     env: impl Fn(&str) -> Option<String>,

@@ -5,7 +5,7 @@ use bytes::{Buf, BufMut};
 use http::uri::PathAndQuery;
 use std::time::Duration;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -50,22 +50,7 @@ impl Transport {
                 timeout,
             } => match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
                 Ok(channel) => {
-                    let mut metadata = MetadataMap::new();
-                    for (name, value) in headers {
-                        match (
-                            MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()),
-                            MetadataValue::try_from(value.as_str()),
-                        ) {
-                            (Ok(name), Ok(value)) => {
-                                metadata.insert(name, value);
-                            }
-                            _ => tracing::warn!(
-                                target: "ordo::telemetry",
-                                header = name,
-                                "OTLP header ignored: not a valid gRPC metadata entry"
-                            ),
-                        }
-                    }
+                    let metadata = MetadataMap::from_headers(header_map(headers));
                     Transport::Grpc {
                         client: tonic::client::Grpc::new(
                             channel.connect_timeout(timeout).connect_lazy(),
@@ -80,22 +65,7 @@ impl Transport {
                 headers,
                 timeout,
             } => {
-                let mut map = http::HeaderMap::new();
-                for (name, value) in headers {
-                    match (
-                        http::HeaderName::from_bytes(name.as_bytes()),
-                        http::HeaderValue::try_from(value),
-                    ) {
-                        (Ok(name), Ok(value)) => {
-                            map.insert(name, value);
-                        }
-                        _ => tracing::warn!(
-                            target: "ordo::telemetry",
-                            header = name,
-                            "OTLP header ignored: not a valid HTTP header"
-                        ),
-                    }
-                }
+                let mut map = header_map(headers);
                 map.insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/x-protobuf"),
@@ -154,6 +124,28 @@ impl Transport {
             Transport::Broken(why) => Err(why.clone()),
         }
     }
+}
+
+/// The configured headers (`OTEL_EXPORTER_OTLP_HEADERS`) as HTTP headers, names lower-cased;
+/// gRPC sends them as its metadata. One that is not a valid header is left out, with a warning.
+fn header_map(headers: Vec<(String, String)>) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        match (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::try_from(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                map.insert(name, value);
+            }
+            _ => tracing::warn!(
+                target: "ordo::telemetry",
+                header = name,
+                "OTLP header ignored: not a valid header"
+            ),
+        }
+    }
+    map
 }
 
 fn broken(why: String) -> Transport {
