@@ -115,11 +115,31 @@ fn sample(
 
 /// Symbolizing a profile parses the binary's debug information (a few hundred MB for a build
 /// with line tables) into a cache that `backtrace` keeps for the life of the process, and the
-/// freed report leaves glibc's heap grown: without this, every profile's peak stays resident.
-/// Drops the cache, then hands the heap's free pages back to the kernel.
+/// freed report leaves the heap grown: without this, every profile's peak stays resident.
+/// Drops the cache, then hands the free pages back to the kernel: jemalloc's (the global
+/// allocator: this thread's cache, then every arena's unused pages at once, not over its
+/// ten-second decay) and glibc's (what C code such as SQLite allocated).
 #[cfg(unix)]
 fn give_memory_back() {
     backtrace::clear_symbol_cache();
+    #[cfg(not(target_env = "msvc"))]
+    for command in [&b"thread.tcache.flush\0"[..], b"arena.4096.purge\0"] {
+        // 4096 is MALLCTL_ARENAS_ALL: every arena. A failure only means memory kept.
+        // SAFETY: a NUL-terminated name of a command that reads and writes nothing, called
+        // with no buffers, as jemalloc's manual specifies.
+        let status = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                command.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if status != 0 {
+            tracing::debug!(status, "jemalloc refused a purge after the profile");
+        }
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's arenas; it touches no
     // live allocation.
