@@ -122,9 +122,10 @@ fn sample(
 #[cfg(unix)]
 fn give_memory_back() {
     backtrace::clear_symbol_cache();
+    // This thread's cache, then every arena (4096 is MALLCTL_ARENAS_ALL). A failure only means
+    // memory kept.
     #[cfg(not(target_env = "msvc"))]
     for command in [&b"thread.tcache.flush\0"[..], b"arena.4096.purge\0"] {
-        // 4096 is MALLCTL_ARENAS_ALL: every arena. A failure only means memory kept.
         // SAFETY: a NUL-terminated name of a command that reads and writes nothing, called
         // with no buffers, as jemalloc's manual specifies.
         let status = unsafe {
