@@ -9,8 +9,10 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
+use std::sync::OnceLock;
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
@@ -18,7 +20,34 @@ use tracing_subscriber::registry::LookupSpan;
 /// Writes through `writer`, a bounded non-blocking queue: a burst of logs never blocks a request,
 /// it drops lines (counted) instead.
 pub(crate) struct JsonLogLayer {
-    pub(crate) writer: tracing_appender::non_blocking::NonBlocking,
+    writer: tracing_appender::non_blocking::NonBlocking,
+    /// The subscriber this layer is part of, to find the span an event happened in and its
+    /// OpenTelemetry ids (weak: the subscriber owns this layer).
+    dispatch: OnceLock<WeakDispatch>,
+}
+
+impl JsonLogLayer {
+    pub(crate) fn new(writer: tracing_appender::non_blocking::NonBlocking) -> Self {
+        JsonLogLayer {
+            writer,
+            dispatch: OnceLock::new(),
+        }
+    }
+
+    /// The ids of the span the current event happened in: the innermost span entered on this
+    /// thread, whichever layer enabled it (this layer's own filter, the log level, must not
+    /// hide it).
+    ///
+    /// Not for the OpenTelemetry SDK's own events: the bridge may emit them while it holds the
+    /// lock of that very span's data, which this lookup takes.
+    fn trace_ids(&self, event: &Event<'_>) -> Option<crate::propagation::TraceIds> {
+        if event.metadata().target().starts_with("opentelemetry") {
+            return None;
+        }
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        let current = dispatch.current_span();
+        crate::propagation::ids_of_span_id(current.id()?, &dispatch)
+    }
 }
 
 thread_local! {
@@ -83,6 +112,10 @@ impl<S> Layer<S> for JsonLogLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_register_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.dispatch.set(dispatch.downgrade());
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
         LINE.with(|line| {
@@ -97,7 +130,7 @@ where
             line.extend_from_slice(b"\",\"target\":");
             let _ = serde_json::to_writer(&mut *line, meta.target());
             event.record(&mut FieldWriter(&mut line));
-            if let Some(ids) = crate::propagation::active_ids() {
+            if let Some(ids) = self.trace_ids(event) {
                 line.extend_from_slice(b",\"trace_id\":\"");
                 line.extend_from_slice(ids.trace_id.as_bytes());
                 line.extend_from_slice(b"\",\"span_id\":\"");
@@ -135,7 +168,7 @@ mod tests {
     fn every_line_is_valid_json_whatever_the_field_values() {
         let captured = Captured::default();
         let (writer, guard) = tracing_appender::non_blocking(captured.clone());
-        let subscriber = tracing_subscriber::registry().with(JsonLogLayer { writer });
+        let subscriber = tracing_subscriber::registry().with(JsonLogLayer::new(writer));
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(
                 quoted = "a \"quoted\"\nline\u{0}",

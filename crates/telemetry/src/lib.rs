@@ -150,6 +150,11 @@ pub fn init(
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("ordo"))
         .with_tracked_inactivity(false)
+        // No OpenTelemetry context attached on every poll of every instrumented future (a
+        // clone, a thread-local push and pop: 2.6% of a cached read's CPU). Nothing reads the
+        // thread's OpenTelemetry context: spans find their parent through the registry, and
+        // log lines their trace ids through the span they happened in (`json_log`).
+        .with_context_activation(false)
         .with_threads(false)
         // No `code.*` attributes: three allocated strings on every span, while every ordo span
         // is named for what it does and carries its own semantic attributes.
@@ -176,7 +181,7 @@ pub fn init(
         .finish(std::io::stdout());
     let _ = DROPPED_LOG_LINES.set(writer.error_counter());
     let log_layer: Box<dyn Layer<Registry> + Send + Sync> = match options.style {
-        LogStyle::Json => Box::new(json_log::JsonLogLayer { writer }),
+        LogStyle::Json => Box::new(json_log::JsonLogLayer::new(writer)),
         LogStyle::Pretty => Box::new(
             tracing_subscriber::fmt::layer()
                 .compact()

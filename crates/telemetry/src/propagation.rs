@@ -143,10 +143,15 @@ fn ids_from(span_context: &SpanContext) -> Option<TraceIds> {
     })
 }
 
-/// The ids of the OpenTelemetry context active on this thread (the entered span's), without
-/// going through the tracing dispatcher: safe to call while a subscriber is formatting an event.
-pub(crate) fn active_ids() -> Option<TraceIds> {
-    opentelemetry::Context::map_current(|cx| ids_from(cx.span().span_context()))
+/// The ids of the span `id` of `dispatch`, asked of the subscriber directly rather than through
+/// the thread's default dispatcher: safe to call while a subscriber is formatting an event
+/// (the dispatcher is busy then, and would answer with none).
+pub(crate) fn ids_of_span_id(
+    id: &tracing::span::Id,
+    dispatch: &tracing::Dispatch,
+) -> Option<TraceIds> {
+    let context = tracing_opentelemetry::get_otel_context(id, dispatch)?;
+    ids_from(context.span().span_context())
 }
 
 /// The W3C `traceparent` naming `span`, for a response header: it tells the caller which trace
