@@ -35,8 +35,9 @@ impl JsonLogLayer {
     }
 
     /// The ids of the span the current event happened in: the innermost span entered on this
-    /// thread, whichever layer enabled it (this layer's own filter, the log level, must not
-    /// hide it).
+    /// thread that is part of a trace (a span of a crate kept out of traces, `h2`'s for one, is
+    /// passed for its nearest traced parent), whichever layer enabled it (this layer's own
+    /// filter, the log level, must not hide it).
     ///
     /// Not for the OpenTelemetry SDK's own events: the bridge may emit them while it holds the
     /// lock of that very span's data, which this lookup takes.
@@ -46,7 +47,11 @@ impl JsonLogLayer {
         }
         let dispatch = self.dispatch.get()?.upgrade()?;
         let current = dispatch.current_span();
-        crate::propagation::ids_of_span_id(current.id()?, &dispatch)
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        registry
+            .span(current.id()?)?
+            .scope()
+            .find_map(|span| crate::propagation::ids_of_span_id(&span.id(), &dispatch))
     }
 }
 
@@ -161,6 +166,55 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    /// The lines written by `log` under a subscriber with the OpenTelemetry bridge (traces of
+    /// the `ordo` target only) and this layer, as JSON values.
+    fn lines_with_traces(log: impl FnOnce()) -> Vec<serde_json::Value> {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::Layer as _;
+        let captured = Captured::default();
+        let (writer, guard) = tracing_appender::non_blocking(captured.clone());
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let bridge = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .with_context_activation(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("ordo", tracing::Level::INFO),
+            );
+        let subscriber = tracing_subscriber::registry()
+            .with(JsonLogLayer::new(writer))
+            .with(bridge);
+        tracing::subscriber::with_default(subscriber, log);
+        drop(guard);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_line_carries_the_ids_of_its_traced_span_or_of_the_nearest_traced_parent() {
+        let mut expected = None;
+        let lines = lines_with_traces(|| {
+            tracing::info!(target: "ordo", "outside any span");
+            let traced = tracing::info_span!(target: "ordo", "request");
+            let _in_request = traced.enter();
+            expected = crate::propagation::ids_of(&traced);
+            tracing::info!(target: "ordo", "in the request");
+            // A span the bridge does not see (like `h2`'s): its events belong to the request.
+            let untraced = tracing::info_span!(target: "h2", "frame");
+            let _in_frame = untraced.enter();
+            tracing::info!(target: "h2", "in a frame");
+        });
+        let expected = expected.expect("the traced span has ids");
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].get("trace_id").is_none(), "{}", lines[0]);
+        for line in &lines[1..] {
+            assert_eq!(line["trace_id"], expected.trace_id.as_str(), "{line}");
+            assert_eq!(line["span_id"], expected.span_id.as_str(), "{line}");
         }
     }
 
