@@ -5,6 +5,7 @@
 use crate::deferred::AtCommit;
 use crate::records::{ShipmentItemRecord, ShipmentRecord};
 use crate::sql::{Conn, Param, RowRef, params};
+use crate::timeline::NewTimelineEntry;
 use crate::{Database, WriteTx, placeholders};
 use ordo_domain::Result;
 use ordo_domain::shipment::ShipmentStatus;
@@ -68,6 +69,102 @@ impl Database {
                 item_from_row,
             )
             .await
+    }
+
+    /// Claims the shipments of order `order_id` for their pushes, in one statement of its own
+    /// (atomic without a transaction around it): each pushable one (`scheduled`, or `pushing`
+    /// left by a push that did not finish) becomes `pushing` and counts one attempt, unless a
+    /// shipment of the order has failed (a shipment refused for good fails the order: the
+    /// others need not go). Returns them by warehouse. Accepted and failed shipments are not
+    /// claimed, and must not be pushed.
+    pub async fn claim_shipment_pushes(
+        &self,
+        order_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<ShipmentRecord>> {
+        let lease = self.write().await?;
+        let mut claimed = lease
+            .conn()
+            .query(
+                "UPDATE shipments",
+                "UPDATE shipments SET status = $1, attempts = attempts + 1, updated_at_ms = $2
+                 WHERE order_id = $3 AND status IN ($4, $5)
+                   AND NOT EXISTS (SELECT 1 FROM shipments f
+                                   WHERE f.order_id = $3 AND f.status = $6)
+                 RETURNING id, order_id, warehouse,
+                     (SELECT w.country FROM warehouses w WHERE w.id = shipments.warehouse),
+                     status, carrier, pickup_slot_ms, attempts",
+                &params![
+                    ShipmentStatus::Pushing.as_str(),
+                    now_ms,
+                    order_id,
+                    ShipmentStatus::Scheduled.as_str(),
+                    ShipmentStatus::Pushing.as_str(),
+                    ShipmentStatus::Failed.as_str(),
+                ],
+                shipment_from_row,
+            )
+            .await?;
+        drop(lease);
+        if !claimed.is_empty() {
+            self.orders_cache().invalidate(&[order_id]).await;
+        }
+        // RETURNING does not promise an order.
+        claimed.sort_by(|a, b| a.warehouse.cmp(&b.warehouse));
+        Ok(claimed)
+    }
+
+    /// Records the carrier's final answer on shipment `id` of order `entry.order_id`:
+    /// `pushing` becomes `to` (`accepted` or `failed`) and, if it did, `entry` joins the
+    /// order's timeline; `false` when the shipment was no longer `pushing` (nothing written).
+    /// PostgreSQL: one statement of its own (a data-modifying CTE); SQLite: one transaction.
+    pub async fn finish_shipment_push(
+        &self,
+        id: &str,
+        to: ShipmentStatus,
+        entry: &NewTimelineEntry<'_>,
+    ) -> Result<bool> {
+        if self.backend() == crate::Backend::Sqlite {
+            let mut tx = self.begin().await?;
+            let moved = tx
+                .move_shipment(id, &[ShipmentStatus::Pushing], to, entry.at_ms)
+                .await?;
+            if moved {
+                tx.append_timeline(entry).await?;
+            }
+            tx.commit().await?;
+            return Ok(moved);
+        }
+        let lease = self.write().await?;
+        let moved = lease
+            .conn()
+            .query_opt(
+                "UPDATE shipments",
+                "WITH moved AS (
+                     UPDATE shipments SET status = $1, updated_at_ms = $2
+                     WHERE id = $3 AND status = $4 RETURNING order_id)
+                 INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
+                 SELECT order_id, $2, $5, $6, $7, $8 FROM moved
+                 RETURNING order_id",
+                &params![
+                    to.as_str(),
+                    entry.at_ms,
+                    id,
+                    ShipmentStatus::Pushing.as_str(),
+                    entry.kind.as_str(),
+                    entry.detail,
+                    entry.trace_id,
+                    entry.span_id,
+                ],
+                |row| row.get::<String>(0),
+            )
+            .await?;
+        drop(lease);
+        let moved = moved.is_some();
+        if moved {
+            self.orders_cache().invalidate(&[entry.order_id]).await;
+        }
+        Ok(moved)
     }
 }
 
@@ -145,48 +242,6 @@ impl WriteTx {
             )
             .await?;
         Ok(self.touched_by(updated))
-    }
-
-    /// Claims the shipments of order `order_id` for their pushes, in one statement: each
-    /// pushable one (`scheduled`, or `pushing` left by a push that did not finish) becomes
-    /// `pushing` and counts one attempt; returns their ids. Accepted and failed shipments are
-    /// not claimed, and must not be pushed.
-    pub async fn claim_shipment_pushes(
-        &mut self,
-        order_id: &str,
-        now_ms: i64,
-    ) -> Result<Vec<String>> {
-        let claimed = self
-            .conn()
-            .query(
-                "UPDATE shipments",
-                "UPDATE shipments SET status = $1, attempts = attempts + 1, updated_at_ms = $2
-                 WHERE order_id = $3 AND status IN ($4, $5) RETURNING id",
-                &params![
-                    ShipmentStatus::Pushing.as_str(),
-                    now_ms,
-                    order_id,
-                    ShipmentStatus::Scheduled.as_str(),
-                    ShipmentStatus::Pushing.as_str(),
-                ],
-                |row| row.get::<String>(0),
-            )
-            .await?;
-        if !claimed.is_empty() {
-            self.touch_order(order_id);
-        }
-        Ok(claimed)
-    }
-
-    /// Records the carrier's final answer: `pushing` becomes `to` (`accepted` or `failed`).
-    pub async fn finish_shipment_push(
-        &mut self,
-        id: &str,
-        to: ShipmentStatus,
-        now_ms: i64,
-    ) -> Result<bool> {
-        self.move_shipment(id, &[ShipmentStatus::Pushing], to, now_ms)
-            .await
     }
 
     /// Gives up on a shipment the carrier has not accepted (`pending`, `scheduled` or

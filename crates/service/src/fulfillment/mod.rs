@@ -15,9 +15,9 @@
 //! - `schedule`: carrier by warehouse country, pickup slot at the next full hour after the lead
 //!   time; one `order.scheduled` event carries every shipment (the push stage pushes them all).
 //! - `push`: per shipment, outside any write transaction (`Consumer::prepare`): claim it as
-//!   `pushing` (short transaction), `POST` it to the carrier with `Idempotency-Key`,
-//!   `traceparent` and `Ordo-Signature`, retry 408/429/5xx/timeouts with backoff and jitter,
-//!   record `accepted` or `failed` (another short transaction). Then, in the consumer's
+//!   `pushing` (one statement for the order's shipments), `POST` it to the carrier with
+//!   `Idempotency-Key`, `traceparent` and `Ordo-Signature`, retry 408/429/5xx/timeouts with
+//!   backoff and jitter, record `accepted` or `failed` and its timeline entry (one statement). Then, in the consumer's
 //!   transaction: all accepted → `shipped`; one failed → compensations.
 //!   A shipment already `accepted` is never pushed again; a `pushing` one (a crash mid-push) is
 //!   pushed again with the same idempotency key, which the carrier deduplicates.

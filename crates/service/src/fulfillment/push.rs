@@ -2,9 +2,9 @@
 //! compensations.
 //!
 //! Outside any write transaction ([`Step::prepare`]): claim the order's shipments as `pushing`
-//! (one short transaction), then per shipment hand it to the [carrier](super::carrier), retry
-//! 408/429/5xx/timeouts with backoff and jitter, record `accepted` or `failed` (a short
-//! transaction each). Then, in the consumer's transaction ([`Step::run`]): all accepted →
+//! (one statement), then per shipment hand it to the [carrier](super::carrier), retry
+//! 408/429/5xx/timeouts with backoff and jitter, record `accepted` or `failed` with its
+//! timeline entry (one statement each on PostgreSQL). Then, in the consumer's transaction ([`Step::run`]): all accepted →
 //! `shipped`; one failed → compensations. A shipment already `accepted` is never pushed again;
 //! a `pushing` one (a crash mid-push) is pushed again with the same idempotency key, which the
 //! carrier deduplicates. A circuit breaker per carrier fails pushes fast while open: the event
@@ -27,6 +27,7 @@ use ordo_outbox::Envelope;
 use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
 use ordo_storage::records::{OrderRecord, ShipmentRecord};
+use ordo_storage::timeline::NewTimelineEntry;
 use std::time::Duration;
 
 pub(crate) struct Push;
@@ -36,8 +37,8 @@ impl Step for Push {
     const TOPICS: &'static [&'static str] = &[topics::ORDER_SCHEDULED];
     const WAITING: OrderStatus = OrderStatus::Scheduled;
 
-    /// Every shipment of the order not yet accepted or failed is claimed (one transaction for
-    /// all) and pushed to its carrier, in turn.
+    /// Every shipment of the order not yet accepted or failed is claimed (one statement for
+    /// all, none if one has failed) and pushed to its carrier, in turn.
     async fn prepare(fulfillment: &Fulfillment, event: &Envelope) -> Result<()> {
         let Some(order) = fulfillment.shared.db.order(&event.aggregate_id).await? else {
             return Err(Error::internal("an event's order is missing"));
@@ -45,17 +46,12 @@ impl Step for Push {
         if order.status != Self::WAITING {
             return Ok(());
         }
-        let shipments = fulfillment.shared.db.shipments_of_order(&order.id).await?;
-        // A shipment refused for good fails the order: the others need not go.
-        if shipments.iter().any(|s| s.status == ShipmentStatus::Failed)
-            || !shipments.iter().any(|s| s.status.is_pushable())
-        {
-            return Ok(());
-        }
-        let mut tx = fulfillment.shared.db.begin().await?;
-        let claimed = tx.claim_shipment_pushes(&order.id, now_ms()).await?;
-        tx.commit().await?;
-        for shipment in shipments.iter().filter(|s| claimed.contains(&s.id)) {
+        let claimed = fulfillment
+            .shared
+            .db
+            .claim_shipment_pushes(&order.id, now_ms())
+            .await?;
+        for shipment in &claimed {
             if !fulfillment.push_shipment(&order, shipment).await? {
                 break;
             }
@@ -116,35 +112,46 @@ impl Fulfillment {
         let outcome = self
             .push_until_settled(carrier, &shipment.id, &body)
             .await?;
-        let mut tx = self.shared.db.begin().await?;
         let accepted = outcome.is_ok();
         let to = if accepted {
             ShipmentStatus::Accepted
         } else {
             ShipmentStatus::Failed
         };
-        if tx.finish_shipment_push(&shipment.id, to, now_ms()).await? {
-            let (kind, detail) = match &outcome {
-                Ok((status, attempt)) => (
-                    TimelineKind::ShipmentAccepted,
-                    format!(
-                        "shipment {} from {} accepted by {carrier} (attempt {attempt}{})",
-                        shipment.id,
-                        shipment.warehouse,
-                        status.map(|s| format!(", status {s}")).unwrap_or_default()
-                    ),
+        let (kind, detail) = match &outcome {
+            Ok((status, attempt)) => (
+                TimelineKind::ShipmentAccepted,
+                format!(
+                    "shipment {} from {} accepted by {carrier} (attempt {attempt}{})",
+                    shipment.id,
+                    shipment.warehouse,
+                    status.map(|s| format!(", status {s}")).unwrap_or_default()
                 ),
-                Err(reason) => (
-                    TimelineKind::ShipmentFailed,
-                    format!(
-                        "shipment {} from {} dead-lettered at {carrier}: {reason}",
-                        shipment.id, shipment.warehouse
-                    ),
+            ),
+            Err(reason) => (
+                TimelineKind::ShipmentFailed,
+                format!(
+                    "shipment {} from {} dead-lettered at {carrier}: {reason}",
+                    shipment.id, shipment.warehouse
                 ),
-            };
-            timeline(&mut tx, &order.id, kind, &detail).await?;
-        }
-        tx.commit().await?;
+            ),
+        };
+        let ids = crate::step_ids();
+        self.shared
+            .db
+            .finish_shipment_push(
+                &shipment.id,
+                to,
+                &NewTimelineEntry {
+                    order_id: &order.id,
+                    at_ms: now_ms(),
+                    kind,
+                    detail: &detail,
+                    trace_id: &ids.trace_id,
+                    span_id: &ids.span_id,
+                },
+            )
+            .await?;
         if let Err(reason) = &outcome {
             ordo_telemetry::metrics::count_shipment_dead_lettered();
             tracing::error!(order.id = %order.id, shipment.id = %shipment.id, carrier,
