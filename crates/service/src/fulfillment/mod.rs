@@ -17,8 +17,8 @@
 //! - `push`: per shipment, outside any write transaction (`Consumer::prepare`): claim it as
 //!   `pushing` (one statement for the order's shipments), `POST` it to the carrier with
 //!   `Idempotency-Key`, `traceparent` and `Ordo-Signature`, retry 408/429/5xx/timeouts with
-//!   backoff and jitter, record `accepted` or `failed` and its timeline entry (one statement). Then, in the consumer's
-//!   transaction: all accepted → `shipped`; one failed → compensations.
+//!   backoff and jitter, record `accepted` or `failed` and its timeline entry (one statement).
+//!   Then, in the consumer's transaction: all accepted → `shipped`; one failed → compensations.
 //!   A shipment already `accepted` is never pushed again; a `pushing` one (a crash mid-push) is
 //!   pushed again with the same idempotency key, which the carrier deduplicates.
 //!   A circuit breaker per carrier fails pushes fast while open: the event is then left to

@@ -4,11 +4,12 @@
 //! Outside any write transaction ([`Step::prepare`]): claim the order's shipments as `pushing`
 //! (one statement), then per shipment hand it to the [carrier](super::carrier), retry
 //! 408/429/5xx/timeouts with backoff and jitter, record `accepted` or `failed` with its
-//! timeline entry (one statement each on PostgreSQL). Then, in the consumer's transaction ([`Step::run`]): all accepted →
-//! `shipped`; one failed → compensations. A shipment already `accepted` is never pushed again;
-//! a `pushing` one (a crash mid-push) is pushed again with the same idempotency key, which the
-//! carrier deduplicates. A circuit breaker per carrier fails pushes fast while open: the event
-//! is then left to redelivery, and the shipment stays `pushing`.
+//! timeline entry (one statement each on PostgreSQL). Then, in the consumer's transaction
+//! ([`Step::run`]): all accepted → `shipped`; one failed → compensations. A shipment already
+//! `accepted` is never pushed again; a `pushing` one (a crash mid-push) is pushed again with
+//! the same idempotency key, which the carrier deduplicates. A circuit breaker per carrier
+//! fails pushes fast while open: the event is then left to redelivery, and the shipment stays
+//! `pushing`.
 
 use super::Fulfillment;
 use super::advance;
