@@ -1,6 +1,6 @@
 //! Writes that wait for their transaction's commit ([`crate::WriteTx::execute_at_commit`]) and,
 //! on PostgreSQL, travel with the `COMMIT`: the saga's status changes, timeline entries, outbox
-//! events and shipment items.
+//! events, new shipments, their schedules and items.
 //!
 //! A batch of saga steps defers a few such writes per order, most of them of the same few
 //! kinds; sent one statement each, they cost PostgreSQL an executor start, a plan and a
@@ -9,8 +9,9 @@
 //! each copy with its own parameters, and one statement carries them all. The order of the
 //! writes is kept within a kind (a `VALUES` list is inserted in its order, so an outbox
 //! event's sequence still follows its commit order); kinds go out in the order of their first
-//! write. No write of this kind reads what another kind wrote in the same commit (the rows
-//! they point to exist before the commit), so that order is all that matters.
+//! write. A write may point to a row another kind wrote earlier in the same commit (a
+//! shipment's items to the shipment, both written by the split stage): its kind's first write
+//! comes after that row's, so its statement follows, and that order is all that matters.
 //!
 //! An `UPDATE … FROM (VALUES …)` meets each target row once per statement: two changes of
 //! one order in one statement would apply only one. A kind names its key
@@ -323,6 +324,8 @@ mod tests {
             &crate::outbox::APPEND_OUTBOX,
             &crate::timeline::APPEND_TIMELINE,
             &crate::shipments::INSERT_SHIPMENT_ITEM,
+            &crate::shipments::INSERT_SHIPMENT,
+            &crate::shipments::SCHEDULE_SHIPMENT,
         ] {
             let one = highest_param(kind.postgres);
             let merged = repeat_values_row(kind.postgres, MAX_ROWS);

@@ -317,6 +317,12 @@ impl WriteTx {
         Ok(())
     }
 
+    /// The orders [`WriteTx::lock_orders_without_items`] locked and no step has asked for yet,
+    /// in id order: what a batch of steps may read ahead for.
+    pub fn locked_orders(&self) -> &[OrderRecord] {
+        &self.locked_orders
+    }
+
     /// Moves order `id`, which this transaction locked and found in status `from`
     /// ([`WriteTx::lock_order_without_items`], [`WriteTx::order_for_update`]), to `to`. The lock
     /// means the change cannot miss, so nothing waits for its answer: on PostgreSQL it travels

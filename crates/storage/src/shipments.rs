@@ -9,6 +9,7 @@ use crate::timeline::NewTimelineEntry;
 use crate::{Database, WriteTx, placeholders};
 use ordo_domain::Result;
 use ordo_domain::shipment::ShipmentStatus;
+use std::collections::HashMap;
 
 const SHIPMENTS_OF_ORDER: &str = "SELECT s.id, s.order_id, s.warehouse, w.country, s.status,
          s.carrier, s.pickup_slot_ms, s.attempts
@@ -169,34 +170,31 @@ impl Database {
 }
 
 impl WriteTx {
-    /// Inserts a `pending` shipment of `order_id` from `warehouse`, unless that order already
-    /// has one there; returns the id of the shipment that exists afterwards (one statement: a
-    /// redelivered split finds the first one's shipment).
-    pub async fn insert_shipment(
+    /// Inserts a `pending` shipment of `order_id` from `warehouse`, an order this transaction
+    /// locked and found without shipments (the split stage: shipments are written only with
+    /// the status that leaves `risk_approved`, in one transaction). Nothing waits for its
+    /// answer: on PostgreSQL it travels with the `COMMIT`, before the shipment's items; a
+    /// shipment of that order and warehouse written meanwhile would fail the commit.
+    pub async fn insert_shipment_of_locked_order(
         &mut self,
         id: &str,
         order_id: &str,
         warehouse: &str,
         now_ms: i64,
-    ) -> Result<String> {
+    ) -> Result<()> {
         self.touch_order(order_id);
-        self.conn()
-            .query_one(
-                "INSERT shipments",
-                "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms,
-                     updated_at_ms) VALUES ($1, $2, $3, $4, 0, $5, $5)
-                 ON CONFLICT (order_id, warehouse) DO UPDATE SET order_id = excluded.order_id
-                 RETURNING id",
-                &params![
-                    id,
-                    order_id,
-                    warehouse,
-                    ShipmentStatus::Pending.as_str(),
-                    now_ms
-                ],
-                |row| row.get(0),
-            )
-            .await
+        self.execute_at_commit(
+            &INSERT_SHIPMENT,
+            &params![
+                id,
+                order_id,
+                warehouse,
+                ShipmentStatus::Pending.as_str(),
+                now_ms,
+                now_ms
+            ],
+        )
+        .await
     }
 
     /// Adds `quantity` of `sku` to shipment `shipment_id` unless it has that SKU already (on
@@ -211,37 +209,72 @@ impl WriteTx {
             .await
     }
 
-    /// The shipments of `order_id` as this transaction sees them.
+    /// The shipments of `order_id` as this transaction sees them (from the batch's
+    /// [`WriteTx::prefetch_shipments`], once, when it read them).
     pub async fn shipments_of_order(&mut self, order_id: &str) -> Result<Vec<ShipmentRecord>> {
+        if let Some(shipments) = self.batch_reads.shipments.remove(order_id) {
+            return Ok(shipments);
+        }
         shipments_of_order(&self.conn(), order_id).await
     }
 
-    /// Gives a `pending` shipment its carrier and pickup slot; `false` if it was not pending.
-    pub async fn schedule_shipment(
+    /// Reads the shipments of every order of `order_ids` in one statement, for a batch of
+    /// steps: each order's next [`WriteTx::shipments_of_order`] is answered from it.
+    pub async fn prefetch_shipments(&mut self, order_ids: &[&str]) -> Result<()> {
+        if order_ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT s.id, s.order_id, s.warehouse, w.country, s.status,
+                 s.carrier, s.pickup_slot_ms, s.attempts
+             FROM shipments s JOIN warehouses w ON w.id = s.warehouse
+             WHERE s.order_id IN ({}) ORDER BY s.order_id, s.warehouse",
+            placeholders(1, order_ids.len())
+        );
+        let binds: Vec<Param<'_>> = order_ids.iter().map(|id| Param::Text(id)).collect();
+        let rows = self
+            .conn()
+            .query("SELECT shipments", &sql, &binds, shipment_from_row)
+            .await?;
+        let mut by_order: HashMap<String, Vec<ShipmentRecord>> = order_ids
+            .iter()
+            .map(|id| ((*id).to_owned(), Vec::new()))
+            .collect();
+        for shipment in rows {
+            by_order
+                .entry(shipment.order_id.clone())
+                .or_default()
+                .push(shipment);
+        }
+        self.batch_reads.shipments = by_order;
+        Ok(())
+    }
+
+    /// Gives shipment `id` of `order_id`, an order this transaction locked, its carrier and
+    /// pickup slot if it is still `pending` (read so under that lock). Nothing waits for the
+    /// answer: on PostgreSQL it travels with the `COMMIT` (the status condition stays, as a
+    /// guard).
+    pub async fn schedule_shipment_of_locked_order(
         &mut self,
+        order_id: &str,
         id: &str,
         carrier: &str,
         pickup_slot_ms: i64,
         now_ms: i64,
-    ) -> Result<bool> {
-        let updated = self
-            .conn()
-            .query_opt(
-                "UPDATE shipments",
-                "UPDATE shipments SET status = $1, carrier = $2, pickup_slot_ms = $3,
-                     updated_at_ms = $4 WHERE id = $5 AND status = $6 RETURNING order_id",
-                &params![
-                    ShipmentStatus::Scheduled.as_str(),
-                    carrier,
-                    pickup_slot_ms,
-                    now_ms,
-                    id,
-                    ShipmentStatus::Pending.as_str(),
-                ],
-                |row| row.get::<String>(0),
-            )
-            .await?;
-        Ok(self.touched_by(updated))
+    ) -> Result<()> {
+        self.touch_order(order_id);
+        self.execute_at_commit(
+            &SCHEDULE_SHIPMENT,
+            &params![
+                ShipmentStatus::Scheduled.as_str(),
+                carrier,
+                pickup_slot_ms,
+                now_ms,
+                id,
+                ShipmentStatus::Pending.as_str(),
+            ],
+        )
+        .await
     }
 
     /// Gives up on a shipment the carrier has not accepted (`pending`, `scheduled` or
@@ -288,6 +321,24 @@ impl WriteTx {
         }
     }
 }
+
+pub(crate) static INSERT_SHIPMENT: AtCommit = AtCommit::insert(
+    "INSERT shipments",
+    "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms,
+         updated_at_ms) VALUES ($1, $2, $3, $4, 0, $5, $6)",
+);
+
+pub(crate) static SCHEDULE_SHIPMENT: AtCommit = AtCommit {
+    summary: "UPDATE shipments",
+    postgres: "UPDATE shipments AS s SET status = v.status, carrier = v.carrier,
+             pickup_slot_ms = v.slot, updated_at_ms = v.at_ms
+         FROM (VALUES ($1, $2, $3::bigint, $4::bigint, $5, $6))
+             AS v (status, carrier, slot, at_ms, id, from_status)
+         WHERE s.id = v.id AND s.status = v.from_status",
+    sqlite: "UPDATE shipments SET status = $1, carrier = $2, pickup_slot_ms = $3,
+         updated_at_ms = $4 WHERE id = $5 AND status = $6",
+    distinct_param: Some(4),
+};
 
 pub(crate) static INSERT_SHIPMENT_ITEM: AtCommit = AtCommit::insert(
     "INSERT shipment_items",

@@ -2,12 +2,13 @@
 //! cancelled. Every change of `stock.reserved` is conditional (`reserved + n <= on_hand`) or
 //! gives back exactly what a reservation took.
 
-use crate::WriteTx;
 use crate::records::ShipmentItemRecord;
 use crate::shipments::item_from_row;
-use crate::sql::params;
+use crate::sql::{Param, params};
+use crate::{WriteTx, placeholders};
 use ordo_domain::Result;
 use ordo_domain::stock::Allocation;
+use std::collections::HashMap;
 
 impl WriteTx {
     /// The reservations of `order_id` not yet released, by warehouse and SKU.
@@ -15,6 +16,9 @@ impl WriteTx {
         &mut self,
         order_id: &str,
     ) -> Result<Vec<ShipmentItemRecord>> {
+        if let Some(reservations) = self.batch_reads.reservations.remove(order_id) {
+            return Ok(reservations);
+        }
         self.conn()
             .query(
                 "SELECT reservations",
@@ -24,6 +28,44 @@ impl WriteTx {
                 item_from_row,
             )
             .await
+    }
+
+    /// Reads the unreleased reservations of every order of `order_ids` in one statement, for
+    /// a batch of steps: each order's next [`WriteTx::unreleased_reservations`] is answered
+    /// from it.
+    pub async fn prefetch_unreleased_reservations(&mut self, order_ids: &[&str]) -> Result<()> {
+        if order_ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT order_id, warehouse, sku, quantity FROM reservations
+             WHERE order_id IN ({}) AND released_at_ms IS NULL
+             ORDER BY order_id, warehouse, sku",
+            placeholders(1, order_ids.len())
+        );
+        let binds: Vec<Param<'_>> = order_ids.iter().map(|id| Param::Text(id)).collect();
+        let rows = self
+            .conn()
+            .query("SELECT reservations", &sql, &binds, |row| {
+                Ok((
+                    row.get::<String>(0)?,
+                    ShipmentItemRecord {
+                        warehouse: row.get(1)?,
+                        sku: row.get(2)?,
+                        quantity: row.get(3)?,
+                    },
+                ))
+            })
+            .await?;
+        let mut by_order: HashMap<String, Vec<ShipmentItemRecord>> = order_ids
+            .iter()
+            .map(|id| ((*id).to_owned(), Vec::new()))
+            .collect();
+        for (order_id, item) in rows {
+            by_order.entry(order_id).or_default().push(item);
+        }
+        self.batch_reads.reservations = by_order;
+        Ok(())
     }
 
     /// Reserves `allocations` for `order_id`. Each update is conditional on the units being

@@ -9,6 +9,7 @@
 use crate::sql::Conn;
 use crate::{Backend, Connections, Database};
 use ordo_domain::Result;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
 
@@ -52,6 +53,7 @@ impl Database {
             finished: false,
             touched: Vec::new(),
             locked_orders: Vec::new(),
+            batch_reads: BatchReads::default(),
             orders_cache: Arc::clone(self.orders_cache()),
         })
     }
@@ -67,7 +69,25 @@ pub struct WriteTx {
     /// Orders locked ahead for a batch of steps, not yet asked for
     /// ([`WriteTx::lock_orders_without_items`]).
     pub(crate) locked_orders: Vec<crate::records::OrderRecord>,
+    /// Reads made once for a batch of steps, each answered once ([`BatchReads`]).
+    pub(crate) batch_reads: BatchReads,
     orders_cache: Arc<crate::cache::ReadCache<crate::records::OrderSnapshot>>,
+}
+
+/// Reads made for a whole batch of steps in one statement each (`prefetch_*`), so that each
+/// step finds its order's part without a round trip of its own. Each part is answered once,
+/// and a write to an order forgets its parts ([`WriteTx::touch_order`]): no step decides on
+/// a read older than its own writes.
+#[derive(Default)]
+pub(crate) struct BatchReads {
+    /// Shipments by order ([`WriteTx::prefetch_shipments`]).
+    pub(crate) shipments: HashMap<String, Vec<crate::records::ShipmentRecord>>,
+    /// Unreleased reservations by order ([`WriteTx::prefetch_unreleased_reservations`]).
+    pub(crate) reservations: HashMap<String, Vec<crate::records::ShipmentItemRecord>>,
+    /// Recent payments by customer, and the start of the window they were counted in
+    /// ([`WriteTx::prefetch_recent_payments`]).
+    pub(crate) recent_payments: HashMap<String, i64>,
+    pub(crate) recent_payments_since_ms: i64,
 }
 
 // A pooled client is large; a transaction lives on one task's stack, so it is not boxed.
@@ -155,6 +175,8 @@ impl WriteTx {
     /// shipments calls it, so no caller can forget.
     pub(crate) fn touch_order(&mut self, order_id: &str) {
         self.locked_orders.retain(|order| order.id != order_id);
+        self.batch_reads.shipments.remove(order_id);
+        self.batch_reads.reservations.remove(order_id);
         if !self.touched.iter().any(|id| id == order_id) {
             self.touched.push(order_id.to_owned());
         }

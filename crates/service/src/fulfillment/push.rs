@@ -60,6 +60,11 @@ impl Step for Push {
         Ok(())
     }
 
+    /// The batch's shipments, in one statement (after the pushes of [`Step::prepare`]).
+    async fn prefetch(_fulfillment: &Fulfillment, orders: &[&str], tx: &mut WriteTx) -> Result<()> {
+        tx.prefetch_shipments(orders).await
+    }
+
     /// All shipments accepted → `shipped`; one failed → compensations and
     /// `fulfillment_failed`; otherwise the pushes are not done (an error: the event is
     /// redelivered).

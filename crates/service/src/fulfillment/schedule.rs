@@ -23,6 +23,11 @@ impl Step for Schedule {
     const TOPICS: &'static [&'static str] = &[topics::ORDER_SPLIT];
     const WAITING: OrderStatus = OrderStatus::Split;
 
+    /// The batch's shipments, in one statement.
+    async fn prefetch(_fulfillment: &Fulfillment, orders: &[&str], tx: &mut WriteTx) -> Result<()> {
+        tx.prefetch_shipments(orders).await
+    }
+
     async fn run(fulfillment: &Fulfillment, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
         let now = now_ms();
         let lead = i64::try_from(fulfillment.pickup_lead.as_millis()).unwrap_or(0);
@@ -32,7 +37,7 @@ impl Step for Schedule {
         for shipment in tx.shipments_of_order(&order.id).await? {
             let carrier = risk::carrier_for_country(&shipment.country);
             if shipment.status == ShipmentStatus::Pending {
-                tx.schedule_shipment(&shipment.id, carrier, slot, now)
+                tx.schedule_shipment_of_locked_order(&order.id, &shipment.id, carrier, slot, now)
                     .await?;
             }
             details.push(format!(

@@ -21,6 +21,11 @@ impl Step for Split {
     const TOPICS: &'static [&'static str] = &[topics::ORDER_RISK_APPROVED];
     const WAITING: OrderStatus = OrderStatus::RiskApproved;
 
+    /// The batch's unreleased reservations, in one statement.
+    async fn prefetch(_fulfillment: &Fulfillment, orders: &[&str], tx: &mut WriteTx) -> Result<()> {
+        tx.prefetch_unreleased_reservations(orders).await
+    }
+
     async fn run(_fulfillment: &Fulfillment, order: OrderRecord, tx: &mut WriteTx) -> Result<()> {
         let now = now_ms();
         let mut by_warehouse: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
@@ -32,8 +37,9 @@ impl Step for Split {
         }
         let mut shipments = Vec::new();
         for (warehouse, items) in &by_warehouse {
-            let id = tx
-                .insert_shipment(&new_shipment_id(), &order.id, warehouse, now)
+            // The order is locked and still `risk_approved`: it has no shipment yet.
+            let id = new_shipment_id();
+            tx.insert_shipment_of_locked_order(&id, &order.id, warehouse, now)
                 .await?;
             for (sku, quantity) in items {
                 tx.insert_shipment_item(&id, sku, *quantity).await?;

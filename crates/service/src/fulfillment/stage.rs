@@ -33,6 +33,17 @@ pub(crate) trait Step: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Reads ahead, in one statement per kind, what the step will read for each of `orders`
+    /// (locked, in [`Step::WAITING`]) in a batch: each [`Step::run`] then finds its part
+    /// without a round trip of its own (the default reads nothing).
+    fn prefetch<'a>(
+        _fulfillment: &'a Fulfillment,
+        _orders: &'a [&'a str],
+        _tx: &'a mut WriteTx,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        async { Ok(()) }
+    }
+
     /// The step, on `order` (locked, in [`Step::WAITING`]), in the consumer's transaction.
     fn run<'a>(
         fulfillment: &'a Fulfillment,
@@ -69,7 +80,8 @@ impl<S: Step> Consumer for Stage<S> {
         Box::pin(S::prepare(&self.fulfillment, event))
     }
 
-    /// The batch's orders locked in one statement; each `handle` then finds its own.
+    /// The batch's orders locked in one statement, and what the step reads of those still
+    /// waiting for it read ahead ([`Step::prefetch`]); each `handle` then finds its own.
     fn begin_batch<'a>(
         &'a self,
         events: &'a [&'a Envelope],
@@ -77,7 +89,15 @@ impl<S: Step> Consumer for Stage<S> {
     ) -> HandleFuture<'a> {
         Box::pin(async move {
             let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-            tx.lock_orders_without_items(&ids).await
+            tx.lock_orders_without_items(&ids).await?;
+            let waiting: Vec<String> = tx
+                .locked_orders()
+                .iter()
+                .filter(|order| order.status == S::WAITING)
+                .map(|order| order.id.clone())
+                .collect();
+            let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
+            S::prefetch(&self.fulfillment, &waiting, tx).await
         })
     }
 
