@@ -40,6 +40,21 @@ pub trait Consumer: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// [`Consumer::prepare`] for the events of a batch (of distinct orders), each in its own
+    /// CONSUMER span (`spans`, in the order of `events`); answers in that order. What the
+    /// batch does at once (one statement for all) runs in `batch_span`, the batch's span. By
+    /// default each event is prepared on its own, all at once.
+    fn prepare_batch<'a>(
+        &'a self,
+        events: &'a [&'a Envelope],
+        spans: &'a [tracing::Span],
+        _batch_span: &'a tracing::Span,
+    ) -> PrepareBatchFuture<'a> {
+        Box::pin(futures::future::join_all(events.iter().zip(spans).map(
+            |(event, span)| self.prepare(event).instrument(span.clone()),
+        )))
+    }
+
     /// The last delivery of `event` failed (no redelivery follows): the consumer's chance to
     /// settle it instead of leaving it to the dead letters, e.g. by failing the order and
     /// running its compensations, so that no order is left stuck half-way. Runs in a
@@ -54,6 +69,8 @@ pub trait Consumer: Send + Sync + 'static {
         Box::pin(async { Ok(false) })
     }
 }
+
+pub type PrepareBatchFuture<'a> = Pin<Box<dyn Future<Output = Vec<Result<()>>> + Send + 'a>>;
 
 pub type GiveUpFuture<'a> = Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>>;
 
@@ -146,13 +163,11 @@ impl ConsumerRunner {
             .iter()
             .map(|event| self.consumer_span(event, system))
             .collect();
-        let prepared = futures::future::join_all(
-            events
-                .iter()
-                .zip(&spans)
-                .map(|(event, span)| self.consumer.prepare(event).instrument(span.clone())),
-        )
-        .await;
+        let batch_span = self.batch_span(events, &spans, system);
+        let prepared = self
+            .consumer
+            .prepare_batch(events, &spans, &batch_span)
+            .await;
         let mut results: Vec<Option<Result<Processed>>> = Vec::with_capacity(events.len());
         let mut ready = Vec::new();
         for (index, prepared) in prepared.into_iter().enumerate() {
@@ -169,7 +184,7 @@ impl ConsumerRunner {
         ready.sort_by(|&a, &b| events[a].aggregate_id.cmp(&events[b].aggregate_id));
         let batch: Vec<(&Envelope, &tracing::Span)> =
             ready.iter().map(|&i| (events[i], &spans[i])).collect();
-        match self.process_batch(&batch, system).await {
+        match self.process_batch(&batch, &batch_span).await {
             Ok(processed) => {
                 for (&index, processed) in ready.iter().zip(processed) {
                     results[index] = Some(Ok(processed));
@@ -272,33 +287,50 @@ impl ConsumerRunner {
         Attempt { result, context }
     }
 
-    /// The prepared `events` in one transaction: their processed ids in one statement, then
-    /// each one's `handle` in its own span, then one commit. Any failure fails the whole batch
-    /// (nothing of it is written).
-    async fn process_batch(
+    /// The `process batch` span of a batch of `events` (their CONSUMER spans are `spans`): a
+    /// child of the first event's span, linked to and from every event's span.
+    fn batch_span(
         &self,
-        events: &[(&Envelope, &tracing::Span)],
+        events: &[&Envelope],
+        spans: &[tracing::Span],
         system: &'static str,
-    ) -> Result<Vec<Processed>> {
-        let Some((first, first_span)) = events.first() else {
-            return Ok(Vec::new());
-        };
+    ) -> tracing::Span {
+        let topic = events
+            .first()
+            .map(|event| event.topic.as_str())
+            .unwrap_or("");
         let batch_span = tracing::info_span!(
             "process batch",
-            otel.name = %format!("process {} batch", first.topic),
+            otel.name = %format!("process {topic} batch"),
             otel.kind = "consumer",
             otel.status_code = field::Empty,
             messaging.system = system,
             messaging.operation.type = "process",
             messaging.operation.name = "process",
-            messaging.destination.name = %first.topic,
+            messaging.destination.name = %topic,
             messaging.consumer.group.name = self.consumer.name(),
             messaging.batch.message_count = events.len() as i64,
         );
-        ordo_telemetry::propagation::adopt_parent_span(&batch_span, first_span);
-        for (_, span) in events {
+        if let Some(first_span) = spans.first() {
+            ordo_telemetry::propagation::adopt_parent_span(&batch_span, first_span);
+        }
+        for span in spans {
             ordo_telemetry::propagation::link_to(&batch_span, span);
             ordo_telemetry::propagation::link_to(span, &batch_span);
+        }
+        batch_span
+    }
+
+    /// The prepared `events` in one transaction, in `batch_span`: their processed ids in one
+    /// statement, then each one's `handle` in its own span, then one commit. Any failure fails
+    /// the whole batch (nothing of it is written).
+    async fn process_batch(
+        &self,
+        events: &[(&Envelope, &tracing::Span)],
+        batch_span: &tracing::Span,
+    ) -> Result<Vec<Processed>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
         let mut tx = self.db.begin().instrument(batch_span.clone()).await?;
         let ids: Vec<&str> = events.iter().map(|(e, _)| e.event_id.as_str()).collect();

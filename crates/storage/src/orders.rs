@@ -2,11 +2,12 @@
 //! listings), and the [`WriteTx`] steps that insert an order, lock it and move its status.
 
 use crate::deferred::AtCommit;
-use crate::records::{OrderFilter, OrderItemRecord, OrderRecord, OrderSnapshot};
+use crate::records::{OrderFilter, OrderItemRecord, OrderRecord, OrderSnapshot, ShipmentRecord};
 use crate::sql::{Conn, Param, RowRef, params};
 use crate::{Database, WriteTx, placeholders};
 use ordo_domain::Result;
 use ordo_domain::order::OrderStatus;
+use ordo_domain::shipment::ShipmentStatus;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -74,6 +75,81 @@ const ORDER_WITH_ITEMS: &str = "SELECT o.id, o.customer_id, o.status, o.currency
      FROM orders o LEFT JOIN order_items i ON i.order_id = o.id
      WHERE o.id = $1 ORDER BY i.line_no";
 
+/// [`ORDER_WITH_ITEMS`] and the order's shipments as a JSON array of
+/// `[id, warehouse, country, status, carrier, pickup_slot_ms, attempts]`, by warehouse (`[]`
+/// when it has none). The shipments come from a lateral subquery on the order's row, run once.
+const ORDER_SNAPSHOT: &str = "SELECT o.id, o.customer_id, o.status, o.currency, o.total_minor,
+         o.shipping_address, o.contact, o.created_at_ms, o.updated_at_ms, o.trace_id, o.span_id,
+         i.sku, i.quantity, i.unit_price_minor, i.line_total_minor, s.shipments
+     FROM orders o
+     CROSS JOIN LATERAL (
+         SELECT COALESCE(json_agg(json_build_array(s.id, s.warehouse, w.country, s.status,
+                    s.carrier, s.pickup_slot_ms, s.attempts) ORDER BY s.warehouse), '[]')::text
+                AS shipments
+         FROM shipments s JOIN warehouses w ON w.id = s.warehouse
+         WHERE s.order_id = o.id) s
+     LEFT JOIN order_items i ON i.order_id = o.id
+     WHERE o.id = $1 ORDER BY i.line_no";
+
+/// The item of a row of `orders LEFT JOIN order_items` (columns 11 to 14), if it has one.
+fn item_from_joined_row(row: &RowRef<'_>) -> Result<Option<OrderItemRecord>> {
+    // A LEFT JOIN row without an item (no order has none; kept for safety).
+    Ok(match row.get::<Option<String>>(11)? {
+        Some(sku) => Some(OrderItemRecord {
+            sku,
+            quantity: row.get(12)?,
+            unit_price_minor: row.get(13)?,
+            line_total_minor: row.get(14)?,
+        }),
+        None => None,
+    })
+}
+
+/// The order of the rows of `orders LEFT JOIN order_items`, with their items in row order.
+fn order_from_joined_rows(
+    rows: Vec<(OrderRecord, Option<OrderItemRecord>)>,
+) -> Option<OrderRecord> {
+    let mut rows = rows.into_iter();
+    let (mut order, first_item) = rows.next()?;
+    order.items.extend(first_item);
+    order.items.extend(rows.filter_map(|(_, item)| item));
+    Some(order)
+}
+
+/// The shipments of order `order_id` from [`ORDER_SNAPSHOT`]'s JSON array.
+fn shipments_from_json(order_id: &str, json: &str) -> Result<Vec<ShipmentRecord>> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<i64>,
+        i64,
+    );
+    let rows: Vec<Row> = serde_json::from_str(json).map_err(|error| {
+        crate::sql::corrupt_row(ordo_domain::Error::internal(format!(
+            "an order's shipments do not parse: {error}"
+        )))
+    })?;
+    rows.into_iter()
+        .map(
+            |(id, warehouse, country, status, carrier, pickup_slot_ms, attempts)| {
+                Ok(ShipmentRecord {
+                    id,
+                    order_id: order_id.to_owned(),
+                    warehouse,
+                    country,
+                    status: ShipmentStatus::parse(&status).map_err(crate::sql::corrupt_row)?,
+                    carrier,
+                    pickup_slot_ms,
+                    attempts,
+                })
+            },
+        )
+        .collect()
+}
+
 impl Database {
     /// One order with its items, in one statement (the hottest read: one round trip, one span).
     pub async fn order(&self, id: &str) -> Result<Option<OrderRecord>> {
@@ -81,35 +157,22 @@ impl Database {
         let rows = lease
             .conn()
             .query("SELECT orders", ORDER_WITH_ITEMS, &params![id], |row| {
-                let order = order_from_row(row)?;
-                // A LEFT JOIN row without an item (no order has none; kept for safety).
-                let item = match row.get::<Option<String>>(11)? {
-                    Some(sku) => Some(OrderItemRecord {
-                        sku,
-                        quantity: row.get(12)?,
-                        unit_price_minor: row.get(13)?,
-                        line_total_minor: row.get(14)?,
-                    }),
-                    None => None,
-                };
-                Ok((order, item))
+                Ok((order_from_row(row)?, item_from_joined_row(row)?))
             })
             .await?;
-        let mut rows = rows.into_iter();
-        let Some((mut order, first_item)) = rows.next() else {
-            return Ok(None);
-        };
-        order.items.extend(first_item);
-        order.items.extend(rows.filter_map(|(_, item)| item));
-        Ok(Some(order))
+        Ok(order_from_joined_rows(rows))
     }
 
     /// Order `id` as `GET /v1/orders/{id}` shows it (with its shipments once it has any),
-    /// through the order cache: a hit costs no statement; a miss reads the order in one
-    /// statement and its shipments in a second one when it may have some.
+    /// through the order cache: a hit costs no statement. A miss on PostgreSQL reads the
+    /// order, its items and its shipments in one statement; on SQLite (no round trips), the
+    /// order with its items, then its shipments when it may have some.
     pub async fn order_snapshot(&self, id: &str) -> Result<Option<Arc<OrderSnapshot>>> {
         self.orders_cache()
             .get_or_load(id, || async {
+                if self.backend() == crate::Backend::Postgres {
+                    return self.order_snapshot_in_one_statement(id).await;
+                }
                 let Some(order) = self.order(id).await? else {
                     return Ok(None);
                 };
@@ -121,6 +184,27 @@ impl Database {
                 Ok(Some(OrderSnapshot::new(order, shipments)))
             })
             .await
+    }
+
+    /// PostgreSQL: the order with its items (a row each) and, on every row, its shipments as
+    /// one JSON array.
+    async fn order_snapshot_in_one_statement(&self, id: &str) -> Result<Option<OrderSnapshot>> {
+        let lease = self.read().await?;
+        let rows = lease
+            .conn()
+            .query("SELECT orders", ORDER_SNAPSHOT, &params![id], |row| {
+                Ok((
+                    (order_from_row(row)?, item_from_joined_row(row)?),
+                    row.get::<String>(15)?,
+                ))
+            })
+            .await?;
+        let shipments = match rows.first() {
+            Some((_, json)) => shipments_from_json(id, json)?,
+            None => return Ok(None),
+        };
+        let order = order_from_joined_rows(rows.into_iter().map(|(order, _)| order).collect());
+        Ok(order.map(|order| OrderSnapshot::new(order, shipments)))
     }
 
     /// Orders matching `filter`, newest first. Ids are time-ordered, so "newest first" is

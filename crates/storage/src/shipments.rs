@@ -6,8 +6,9 @@ use crate::deferred::AtCommit;
 use crate::records::{ShipmentItemRecord, ShipmentRecord};
 use crate::sql::{Conn, Param, RowRef, params};
 use crate::timeline::NewTimelineEntry;
-use crate::{Database, WriteTx, placeholders};
+use crate::{Backend, Database, WriteTx, placeholders};
 use ordo_domain::Result;
+use ordo_domain::order::OrderStatus;
 use ordo_domain::shipment::ShipmentStatus;
 use std::collections::HashMap;
 
@@ -72,101 +73,183 @@ impl Database {
             .await
     }
 
-    /// Claims the shipments of order `order_id` for their pushes, in one statement of its own
-    /// (atomic without a transaction around it): each pushable one (`scheduled`, or `pushing`
-    /// left by a push that did not finish) becomes `pushing` and counts one attempt, unless a
-    /// shipment of the order has failed (a shipment refused for good fails the order: the
-    /// others need not go). Returns them by warehouse. Accepted and failed shipments are not
-    /// claimed, and must not be pushed.
+    /// Claims, in one statement of its own (atomic without a transaction around it), the
+    /// shipments to push of those of `order_ids` still in status `waiting`: each pushable one
+    /// (`scheduled`, or `pushing` left by a push that did not finish) becomes `pushing` and
+    /// counts one attempt, unless a shipment of its order has failed (a shipment refused for
+    /// good fails the order: the others need not go). Returns them by order and warehouse,
+    /// each with its order's shipping address and its items. Accepted and failed shipments
+    /// are not claimed, and must not be pushed.
     pub async fn claim_shipment_pushes(
         &self,
-        order_id: &str,
+        order_ids: &[&str],
+        waiting: OrderStatus,
         now_ms: i64,
-    ) -> Result<Vec<ShipmentRecord>> {
+    ) -> Result<Vec<ClaimedPush>> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items = match self.backend() {
+            Backend::Postgres => {
+                "(SELECT COALESCE(json_agg(json_build_array(i.sku, i.quantity)
+                     ORDER BY i.sku), '[]')::text
+                  FROM shipment_items i WHERE i.shipment_id = shipments.id)"
+            }
+            Backend::Sqlite => {
+                "(SELECT json_group_array(json_array(sku, quantity)) FROM (
+                     SELECT sku, quantity FROM shipment_items i
+                     WHERE i.shipment_id = shipments.id ORDER BY sku))"
+            }
+        };
+        let sql = format!(
+            "UPDATE shipments SET status = $1, attempts = attempts + 1, updated_at_ms = $2
+             WHERE status IN ($3, $4)
+               AND EXISTS (SELECT 1 FROM orders o
+                           WHERE o.id = shipments.order_id AND o.status = $5)
+               AND NOT EXISTS (SELECT 1 FROM shipments f
+                               WHERE f.order_id = shipments.order_id AND f.status = $6)
+               AND order_id IN ({})
+             RETURNING id, order_id, warehouse,
+                 (SELECT w.country FROM warehouses w WHERE w.id = shipments.warehouse),
+                 status, carrier, pickup_slot_ms, attempts,
+                 (SELECT o.shipping_address FROM orders o WHERE o.id = shipments.order_id),
+                 {items}",
+            placeholders(7, order_ids.len())
+        );
+        let mut binds: Vec<Param<'_>> = params![
+            ShipmentStatus::Pushing.as_str(),
+            now_ms,
+            ShipmentStatus::Scheduled.as_str(),
+            ShipmentStatus::Pushing.as_str(),
+            waiting.as_str(),
+            ShipmentStatus::Failed.as_str(),
+        ]
+        .into();
+        binds.extend(order_ids.iter().map(|id| Param::Text(id)));
         let lease = self.write().await?;
         let mut claimed = lease
             .conn()
-            .query(
-                "UPDATE shipments",
-                "UPDATE shipments SET status = $1, attempts = attempts + 1, updated_at_ms = $2
-                 WHERE order_id = $3 AND status IN ($4, $5)
-                   AND NOT EXISTS (SELECT 1 FROM shipments f
-                                   WHERE f.order_id = $3 AND f.status = $6)
-                 RETURNING id, order_id, warehouse,
-                     (SELECT w.country FROM warehouses w WHERE w.id = shipments.warehouse),
-                     status, carrier, pickup_slot_ms, attempts",
-                &params![
-                    ShipmentStatus::Pushing.as_str(),
-                    now_ms,
-                    order_id,
-                    ShipmentStatus::Scheduled.as_str(),
-                    ShipmentStatus::Pushing.as_str(),
-                    ShipmentStatus::Failed.as_str(),
-                ],
-                shipment_from_row,
-            )
+            .query("UPDATE shipments", &sql, &binds, |row| {
+                let shipment = shipment_from_row(row)?;
+                let items: Vec<(String, i64)> = serde_json::from_str(&row.get::<String>(9)?)
+                    .map_err(|error| {
+                        crate::sql::corrupt_row(ordo_domain::Error::internal(format!(
+                            "a shipment's items do not parse: {error}"
+                        )))
+                    })?;
+                Ok(ClaimedPush {
+                    items: items
+                        .into_iter()
+                        .map(|(sku, quantity)| ShipmentItemRecord {
+                            warehouse: shipment.warehouse.clone(),
+                            sku,
+                            quantity,
+                        })
+                        .collect(),
+                    shipping_address: row.get(8)?,
+                    shipment,
+                })
+            })
             .await?;
         drop(lease);
-        if !claimed.is_empty() {
-            self.orders_cache().invalidate(&[order_id]).await;
-        }
+        let mut orders: Vec<&str> = claimed
+            .iter()
+            .map(|claim| claim.shipment.order_id.as_str())
+            .collect();
+        orders.dedup();
+        self.orders_cache().invalidate(&orders).await;
         // RETURNING does not promise an order.
-        claimed.sort_by(|a, b| a.warehouse.cmp(&b.warehouse));
+        claimed.sort_by(|a, b| {
+            (&a.shipment.order_id, &a.shipment.warehouse)
+                .cmp(&(&b.shipment.order_id, &b.shipment.warehouse))
+        });
         Ok(claimed)
     }
 
-    /// Records the carrier's final answer on shipment `id` of order `entry.order_id`:
-    /// `pushing` becomes `to` (`accepted` or `failed`) and, if it did, `entry` joins the
-    /// order's timeline; `false` when the shipment was no longer `pushing` (nothing written).
-    /// PostgreSQL: one statement of its own (a data-modifying CTE); SQLite: one transaction.
-    pub async fn finish_shipment_push(
-        &self,
-        id: &str,
-        to: ShipmentStatus,
-        entry: &NewTimelineEntry<'_>,
-    ) -> Result<bool> {
-        if self.backend() == crate::Backend::Sqlite {
+    /// Records the carriers' final answers: each shipment `pushing` becomes its `to`
+    /// (`accepted` or `failed`) and, if it did, its entry joins its order's timeline. Answers,
+    /// in the order of `finished`, whether each moved (`false`: it was no longer `pushing`,
+    /// nothing written). PostgreSQL: a statement of its own each (a data-modifying CTE), all
+    /// sent at once on one connection (one round trip); SQLite: one transaction.
+    pub async fn finish_shipment_pushes(&self, finished: &[FinishedPush<'_>]) -> Result<Vec<bool>> {
+        if finished.is_empty() {
+            return Ok(Vec::new());
+        }
+        let moved = if self.backend() == Backend::Sqlite {
             let mut tx = self.begin().await?;
-            let moved = tx
-                .move_shipment(id, &[ShipmentStatus::Pushing], to, entry.at_ms)
-                .await?;
-            if moved {
-                tx.append_timeline(entry).await?;
+            let mut moved = Vec::with_capacity(finished.len());
+            for push in finished {
+                let entry = &push.entry;
+                let did = tx
+                    .move_shipment(push.id, &[ShipmentStatus::Pushing], push.to, entry.at_ms)
+                    .await?;
+                if did {
+                    tx.append_timeline(entry).await?;
+                }
+                moved.push(did);
             }
             tx.commit().await?;
-            return Ok(moved);
-        }
-        let lease = self.write().await?;
-        let moved = lease
-            .conn()
-            .query_opt(
-                "UPDATE shipments",
-                "WITH moved AS (
-                     UPDATE shipments SET status = $1, updated_at_ms = $2
-                     WHERE id = $3 AND status = $4 RETURNING order_id)
-                 INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
-                 SELECT order_id, $2, $5, $6, $7, $8 FROM moved
-                 RETURNING order_id",
-                &params![
-                    to.as_str(),
-                    entry.at_ms,
-                    id,
-                    ShipmentStatus::Pushing.as_str(),
-                    entry.kind.as_str(),
-                    entry.detail,
-                    entry.trace_id,
-                    entry.span_id,
-                ],
-                |row| row.get::<String>(0),
-            )
-            .await?;
-        drop(lease);
-        let moved = moved.is_some();
-        if moved {
-            self.orders_cache().invalidate(&[entry.order_id]).await;
-        }
+            moved
+        } else {
+            let lease = self.write().await?;
+            let conn = &lease.conn();
+            let statements = finished.iter().map(|push| async move {
+                let entry = &push.entry;
+                conn.query_opt(
+                    "UPDATE shipments",
+                    "WITH moved AS (
+                         UPDATE shipments SET status = $1, updated_at_ms = $2
+                         WHERE id = $3 AND status = $4 RETURNING order_id)
+                     INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
+                     SELECT order_id, $2, $5, $6, $7, $8 FROM moved
+                     RETURNING order_id",
+                    &params![
+                        push.to.as_str(),
+                        entry.at_ms,
+                        push.id,
+                        ShipmentStatus::Pushing.as_str(),
+                        entry.kind.as_str(),
+                        entry.detail,
+                        entry.trace_id,
+                        entry.span_id,
+                    ],
+                    |row| row.get::<String>(0),
+                )
+                .await
+            });
+            let answers = futures::future::join_all(statements).await;
+            answers
+                .into_iter()
+                .map(|answer| answer.map(|order| order.is_some()))
+                .collect::<Result<Vec<bool>>>()?
+        };
+        let orders: Vec<&str> = finished
+            .iter()
+            .zip(&moved)
+            .filter(|(_, moved)| **moved)
+            .map(|(push, _)| push.entry.order_id)
+            .collect();
+        self.orders_cache().invalidate(&orders).await;
         Ok(moved)
     }
+}
+
+/// A shipment [`Database::claim_shipment_pushes`] claimed, with what its carrier is sent.
+#[derive(Debug, Clone)]
+pub struct ClaimedPush {
+    pub shipment: ShipmentRecord,
+    /// The order's shipping address (stored JSON).
+    pub shipping_address: String,
+    pub items: Vec<ShipmentItemRecord>,
+}
+
+/// A carrier's final answer on a shipment, for [`Database::finish_shipment_pushes`].
+#[derive(Debug, Clone)]
+pub struct FinishedPush<'a> {
+    pub id: &'a str,
+    pub to: ShipmentStatus,
+    /// Its timeline entry (`entry.order_id` is the shipment's order).
+    pub entry: NewTimelineEntry<'a>,
 }
 
 impl WriteTx {

@@ -28,8 +28,10 @@ use ordo_outbox::Envelope;
 use ordo_storage::WriteTx;
 use ordo_storage::now_ms;
 use ordo_storage::records::{OrderRecord, ShipmentRecord};
+use ordo_storage::shipments::{ClaimedPush, FinishedPush};
 use ordo_storage::timeline::NewTimelineEntry;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub(crate) struct Push;
 
@@ -38,26 +40,66 @@ impl Step for Push {
     const TOPICS: &'static [&'static str] = &[topics::ORDER_SCHEDULED];
     const WAITING: OrderStatus = OrderStatus::Scheduled;
 
-    /// Every shipment of the order not yet accepted or failed is claimed (one statement for
-    /// all, none if one has failed) and pushed to its carrier, in turn.
+    /// [`Push::prepare_batch`] for one event.
     async fn prepare(fulfillment: &Fulfillment, event: &Envelope) -> Result<()> {
-        let Some(order) = fulfillment.shared.db.order(&event.aggregate_id).await? else {
-            return Err(Error::internal("an event's order is missing"));
+        let span = tracing::Span::current();
+        let (events, spans) = ([event], [span.clone()]);
+        let mut results = Self::prepare_batch(fulfillment, &events, &spans, &span).await;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    /// The shipments of the batch's orders still `scheduled` claimed in one statement (none
+    /// of an order with a failed shipment); each order's pushed to their carriers in turn, in
+    /// its event's span; then every carrier's answer recorded with its timeline entry, in one
+    /// round trip. An open breaker fails its event (redelivered later, its shipment stays
+    /// `pushing`); the answers before it are recorded all the same.
+    async fn prepare_batch(
+        fulfillment: &Fulfillment,
+        events: &[&Envelope],
+        spans: &[tracing::Span],
+        batch_span: &tracing::Span,
+    ) -> Vec<Result<()>> {
+        let db = &fulfillment.shared.db;
+        let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+        let claimed = match db
+            .claim_shipment_pushes(&ids, Self::WAITING, now_ms())
+            .instrument(batch_span.clone())
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => return events.iter().map(|_| Err(error.clone())).collect(),
         };
-        if order.status != Self::WAITING {
-            return Ok(());
-        }
-        let claimed = fulfillment
-            .shared
-            .db
-            .claim_shipment_pushes(&order.id, now_ms())
-            .await?;
-        for shipment in &claimed {
-            if !fulfillment.push_shipment(&order, shipment).await? {
-                break;
-            }
-        }
-        Ok(())
+        let pushed = futures::future::join_all(events.iter().zip(spans).map(|(event, span)| {
+            let claims: Vec<&ClaimedPush> = claimed
+                .iter()
+                .filter(|claim| claim.shipment.order_id == event.aggregate_id)
+                .collect();
+            fulfillment.push_in_turn(claims).instrument(span.clone())
+        }))
+        .await;
+        let finished: Vec<FinishedPush<'_>> = pushed
+            .iter()
+            .flat_map(|(answers, _)| answers.iter().map(Answer::finished))
+            .collect();
+        let recorded = db
+            .finish_shipment_pushes(&finished)
+            .instrument(batch_span.clone())
+            .await;
+        pushed
+            .into_iter()
+            .zip(spans)
+            .map(|((answers, pushed), span)| {
+                if let Err(error) = &recorded
+                    && !answers.is_empty()
+                {
+                    return Err(error.clone());
+                }
+                for answer in &answers {
+                    answer.count_dead_letter(span);
+                }
+                pushed
+            })
+            .collect()
     }
 
     /// The batch's shipments, in one statement (after the pushes of [`Step::prepare`]).
@@ -108,24 +150,30 @@ impl Step for Push {
     }
 }
 
-impl Fulfillment {
-    /// Pushes one shipment, claimed `pushing`, until the carrier accepts it (`true`), refuses
-    /// it for good or the attempts run out (`false`, the shipment is `failed`). An open breaker
-    /// is an error: the event is redelivered later, the shipment stays `pushing`.
-    async fn push_shipment(&self, order: &OrderRecord, shipment: &ShipmentRecord) -> Result<bool> {
-        let carrier = shipment.carrier.as_deref().unwrap_or("global-post");
-        let body = self.push_body(order, shipment).await?;
-        let outcome = self
-            .push_until_settled(carrier, &shipment.id, &body)
-            .await?;
-        let accepted = outcome.is_ok();
-        let to = if accepted {
-            ShipmentStatus::Accepted
-        } else {
-            ShipmentStatus::Failed
-        };
-        let (kind, detail) = match &outcome {
+/// A carrier's final answer on a claimed shipment, to record with its timeline entry.
+struct Answer {
+    shipment_id: String,
+    order_id: String,
+    carrier: String,
+    to: ShipmentStatus,
+    kind: TimelineKind,
+    detail: String,
+    at_ms: i64,
+    /// The trace and span of the push (its event's CONSUMER span).
+    ids: ordo_telemetry::propagation::TraceIds,
+    /// Why the shipment failed, if it did.
+    failure: Option<String>,
+}
+
+impl Answer {
+    fn new(
+        shipment: &ShipmentRecord,
+        carrier: &str,
+        outcome: &std::result::Result<(Option<u16>, u32), String>,
+    ) -> Answer {
+        let (to, kind, detail, failure) = match outcome {
             Ok((status, attempt)) => (
+                ShipmentStatus::Accepted,
                 TimelineKind::ShipmentAccepted,
                 format!(
                     "shipment {} from {} accepted by {carrier} (attempt {attempt}{})",
@@ -133,55 +181,84 @@ impl Fulfillment {
                     shipment.warehouse,
                     status.map(|s| format!(", status {s}")).unwrap_or_default()
                 ),
+                None,
             ),
             Err(reason) => (
+                ShipmentStatus::Failed,
                 TimelineKind::ShipmentFailed,
                 format!(
                     "shipment {} from {} dead-lettered at {carrier}: {reason}",
                     shipment.id, shipment.warehouse
                 ),
+                Some(reason.clone()),
             ),
         };
-        let ids = crate::step_ids();
-        self.shared
-            .db
-            .finish_shipment_push(
-                &shipment.id,
-                to,
-                &NewTimelineEntry {
-                    order_id: &order.id,
-                    at_ms: now_ms(),
-                    kind,
-                    detail: &detail,
-                    trace_id: &ids.trace_id,
-                    span_id: &ids.span_id,
-                },
-            )
-            .await?;
-        if let Err(reason) = &outcome {
-            ordo_telemetry::metrics::count_shipment_dead_lettered();
-            tracing::error!(order.id = %order.id, shipment.id = %shipment.id, carrier,
-                reason = %reason, "shipment dead-lettered");
+        Answer {
+            shipment_id: shipment.id.clone(),
+            order_id: shipment.order_id.clone(),
+            carrier: carrier.to_owned(),
+            to,
+            kind,
+            detail,
+            at_ms: now_ms(),
+            ids: crate::step_ids(),
+            failure,
         }
-        Ok(accepted)
     }
 
-    /// The JSON a carrier receives for `shipment`.
-    async fn push_body(&self, order: &OrderRecord, shipment: &ShipmentRecord) -> Result<Vec<u8>> {
-        let items = self.shared.db.shipment_items(&shipment.id).await?;
-        let address: serde_json::Value = serde_json::from_str(&order.shipping_address)
-            .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
-        let body = serde_json::json!({
-            "shipment_id": shipment.id,
-            "order_id": order.id,
-            "warehouse": shipment.warehouse,
-            "items": items
-                .iter()
-                .map(|i| serde_json::json!({ "sku": i.sku, "quantity": i.quantity }))
-                .collect::<Vec<_>>(),
-            "shipping_address": address,
+    fn finished(&self) -> FinishedPush<'_> {
+        FinishedPush {
+            id: &self.shipment_id,
+            to: self.to,
+            entry: NewTimelineEntry {
+                order_id: &self.order_id,
+                at_ms: self.at_ms,
+                kind: self.kind,
+                detail: &self.detail,
+                trace_id: &self.ids.trace_id,
+                span_id: &self.ids.span_id,
+            },
+        }
+    }
+
+    /// A recorded failure is a dead letter: counted, and logged in the push's span.
+    fn count_dead_letter(&self, span: &tracing::Span) {
+        let Some(reason) = &self.failure else {
+            return;
+        };
+        ordo_telemetry::metrics::count_shipment_dead_lettered();
+        span.in_scope(|| {
+            tracing::error!(order.id = %self.order_id, shipment.id = %self.shipment_id,
+                carrier = %self.carrier, reason = %reason, "shipment dead-lettered")
         });
-        serde_json::to_vec(&body).map_err(|e| Error::internal(format!("cannot encode: {e}")))
+    }
+}
+
+impl Fulfillment {
+    /// Pushes an order's claimed shipments in turn, each until its carrier accepts it, refuses
+    /// it for good or the attempts run out; a refusal stops the rest (the order fails: they
+    /// need not go). Returns the answers, and an error if a push could not be settled (an
+    /// open breaker: the event is redelivered later, the shipment stays `pushing`).
+    async fn push_in_turn(&self, claims: Vec<&ClaimedPush>) -> (Vec<Answer>, Result<()>) {
+        let mut answers = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let shipment = &claim.shipment;
+            let carrier = shipment.carrier.as_deref().unwrap_or("global-post");
+            let pushed = match push_body(claim) {
+                Ok(body) => self.push_until_settled(carrier, &shipment.id, &body).await,
+                Err(error) => Err(error),
+            };
+            let outcome = match pushed {
+                Ok(outcome) => outcome,
+                Err(error) => return (answers, Err(error)),
+            };
+            let accepted = outcome.is_ok();
+            answers.push(Answer::new(shipment, carrier, &outcome));
+            if !accepted {
+                break;
+            }
+        }
+        (answers, Ok(()))
     }
 
     /// Pushes until the carrier accepts (its status and the attempt), refuses for good or the
@@ -243,4 +320,22 @@ impl Fulfillment {
             }
         }
     }
+}
+
+/// The JSON a carrier receives for a claimed shipment.
+fn push_body(claim: &ClaimedPush) -> Result<Vec<u8>> {
+    let address: serde_json::Value = serde_json::from_str(&claim.shipping_address)
+        .map_err(|_| Error::internal("a stored shipping address is not valid"))?;
+    let body = serde_json::json!({
+        "shipment_id": claim.shipment.id,
+        "order_id": claim.shipment.order_id,
+        "warehouse": claim.shipment.warehouse,
+        "items": claim
+            .items
+            .iter()
+            .map(|i| serde_json::json!({ "sku": i.sku, "quantity": i.quantity }))
+            .collect::<Vec<_>>(),
+        "shipping_address": address,
+    });
+    serde_json::to_vec(&body).map_err(|e| Error::internal(format!("cannot encode: {e}")))
 }

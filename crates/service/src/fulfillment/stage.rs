@@ -10,10 +10,11 @@ use super::Fulfillment;
 use ordo_domain::order::OrderStatus;
 use ordo_domain::{Error, Result};
 use ordo_outbox::Envelope;
-use ordo_outbox::consumer::{Consumer, GiveUpFuture, HandleFuture};
+use ordo_outbox::consumer::{Consumer, GiveUpFuture, HandleFuture, PrepareBatchFuture};
 use ordo_storage::WriteTx;
 use ordo_storage::records::OrderRecord;
 use std::marker::PhantomData;
+use tracing::Instrument;
 
 /// One step of the saga.
 pub(crate) trait Step: Send + Sync + 'static {
@@ -31,6 +32,22 @@ pub(crate) trait Step: Send + Sync + 'static {
         _event: &'a Envelope,
     ) -> impl Future<Output = Result<()>> + Send + 'a {
         async { Ok(()) }
+    }
+
+    /// [`Step::prepare`] for the events of a batch, each result in the order of `events`
+    /// (see [`Consumer::prepare_batch`]); by default each one on its own, all at once.
+    fn prepare_batch<'a>(
+        fulfillment: &'a Fulfillment,
+        events: &'a [&'a Envelope],
+        spans: &'a [tracing::Span],
+        _batch_span: &'a tracing::Span,
+    ) -> impl Future<Output = Vec<Result<()>>> + Send + 'a {
+        futures::future::join_all(
+            events
+                .iter()
+                .zip(spans)
+                .map(|(event, span)| Self::prepare(fulfillment, event).instrument(span.clone())),
+        )
     }
 
     /// Reads ahead, in one statement per kind, what the step will read for each of `orders`
@@ -78,6 +95,20 @@ impl<S: Step> Consumer for Stage<S> {
 
     fn prepare<'a>(&'a self, event: &'a Envelope) -> HandleFuture<'a> {
         Box::pin(S::prepare(&self.fulfillment, event))
+    }
+
+    fn prepare_batch<'a>(
+        &'a self,
+        events: &'a [&'a Envelope],
+        spans: &'a [tracing::Span],
+        batch_span: &'a tracing::Span,
+    ) -> PrepareBatchFuture<'a> {
+        Box::pin(S::prepare_batch(
+            &self.fulfillment,
+            events,
+            spans,
+            batch_span,
+        ))
     }
 
     /// The batch's orders locked in one statement, and what the step reads of those still
