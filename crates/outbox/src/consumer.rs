@@ -50,9 +50,7 @@ pub trait Consumer: Send + Sync + 'static {
         spans: &'a [tracing::Span],
         _batch_span: &'a tracing::Span,
     ) -> PrepareBatchFuture<'a> {
-        Box::pin(futures::future::join_all(events.iter().zip(spans).map(
-            |(event, span)| self.prepare(event).instrument(span.clone()),
-        )))
+        Box::pin(prepare_each(events, spans, |event| self.prepare(event)))
     }
 
     /// The last delivery of `event` failed (no redelivery follows): the consumer's chance to
@@ -68,6 +66,24 @@ pub trait Consumer: Send + Sync + 'static {
     ) -> GiveUpFuture<'a> {
         Box::pin(async { Ok(false) })
     }
+}
+
+/// Prepares each of `events` on its own, in its span (`spans`, in the same order), all at
+/// once; answers in their order. What a batch does when its events share nothing to prepare.
+pub fn prepare_each<'a, Prepared>(
+    events: &'a [&'a Envelope],
+    spans: &'a [tracing::Span],
+    prepare: impl Fn(&'a Envelope) -> Prepared + 'a,
+) -> impl Future<Output = Vec<Result<()>>> + 'a
+where
+    Prepared: Future<Output = Result<()>> + 'a,
+{
+    futures::future::join_all(
+        events
+            .iter()
+            .zip(spans)
+            .map(move |(event, span)| prepare(event).instrument(span.clone())),
+    )
 }
 
 pub type PrepareBatchFuture<'a> = Pin<Box<dyn Future<Output = Vec<Result<()>>> + Send + 'a>>;

@@ -14,7 +14,6 @@ use ordo_outbox::consumer::{Consumer, GiveUpFuture, HandleFuture, PrepareBatchFu
 use ordo_storage::WriteTx;
 use ordo_storage::records::OrderRecord;
 use std::marker::PhantomData;
-use tracing::Instrument;
 
 /// One step of the saga.
 pub(crate) trait Step: Send + Sync + 'static {
@@ -42,12 +41,9 @@ pub(crate) trait Step: Send + Sync + 'static {
         spans: &'a [tracing::Span],
         _batch_span: &'a tracing::Span,
     ) -> impl Future<Output = Vec<Result<()>>> + Send + 'a {
-        futures::future::join_all(
-            events
-                .iter()
-                .zip(spans)
-                .map(|(event, span)| Self::prepare(fulfillment, event).instrument(span.clone())),
-        )
+        ordo_outbox::consumer::prepare_each(events, spans, |event| {
+            Self::prepare(fulfillment, event)
+        })
     }
 
     /// Reads ahead, in one statement per kind, what the step will read for each of `orders`
