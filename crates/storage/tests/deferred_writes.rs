@@ -103,3 +103,70 @@ async fn postgres_deferred_writes_land_as_written_one_by_one() {
     };
     deferred_writes_land_as_written_one_by_one(backend).await;
 }
+
+/// A batch's read-ahead answers each order's read once, from what it read; a write to an order
+/// forgets its part, so the next read of it asks the database again. PostgreSQL only: a
+/// second connection changes the rows behind the transaction's back (on SQLite the
+/// transaction holds the one writer).
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_batch_reads_are_answered_once_and_forgotten_when_the_order_is_written() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let workdir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&backend, workdir.path()).await;
+    let db = Database::connect(&database.url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    db.execute_unchecked("INSERT INTO warehouses (id, country, created_at_ms, updated_at_ms) VALUES ('WH', 'TH', 1, 1)")
+        .await
+        .unwrap();
+    for id in ["ord_a", "ord_b"] {
+        db.execute_unchecked(&format!(
+            "INSERT INTO orders (id, customer_id, status, currency, total_minor, \
+             shipping_address, contact, created_at_ms, updated_at_ms, trace_id, span_id) \
+             VALUES ('{id}', 'cus', 'split', 'USD', 100, '{{}}', '{{}}', 1, 1, 't', 's')"
+        ))
+        .await
+        .unwrap();
+        db.execute_unchecked(&format!(
+            "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms, \
+             updated_at_ms) VALUES ('shp_{id}', '{id}', 'WH', 'pending', 0, 1, 1)"
+        ))
+        .await
+        .unwrap();
+    }
+
+    let mut tx = db.begin().await.unwrap();
+    tx.lock_orders_without_items(&["ord_a", "ord_b"])
+        .await
+        .unwrap();
+    tx.prefetch_shipments(&["ord_a", "ord_b"]).await.unwrap();
+    // Behind the transaction's back, after its read-ahead.
+    db.execute_unchecked("UPDATE shipments SET carrier = 'changed'")
+        .await
+        .unwrap();
+
+    let carriers = |shipments: Vec<ordo_storage::records::ShipmentRecord>| -> Vec<Option<String>> {
+        shipments.into_iter().map(|s| s.carrier).collect()
+    };
+    // Answered from the read-ahead, once; then from the database.
+    assert_eq!(
+        carriers(tx.shipments_of_order("ord_a").await.unwrap()),
+        [None]
+    );
+    assert_eq!(
+        carriers(tx.shipments_of_order("ord_a").await.unwrap()),
+        [Some("changed".to_owned())]
+    );
+    // A write to ord_b forgets its part before it is asked for.
+    tx.schedule_shipment_of_locked_order("ord_b", "shp_ord_b", "thai-post", 5, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        carriers(tx.shipments_of_order("ord_b").await.unwrap()),
+        [Some("changed".to_owned())]
+    );
+    tx.commit().await.unwrap();
+    let scheduled = db.shipments_of_order("ord_b").await.unwrap();
+    assert_eq!(scheduled[0].carrier.as_deref(), Some("thai-post"));
+}
