@@ -127,11 +127,7 @@ fn shipments_from_json(order_id: &str, json: &str) -> Result<Vec<ShipmentRecord>
         Option<i64>,
         i64,
     );
-    let rows: Vec<Row> = serde_json::from_str(json).map_err(|error| {
-        crate::sql::corrupt_row(ordo_domain::Error::internal(format!(
-            "an order's shipments do not parse: {error}"
-        )))
-    })?;
+    let rows: Vec<Row> = crate::sql::parse_json(json)?;
     rows.into_iter()
         .map(
             |(id, warehouse, country, status, carrier, pickup_slot_ms, attempts)| {

@@ -131,12 +131,7 @@ impl Database {
             .conn()
             .query("UPDATE shipments", &sql, &binds, |row| {
                 let shipment = shipment_from_row(row)?;
-                let items: Vec<(String, i64)> = serde_json::from_str(&row.get::<String>(9)?)
-                    .map_err(|error| {
-                        crate::sql::corrupt_row(ordo_domain::Error::internal(format!(
-                            "a shipment's items do not parse: {error}"
-                        )))
-                    })?;
+                let items: Vec<(String, i64)> = crate::sql::parse_json(&row.get::<String>(9)?)?;
                 Ok(ClaimedPush {
                     items: items
                         .into_iter()
@@ -152,28 +147,27 @@ impl Database {
             })
             .await?;
         drop(lease);
+        // RETURNING does not promise an order.
+        claimed.sort_by(|a, b| {
+            (&a.shipment.order_id, &a.shipment.warehouse)
+                .cmp(&(&b.shipment.order_id, &b.shipment.warehouse))
+        });
         let mut orders: Vec<&str> = claimed
             .iter()
             .map(|claim| claim.shipment.order_id.as_str())
             .collect();
         orders.dedup();
         self.orders_cache().invalidate(&orders).await;
-        // RETURNING does not promise an order.
-        claimed.sort_by(|a, b| {
-            (&a.shipment.order_id, &a.shipment.warehouse)
-                .cmp(&(&b.shipment.order_id, &b.shipment.warehouse))
-        });
         Ok(claimed)
     }
 
     /// Records the carriers' final answers: each shipment `pushing` becomes its `to`
-    /// (`accepted` or `failed`) and, if it did, its entry joins its order's timeline. Answers,
-    /// in the order of `finished`, whether each moved (`false`: it was no longer `pushing`,
-    /// nothing written). PostgreSQL: a statement of its own each (a data-modifying CTE), all
+    /// (`accepted` or `failed`) and, if it did, its entry joins its order's timeline (one no
+    /// longer `pushing` is left as it is, nothing written). PostgreSQL: a statement of its own each (a data-modifying CTE), all
     /// sent at once on one connection (one round trip); SQLite: one transaction.
-    pub async fn finish_shipment_pushes(&self, finished: &[FinishedPush<'_>]) -> Result<Vec<bool>> {
+    pub async fn finish_shipment_pushes(&self, finished: &[FinishedPush<'_>]) -> Result<()> {
         if finished.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let moved = if self.backend() == Backend::Sqlite {
             let mut tx = self.begin().await?;
@@ -230,7 +224,7 @@ impl Database {
             .map(|(push, _)| push.entry.order_id)
             .collect();
         self.orders_cache().invalidate(&orders).await;
-        Ok(moved)
+        Ok(())
     }
 }
 

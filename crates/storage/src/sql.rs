@@ -121,6 +121,13 @@ impl RowRef<'_> {
     }
 }
 
+/// A JSON value a statement built from stored rows (an aggregate of child rows), parsed; one
+/// that does not parse is a corrupt row.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T> {
+    serde_json::from_str(json)
+        .map_err(|error| corrupt_row(Error::internal(format!("a JSON column: {error}"))))
+}
+
 /// A stored value that no longer parses: storage was written by something other than ordo.
 pub(crate) fn corrupt_row(error: Error) -> Error {
     tracing::error!(error = %error, "a stored row failed validation");

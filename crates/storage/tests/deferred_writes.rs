@@ -10,6 +10,18 @@ use ordo_storage::timeline::NewTimelineEntry;
 use ordo_storage::{Database, now_ms};
 use ordo_testkit::{Backend, TestDatabase};
 
+/// An order of customer `cus` in `status`, written directly.
+async fn insert_order(db: &Database, id: &str, status: OrderStatus) {
+    db.execute_unchecked(&format!(
+        "INSERT INTO orders (id, customer_id, status, currency, total_minor, \
+         shipping_address, contact, created_at_ms, updated_at_ms, trace_id, span_id) \
+         VALUES ('{id}', 'cus', '{}', 'USD', 100, '{{}}', '{{}}', 1, 1, 't', 's')",
+        status.as_str()
+    ))
+    .await
+    .unwrap();
+}
+
 async fn deferred_writes_land_as_written_one_by_one(backend: Backend) {
     let workdir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create(&backend, workdir.path()).await;
@@ -17,13 +29,7 @@ async fn deferred_writes_land_as_written_one_by_one(backend: Backend) {
     db.migrate().await.unwrap();
     let orders = ["ord_a", "ord_b", "ord_c", "ord_d"];
     for id in orders {
-        db.execute_unchecked(&format!(
-            "INSERT INTO orders (id, customer_id, status, currency, total_minor, \
-             shipping_address, contact, created_at_ms, updated_at_ms, trace_id, span_id) \
-             VALUES ('{id}', 'cus', 'paid', 'USD', 100, '{{}}', '{{}}', 1, 1, 't', 's')"
-        ))
-        .await
-        .unwrap();
+        insert_order(&db, id, OrderStatus::Paid).await;
     }
 
     let mut tx = db.begin().await.unwrap();
@@ -121,13 +127,7 @@ async fn postgres_batch_reads_are_answered_once_and_forgotten_when_the_order_is_
         .await
         .unwrap();
     for id in ["ord_a", "ord_b"] {
-        db.execute_unchecked(&format!(
-            "INSERT INTO orders (id, customer_id, status, currency, total_minor, \
-             shipping_address, contact, created_at_ms, updated_at_ms, trace_id, span_id) \
-             VALUES ('{id}', 'cus', 'split', 'USD', 100, '{{}}', '{{}}', 1, 1, 't', 's')"
-        ))
-        .await
-        .unwrap();
+        insert_order(&db, id, OrderStatus::Split).await;
         db.execute_unchecked(&format!(
             "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms, \
              updated_at_ms) VALUES ('shp_{id}', '{id}', 'WH', 'pending', 0, 1, 1)"
