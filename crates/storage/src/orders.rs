@@ -11,22 +11,27 @@ use ordo_domain::shipment::ShipmentStatus;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-const ORDER_COLUMNS: &str = "id, customer_id, status, currency, total_minor, shipping_address, \
+pub(crate) const ORDER_COLUMNS: &str = "id, customer_id, status, currency, total_minor, shipping_address, \
      contact, created_at_ms, updated_at_ms, trace_id, span_id";
 
 fn order_from_row(row: &RowRef<'_>) -> Result<OrderRecord> {
+    order_from_row_at(row, 0)
+}
+
+/// The order (without items) whose [`ORDER_COLUMNS`] start at column `at` (a row of a join).
+pub(crate) fn order_from_row_at(row: &RowRef<'_>, at: usize) -> Result<OrderRecord> {
     Ok(OrderRecord {
-        id: row.get(0)?,
-        customer_id: row.get(1)?,
-        status: row.named(2)?,
-        currency: row.get(3)?,
-        total_minor: row.get(4)?,
-        shipping_address: row.get(5)?,
-        contact: row.get(6)?,
-        created_at_ms: row.get(7)?,
-        updated_at_ms: row.get(8)?,
-        trace_id: row.get(9)?,
-        span_id: row.get(10)?,
+        id: row.get(at)?,
+        customer_id: row.get(at + 1)?,
+        status: row.named(at + 2)?,
+        currency: row.get(at + 3)?,
+        total_minor: row.get(at + 4)?,
+        shipping_address: row.get(at + 5)?,
+        contact: row.get(at + 6)?,
+        created_at_ms: row.get(at + 7)?,
+        updated_at_ms: row.get(at + 8)?,
+        trace_id: row.get(at + 9)?,
+        span_id: row.get(at + 10)?,
         items: Vec::new(),
     })
 }

@@ -5,7 +5,9 @@
 //! holds an order row waits for a payment row (creating an intent only inserts), so the two
 //! never deadlock.
 
-use crate::records::{PaymentEventRecord, PaymentRecord, UnpaidOrderRecord};
+use crate::deferred::AtCommit;
+use crate::orders::{ORDER_COLUMNS, order_from_row_at};
+use crate::records::{OrderRecord, PaymentEventRecord, PaymentRecord, UnpaidOrderRecord};
 use crate::sql::{RowRef, params};
 use crate::{Database, WriteTx};
 use ordo_domain::Result;
@@ -18,32 +20,64 @@ pub(crate) const PAYMENT_COLUMNS: &str = "id, order_id, provider, status, amount
 const EVENT_COLUMNS: &str =
     "provider, event_id, payment_id, status, amount_minor, currency, outcome, received_at_ms";
 
+/// Columns of [`PAYMENT_COLUMNS`] in a row.
+const PAYMENT_WIDTH: usize = 10;
+/// Columns of [`ORDER_COLUMNS`] in a row.
+const ORDER_WIDTH: usize = 11;
+
 pub(crate) fn payment_from_row(row: &RowRef<'_>) -> Result<PaymentRecord> {
+    payment_from_row_at(row, 0)
+}
+
+/// The payment whose [`PAYMENT_COLUMNS`] start at column `at` (a row of a join).
+fn payment_from_row_at(row: &RowRef<'_>, at: usize) -> Result<PaymentRecord> {
     Ok(PaymentRecord {
-        id: row.get(0)?,
-        order_id: row.get(1)?,
-        provider: row.get(2)?,
-        status: row.named(3)?,
-        amount_minor: row.get(4)?,
-        currency: row.get(5)?,
-        created_at_ms: row.get(6)?,
-        updated_at_ms: row.get(7)?,
-        trace_id: row.get(8)?,
-        span_id: row.get(9)?,
+        id: row.get(at)?,
+        order_id: row.get(at + 1)?,
+        provider: row.get(at + 2)?,
+        status: row.named(at + 3)?,
+        amount_minor: row.get(at + 4)?,
+        currency: row.get(at + 5)?,
+        created_at_ms: row.get(at + 6)?,
+        updated_at_ms: row.get(at + 7)?,
+        trace_id: row.get(at + 8)?,
+        span_id: row.get(at + 9)?,
     })
 }
 
+/// The payment starting at column `at` of an outer join's row, if the row has one.
+fn optional_payment_at(row: &RowRef<'_>, at: usize) -> Result<Option<PaymentRecord>> {
+    match row.get::<Option<String>>(at)? {
+        Some(_) => payment_from_row_at(row, at).map(Some),
+        None => Ok(None),
+    }
+}
+
 fn event_from_row(row: &RowRef<'_>) -> Result<PaymentEventRecord> {
+    event_from_row_at(row, 0)
+}
+
+/// The callback event whose [`EVENT_COLUMNS`] start at column `at`.
+fn event_from_row_at(row: &RowRef<'_>, at: usize) -> Result<PaymentEventRecord> {
     Ok(PaymentEventRecord {
-        provider: row.get(0)?,
-        event_id: row.get(1)?,
-        payment_id: row.get(2)?,
-        status: row.named(3)?,
-        amount_minor: row.get(4)?,
-        currency: row.get(5)?,
-        outcome: row.named(6)?,
-        received_at_ms: row.get(7)?,
+        provider: row.get(at)?,
+        event_id: row.get(at + 1)?,
+        payment_id: row.get(at + 2)?,
+        status: row.named(at + 3)?,
+        amount_minor: row.get(at + 4)?,
+        currency: row.get(at + 5)?,
+        outcome: row.named(at + 6)?,
+        received_at_ms: row.get(at + 7)?,
     })
+}
+
+/// `columns` (a list of [`PAYMENT_COLUMNS`]' kind) each qualified with `alias`, for a join.
+fn prefixed(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Database {
@@ -62,13 +96,38 @@ impl Database {
             .await
     }
 
-    /// Payment `id`, if it exists.
-    pub async fn payment(&self, id: &str) -> Result<Option<PaymentRecord>> {
-        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
+    /// What a provider's callback is checked against before its transaction, in one statement:
+    /// payment `payment_id`, if it exists, and the event `event_id` of `provider`, if it was
+    /// received before (a replay, answered without a write).
+    pub async fn payment_and_event(
+        &self,
+        payment_id: &str,
+        provider: &str,
+        event_id: &str,
+    ) -> Result<(Option<PaymentRecord>, Option<PaymentEventRecord>)> {
+        let sql = format!(
+            "SELECT {}, {} FROM (SELECT 1) AS one
+             LEFT JOIN payments p ON p.id = $1
+             LEFT JOIN payment_events e ON e.provider = $2 AND e.event_id = $3",
+            prefixed(PAYMENT_COLUMNS, "p"),
+            prefixed(EVENT_COLUMNS, "e"),
+        );
         let lease = self.read().await?;
         lease
             .conn()
-            .query_opt("SELECT payments", &sql, &params![id], payment_from_row)
+            .query_one(
+                "SELECT payments",
+                &sql,
+                &params![payment_id, provider, event_id],
+                |row| {
+                    let payment = optional_payment_at(row, 0)?;
+                    let event = match row.get::<Option<String>>(PAYMENT_WIDTH)? {
+                        Some(_) => Some(event_from_row_at(row, PAYMENT_WIDTH)?),
+                        None => None,
+                    };
+                    Ok((payment, event))
+                },
+            )
             .await
     }
 
@@ -91,27 +150,6 @@ impl Database {
                 &sql,
                 &params![provider],
                 payment_from_row,
-            )
-            .await
-    }
-
-    /// The event `event_id` of `provider`, if it was received before.
-    pub async fn payment_event(
-        &self,
-        provider: &str,
-        event_id: &str,
-    ) -> Result<Option<PaymentEventRecord>> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM payment_events WHERE provider = $1 AND event_id = $2"
-        );
-        let lease = self.read().await?;
-        lease
-            .conn()
-            .query_opt(
-                "SELECT payment_events",
-                &sql,
-                &params![provider, event_id],
-                event_from_row,
             )
             .await
     }
@@ -147,57 +185,97 @@ impl Database {
 }
 
 impl WriteTx {
+    /// Inserts a new intent. Nothing in the transaction reads it back, so on PostgreSQL it
+    /// travels with the `COMMIT`; a failure (a duplicate id) fails the commit.
     pub async fn insert_payment(&mut self, payment: &PaymentRecord) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        );
-        self.conn()
-            .execute(
-                "INSERT payments",
-                &sql,
-                &params![
-                    &payment.id,
-                    &payment.order_id,
-                    &payment.provider,
-                    payment.status.as_str(),
-                    payment.amount_minor,
-                    &payment.currency,
-                    payment.created_at_ms,
-                    payment.updated_at_ms,
-                    &payment.trace_id,
-                    &payment.span_id,
-                ],
-            )
-            .await?;
-        Ok(())
+        self.execute_at_commit(
+            &INSERT_PAYMENT,
+            &params![
+                &payment.id,
+                &payment.order_id,
+                &payment.provider,
+                payment.status.as_str(),
+                payment.amount_minor,
+                &payment.currency,
+                payment.created_at_ms,
+                payment.updated_at_ms,
+                &payment.trace_id,
+                &payment.span_id,
+            ],
+        )
+        .await
     }
 
-    /// The intent of order `order_id` that still awaits its provider, if any.
-    pub async fn pending_payment_of_order(
+    /// Locks order `order_id` (as [`WriteTx::lock_order_without_items`]) and reads, in the
+    /// same statement, its intent that still awaits its provider, if any: what creating an
+    /// intent decides on. `None` if the order does not exist.
+    pub async fn lock_order_with_pending_payment(
         &mut self,
         order_id: &str,
-    ) -> Result<Option<PaymentRecord>> {
+    ) -> Result<Option<(OrderRecord, Option<PaymentRecord>)>> {
+        let lock = match self.backend() {
+            crate::Backend::Postgres => " FOR UPDATE OF o",
+            crate::Backend::Sqlite => "",
+        };
         let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = '{}'",
-            PaymentStatus::Pending
+            "SELECT {}, {} FROM orders o
+             LEFT JOIN payments p ON p.order_id = o.id AND p.status = '{}'
+             WHERE o.id = $1 ORDER BY p.id LIMIT 1{lock}",
+            prefixed(ORDER_COLUMNS, "o"),
+            prefixed(PAYMENT_COLUMNS, "p"),
+            PaymentStatus::Pending,
         );
         self.conn()
-            .query_opt(
-                "SELECT payments",
-                &sql,
-                &params![order_id],
-                payment_from_row,
-            )
+            .query_opt("SELECT orders", &sql, &params![order_id], |row| {
+                Ok((
+                    order_from_row_at(row, 0)?,
+                    optional_payment_at(row, ORDER_WIDTH)?,
+                ))
+            })
             .await
     }
 
-    /// Reads payment `id`; on PostgreSQL the row stays locked until commit.
-    pub async fn payment_for_update(&mut self, id: &str) -> Result<Option<PaymentRecord>> {
+    /// Locks payment `payment_id` and then its order, in one statement (the lock order of
+    /// this module), for a callback to decide on both. `None` if the payment does not exist.
+    pub async fn lock_payment_and_order(
+        &mut self,
+        payment_id: &str,
+    ) -> Result<Option<(PaymentRecord, OrderRecord)>> {
+        // Without `OF`, every joined row is locked, in the order of the `FROM` list.
         let lock = self.row_lock();
-        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1{lock}");
+        let sql = format!(
+            "SELECT {}, {} FROM payments p JOIN orders o ON o.id = p.order_id
+             WHERE p.id = $1{lock}",
+            prefixed(PAYMENT_COLUMNS, "p"),
+            prefixed(ORDER_COLUMNS, "o"),
+        );
         self.conn()
-            .query_opt("SELECT payments", &sql, &params![id], payment_from_row)
+            .query_opt("SELECT payments", &sql, &params![payment_id], |row| {
+                Ok((
+                    payment_from_row_at(row, 0)?,
+                    order_from_row_at(row, PAYMENT_WIDTH)?,
+                ))
+            })
             .await
+    }
+
+    /// Moves payment `id`, which this transaction locked and found in status `from`
+    /// ([`WriteTx::lock_payment_and_order`]), to `to`. The lock means the change cannot miss,
+    /// so nothing waits for its answer: on PostgreSQL it travels with the `COMMIT` (the
+    /// `status` condition stays, as a guard). Not for a payment the same transaction reads
+    /// again afterwards.
+    pub async fn set_payment_status_of_locked(
+        &mut self,
+        id: &str,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.execute_at_commit(
+            &SET_PAYMENT_STATUS_OF_LOCKED,
+            &params![to.as_str(), now_ms, id, from.as_str()],
+        )
+        .await
     }
 
     /// Moves payment `id` from status `from` to `to`; `false` if it was no longer in `from`.
@@ -212,8 +290,7 @@ impl WriteTx {
             .conn()
             .execute(
                 "UPDATE payments",
-                "UPDATE payments SET status = $1, updated_at_ms = $2
-                 WHERE id = $3 AND status = $4",
+                SET_PAYMENT_STATUS,
                 &params![to.as_str(), now_ms, id, from.as_str()],
             )
             .await?;
@@ -264,6 +341,26 @@ impl WriteTx {
         .map(Some)
     }
 }
+
+const SET_PAYMENT_STATUS: &str =
+    "UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4";
+
+/// [`SET_PAYMENT_STATUS`] of a payment this transaction locked: on PostgreSQL a row of
+/// `VALUES`, so that such changes merge (one per payment and statement).
+static SET_PAYMENT_STATUS_OF_LOCKED: AtCommit = AtCommit {
+    summary: "UPDATE payments",
+    postgres: "UPDATE payments AS p SET status = v.status, updated_at_ms = v.at_ms
+         FROM (VALUES ($1, $2::bigint, $3, $4)) AS v (status, at_ms, id, from_status)
+         WHERE p.id = v.id AND p.status = v.from_status",
+    sqlite: SET_PAYMENT_STATUS,
+    distinct_param: Some(2),
+};
+
+static INSERT_PAYMENT: AtCommit = AtCommit::insert(
+    "INSERT payments",
+    "INSERT INTO payments (id, order_id, provider, status, amount_minor, currency, \
+     created_at_ms, updated_at_ms, trace_id, span_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+);
 
 impl WriteTx {
     /// The succeeded payments of `order_id`: what a refund gives back.

@@ -93,16 +93,12 @@ impl Payments {
         let span = tracing::Span::current();
         let provider = callback.provider;
         let mut tx = self.shared.db.begin().await?;
-        let payment = tx
-            .payment_for_update(callback.verified.payment_id.as_str())
+        let (payment, order) = tx
+            .lock_payment_and_order(callback.verified.payment_id.as_str())
             .await?
-            .filter(|p| p.provider == provider.as_str())
+            .filter(|(p, _)| p.provider == provider.as_str())
             .ok_or_else(|| Error::not_found(format!("payment {}", callback.verified.payment_id)))?;
         span.record("order.id", payment.order_id.as_str());
-        let order = tx
-            .lock_order_without_items(&payment.order_id)
-            .await?
-            .ok_or_else(|| Error::internal("a payment's order is missing"))?;
         let payment_amount = stored_money(payment.amount_minor, &payment.currency, "payment")?;
         let outcome = decide(
             payment.status,
@@ -169,16 +165,19 @@ impl Payments {
         let (provider, event_id) = (callback.provider, callback.verified.event_id.as_str());
         let order_status = order.status;
         Ok(match outcome {
+            // The payment and the order are locked: their changes cannot miss, and go with
+            // the commit.
             CallbackOutcome::Succeeded => {
-                self.set_payment_status(tx, id, PaymentStatus::Succeeded, now)
-                    .await?;
+                tx.set_payment_status_of_locked(
+                    id,
+                    PaymentStatus::Pending,
+                    PaymentStatus::Succeeded,
+                    now,
+                )
+                .await?;
                 let paid = order_status.apply(OrderEvent::PaymentSucceeded)?;
-                if !tx.set_status(&order.id, order_status, paid, now).await? {
-                    return Err(Error::conflict(format!(
-                        "order {} changed concurrently",
-                        order.id
-                    )));
-                }
+                tx.set_status_of_locked(&order.id, order_status, paid, now)
+                    .await?;
                 // The fulfillment pipeline starts from this event, committed with the status.
                 let paid = events::OrderPaid {
                     order_id: order.id.clone(),
@@ -198,8 +197,13 @@ impl Payments {
                 ))
             }
             CallbackOutcome::Failed => {
-                self.set_payment_status(tx, id, PaymentStatus::Failed, now)
-                    .await?;
+                tx.set_payment_status_of_locked(
+                    id,
+                    PaymentStatus::Pending,
+                    PaymentStatus::Failed,
+                    now,
+                )
+                .await?;
                 Some((
                     TimelineKind::PaymentFailed,
                     format!(
@@ -219,6 +223,7 @@ impl Payments {
                 // The provider took the money but the order can no longer be paid (cancelled,
                 // e.g. by the payment timeout). The payment is recorded as succeeded, then
                 // refunded by the caller, after this entry, by the saga's refund compensation.
+                // Not deferred: the refund reads the succeeded payments back.
                 self.set_payment_status(tx, id, PaymentStatus::Succeeded, now)
                     .await?;
                 Some((

@@ -115,7 +115,10 @@ impl PaymentsApi for Payments {
         async {
             let span = tracing::Span::current();
             let mut tx = self.shared.db.begin().await?;
-            let Some(order) = tx.lock_order_without_items(order_id.as_str()).await? else {
+            let Some((order, pending)) = tx
+                .lock_order_with_pending_payment(order_id.as_str())
+                .await?
+            else {
                 return Err(Error::not_found(format!("order {order_id}")));
             };
             let status = order.status;
@@ -124,7 +127,7 @@ impl PaymentsApi for Payments {
                     "order {order_id} is {status}: only an order in pending_payment takes a payment"
                 )));
             }
-            if let Some(pending) = tx.pending_payment_of_order(order_id.as_str()).await? {
+            if let Some(pending) = pending {
                 drop(tx);
                 if let Some(requested) = input.provider.as_deref()
                     && requested != pending.provider
@@ -230,24 +233,24 @@ impl PaymentsApi for Payments {
         span.record("payment.event_id", callback.verified.event_id.as_str());
         span.record("payment.id", callback.verified.payment_id.as_str());
 
-        // A replay: answer what the first delivery did, without a write.
-        if let Some(first) = self
+        let (stored, replayed) = self
             .shared
             .db
-            .payment_event(provider.as_str(), &callback.verified.event_id)
-            .await?
-        {
+            .payment_and_event(
+                callback.verified.payment_id.as_str(),
+                provider.as_str(),
+                &callback.verified.event_id,
+            )
+            .await?;
+        // A replay: answer what the first delivery did, without a write.
+        if let Some(first) = replayed {
             span.record("payment.outcome", first.outcome.as_str());
             return Ok(ack(first));
         }
 
         // The effect belongs to the order's trace, under the step that created the payment;
         // the callback request that caused it is linked (its second cause).
-        let stored = self
-            .shared
-            .db
-            .payment(callback.verified.payment_id.as_str())
-            .await?
+        let stored = stored
             .filter(|p| p.provider == provider.as_str())
             .ok_or_else(|| Error::not_found(format!("payment {}", callback.verified.payment_id)))?;
         span.record("order.id", stored.order_id.as_str());
