@@ -382,13 +382,37 @@ impl ConsumerRunner {
                 .instrument(span.clone())
                 .await?;
         }
+        let touched = tx.touched_orders().to_vec();
         let committed = tx.commit().instrument(batch_span.clone()).await;
         if committed.is_err() {
             batch_span.record("otel.status_code", "error");
         }
         committed?;
         self.wakeup.wake();
+        self.refresh_cached_orders(touched);
         Ok(processed)
+    }
+
+    /// After a batch changed `orders`: their cached reads, invalidated by the commit, read
+    /// again in one statement (PostgreSQL), in the background, so that the reads of the
+    /// orders a stage just moved (shoppers and storefronts following them) do not each miss.
+    /// Best effort: a failure only leaves the next read to miss.
+    fn refresh_cached_orders(&self, orders: Vec<String>) {
+        if orders.len() < 2 {
+            return;
+        }
+        let db = self.db.clone();
+        tokio::spawn(
+            async move {
+                let ids: Vec<&str> = orders.iter().map(String::as_str).collect();
+                if let Err(error) = db.refresh_cached_orders(&ids).await {
+                    tracing::debug!(%error, "refreshing the cached orders of a batch failed");
+                }
+            }
+            .instrument(ordo_telemetry::propagation::unexported_span(
+                "refresh cached orders",
+            )),
+        );
     }
 
     async fn process(&self, event: &Envelope) -> Result<Processed> {

@@ -272,6 +272,25 @@ impl<T: Send + Sync + 'static> Cache<T> {
         }
     }
 
+    /// Stores the values of `keys` that `load` reads all at once (a key it does not return is
+    /// stored as absent), each unless an invalidation of its key came after the load began.
+    pub async fn refresh<F, Fut>(&self, keys: &[&str], load: F) -> Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<HashMap<String, T>>>,
+    {
+        let generations: Vec<u64> = keys
+            .iter()
+            .map(|key| self.slot(key).load(Ordering::Acquire))
+            .collect();
+        let mut loaded = load().await?;
+        for (key, generation) in keys.iter().zip(generations) {
+            let found = loaded.remove(*key).map(Arc::new);
+            self.store(key, generation, &found);
+        }
+        Ok(())
+    }
+
     /// Forgets `key`: later reads load it again, and loads begun before now are not stored.
     pub fn invalidate(&self, key: &str) {
         self.slot(key).fetch_add(1, Ordering::AcqRel);
@@ -331,6 +350,16 @@ where
             .await;
         ordo_telemetry::metrics::count_cache_request("local", lookup.label());
         found
+    }
+
+    /// [`Cache::refresh`] of the in-process tier: the entries this process reads first. Redis
+    /// is left as the invalidation left it (its next miss fills it).
+    pub async fn refresh<F, Fut>(&self, keys: &[&str], load: F) -> Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<HashMap<String, T>>>,
+    {
+        self.local.refresh(keys, load).await
     }
 
     /// Forgets `keys` after the commit that changed them: in Redis first, then here (the
@@ -476,6 +505,46 @@ mod tests {
             assert_eq!(reader.await.unwrap().as_deref(), Some(&7));
         }
         assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    /// A refresh stores what it read for every key (an unread key as absent), except a key
+    /// invalidated while it read: a write committed after the refresh's read must not be
+    /// hidden by it.
+    #[tokio::test]
+    async fn a_refresh_stores_its_reads_except_those_invalidated_meanwhile() {
+        let cache: Arc<Cache<&'static str>> = Arc::new(Cache::new(10));
+        let refreshing = Arc::clone(&cache);
+        refreshing
+            .refresh(&["read", "moved", "unknown"], || async {
+                // A write to "moved" commits while the refresh's answer is on its way.
+                cache.invalidate("moved");
+                Ok(HashMap::from([
+                    ("read".to_owned(), "r1"),
+                    ("moved".to_owned(), "m1"),
+                ]))
+            })
+            .await
+            .unwrap();
+
+        let (found, lookup) = cache
+            .get_or_load("read", || async { panic!("refreshed") })
+            .await;
+        assert_eq!(
+            (found.unwrap().as_deref(), lookup),
+            (Some(&"r1"), Lookup::Hit)
+        );
+        let (found, lookup) = cache
+            .get_or_load("unknown", || async { panic!("refreshed as absent") })
+            .await;
+        assert_eq!((found.unwrap(), lookup), (None, Lookup::Absent));
+        let (found, lookup) = cache
+            .get_or_load("moved", || async { Ok(Some("m2")) })
+            .await;
+        assert_eq!(
+            (found.unwrap().as_deref(), lookup),
+            (Some(&"m2"), Lookup::Miss),
+            "the refresh's older read must not have been stored"
+        );
     }
 
     #[tokio::test]

@@ -83,7 +83,9 @@ const ORDER_WITH_ITEMS: &str = "SELECT o.id, o.customer_id, o.status, o.currency
 /// [`ORDER_WITH_ITEMS`] and the order's shipments as a JSON array of
 /// `[id, warehouse, country, status, carrier, pickup_slot_ms, attempts]`, by warehouse (`[]`
 /// when it has none). The shipments come from a lateral subquery on the order's row, run once.
-const ORDER_SNAPSHOT: &str = "SELECT o.id, o.customer_id, o.status, o.currency, o.total_minor,
+macro_rules! order_snapshot_select {
+    () => {
+        "SELECT o.id, o.customer_id, o.status, o.currency, o.total_minor,
          o.shipping_address, o.contact, o.created_at_ms, o.updated_at_ms, o.trace_id, o.span_id,
          i.sku, i.quantity, i.unit_price_minor, i.line_total_minor, s.shipments
      FROM orders o
@@ -93,8 +95,13 @@ const ORDER_SNAPSHOT: &str = "SELECT o.id, o.customer_id, o.status, o.currency, 
                 AS shipments
          FROM shipments s JOIN warehouses w ON w.id = s.warehouse
          WHERE s.order_id = o.id) s
-     LEFT JOIN order_items i ON i.order_id = o.id
-     WHERE o.id = $1 ORDER BY i.line_no";
+     LEFT JOIN order_items i ON i.order_id = o.id"
+    };
+}
+const ORDER_SNAPSHOT: &str = concat!(
+    order_snapshot_select!(),
+    " WHERE o.id = $1 ORDER BY i.line_no"
+);
 
 /// The item of a row of `orders LEFT JOIN order_items` (columns 11 to 14), if it has one.
 fn item_from_joined_row(row: &RowRef<'_>) -> Result<Option<OrderItemRecord>> {
@@ -185,6 +192,62 @@ impl Database {
                 Ok(Some(OrderSnapshot::new(order, shipments)))
             })
             .await
+    }
+
+    /// PostgreSQL: reads the orders of `ids` as [`Database::order_snapshot`] shows them, all
+    /// in one statement, into the order cache — after a batch of writes changed them (a stage
+    /// of the pipeline), so that the reads that follow are hits instead of a round trip each.
+    /// An invalidation of an order after the read began keeps its entry out (the cache's
+    /// generations). SQLite has no round trips to save: nothing is read.
+    pub async fn refresh_cached_orders(&self, ids: &[&str]) -> Result<()> {
+        if ids.is_empty() || self.backend() != crate::Backend::Postgres {
+            return Ok(());
+        }
+        self.orders_cache()
+            .refresh(ids, || self.order_snapshots_in_one_statement(ids))
+            .await
+    }
+
+    /// PostgreSQL: [`Database::order_snapshot_in_one_statement`] of every order of `ids`, by id.
+    async fn order_snapshots_in_one_statement(
+        &self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, OrderSnapshot>> {
+        let sql = format!(
+            concat!(
+                order_snapshot_select!(),
+                " WHERE o.id IN ({}) ORDER BY o.id, i.line_no"
+            ),
+            placeholders(1, ids.len())
+        );
+        let binds: Vec<Param<'_>> = ids.iter().map(|id| Param::Text(id)).collect();
+        let lease = self.read().await?;
+        let rows = lease
+            .conn()
+            .query("SELECT orders", &sql, &binds, |row| {
+                Ok((
+                    (order_from_row(row)?, item_from_joined_row(row)?),
+                    row.get::<String>(15)?,
+                ))
+            })
+            .await?;
+        let mut snapshots = HashMap::with_capacity(ids.len());
+        let mut rows = rows.into_iter().peekable();
+        while let Some(((order, item), shipments)) = rows.next() {
+            let mut of_order = vec![(order, item)];
+            while let Some(((next, _), _)) = rows.peek()
+                && next.id == of_order[0].0.id
+            {
+                let Some((row, _)) = rows.next() else { break };
+                of_order.push(row);
+            }
+            let Some(order) = order_from_joined_rows(of_order) else {
+                continue;
+            };
+            let shipments = shipments_from_json(&order.id, &shipments)?;
+            snapshots.insert(order.id.clone(), OrderSnapshot::new(order, shipments));
+        }
+        Ok(snapshots)
     }
 
     /// PostgreSQL: the order with its items (a row each) and, on every row, its shipments as

@@ -182,6 +182,12 @@ impl WriteTx {
         }
     }
 
+    /// The orders this transaction's writes changed so far (their cached reads are
+    /// invalidated at commit).
+    pub fn touched_orders(&self) -> &[String] {
+        &self.touched
+    }
+
     /// Commits; then (whatever the commit's outcome: a failed `COMMIT` may still have landed)
     /// invalidates the cached reads of the orders it touched, before the caller answers anyone.
     pub async fn commit(mut self) -> Result<()> {

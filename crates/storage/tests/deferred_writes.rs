@@ -170,3 +170,70 @@ async fn postgres_batch_reads_are_answered_once_and_forgotten_when_the_order_is_
     let scheduled = db.shipments_of_order("ord_b").await.unwrap();
     assert_eq!(scheduled[0].carrier.as_deref(), Some("thai-post"));
 }
+
+/// A batch's refresh of the order cache reads, for every order at once, what a miss of each
+/// would read (items in line order, shipments or none); reads then find them in the cache
+/// without asking the database, until a write invalidates them. PostgreSQL only: SQLite has
+/// no round trips to save, and its refresh reads nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_refresh_caches_what_each_order_read_would_show() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let workdir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&backend, workdir.path()).await;
+    let db = Database::connect(&database.url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    for catalogue in [
+        "INSERT INTO warehouses (id, country, created_at_ms, updated_at_ms) VALUES ('WH', 'TH', 1, 1)",
+        "INSERT INTO products (sku, name, price_minor, currency, created_at_ms, updated_at_ms) \
+         VALUES ('SKU-1', 'one', 100, 'USD', 1, 1), ('SKU-2', 'two', 250, 'USD', 1, 1)",
+    ] {
+        db.execute_unchecked(catalogue).await.unwrap();
+    }
+    let orders = ["ord_a", "ord_b", "ord_c"];
+    for id in orders {
+        insert_order(&db, id, OrderStatus::Split).await;
+        db.execute_unchecked(&format!(
+            "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor, \
+             line_total_minor) VALUES ('{id}', 1, 'SKU-2', 1, 250, 250), ('{id}', 0, 'SKU-1', 2, 100, 200)"
+        ))
+        .await
+        .unwrap();
+    }
+    // ord_c has no shipment yet.
+    for id in ["ord_a", "ord_b"] {
+        db.execute_unchecked(&format!(
+            "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms, \
+             updated_at_ms) VALUES ('shp_{id}', '{id}', 'WH', 'pending', 0, 1, 1)"
+        ))
+        .await
+        .unwrap();
+    }
+    let mut missed = Vec::new();
+    for id in orders {
+        missed.push(db.order_snapshot(id).await.unwrap().unwrap());
+    }
+    // The misses' entries expire.
+    tokio::time::sleep(ordo_storage::cache::TTL + std::time::Duration::from_millis(50)).await;
+
+    db.refresh_cached_orders(&[orders[0], orders[1], orders[2], "ord_unknown"])
+        .await
+        .unwrap();
+    // Behind the cache's back: reads keep answering what the refresh read.
+    db.execute_unchecked("UPDATE orders SET status = 'scheduled'")
+        .await
+        .unwrap();
+    for (id, missed) in orders.iter().zip(&missed) {
+        let refreshed = db.order_snapshot(id).await.unwrap().unwrap();
+        assert_eq!(refreshed.order, missed.order, "{id}");
+        assert_eq!(refreshed.shipments, missed.shipments, "{id}");
+        assert_eq!(refreshed.order.items.len(), 2, "{id}");
+        assert_eq!(refreshed.order.items[0].sku, "SKU-1", "{id}: line order");
+    }
+    assert!(db.order_snapshot("ord_unknown").await.unwrap().is_none());
+    assert!(missed[2].shipments.is_empty());
+    tokio::time::sleep(ordo_storage::cache::TTL + std::time::Duration::from_millis(50)).await;
+    let reread = db.order_snapshot("ord_a").await.unwrap().unwrap();
+    assert_eq!(reread.order.status, OrderStatus::Scheduled);
+}
