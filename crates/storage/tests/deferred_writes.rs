@@ -22,6 +22,32 @@ async fn insert_order(db: &Database, id: &str, status: OrderStatus) {
     .unwrap();
 }
 
+/// A migrated PostgreSQL database (kept while the returned guard lives) with warehouse `WH`;
+/// `None` where PostgreSQL is not configured.
+async fn postgres_with_a_warehouse() -> Option<((tempfile::TempDir, TestDatabase), Database)> {
+    let backend = Backend::postgres().await?;
+    let workdir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&backend, workdir.path()).await;
+    let db = Database::connect(&database.url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    db.execute_unchecked(
+        "INSERT INTO warehouses (id, country, created_at_ms, updated_at_ms) VALUES ('WH', 'TH', 1, 1)",
+    )
+    .await
+    .unwrap();
+    Some(((workdir, database), db))
+}
+
+/// A `pending` shipment `shp_<order>` of `order_id` from warehouse `WH`.
+async fn insert_pending_shipment(db: &Database, order_id: &str) {
+    db.execute_unchecked(&format!(
+        "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms, \
+         updated_at_ms) VALUES ('shp_{order_id}', '{order_id}', 'WH', 'pending', 0, 1, 1)"
+    ))
+    .await
+    .unwrap();
+}
+
 async fn deferred_writes_land_as_written_one_by_one(backend: Backend) {
     let workdir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create(&backend, workdir.path()).await;
@@ -116,24 +142,12 @@ async fn postgres_deferred_writes_land_as_written_one_by_one() {
 /// transaction holds the one writer).
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_batch_reads_are_answered_once_and_forgotten_when_the_order_is_written() {
-    let Some(backend) = Backend::postgres().await else {
+    let Some((_database, db)) = postgres_with_a_warehouse().await else {
         return;
     };
-    let workdir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::create(&backend, workdir.path()).await;
-    let db = Database::connect(&database.url, 4).await.unwrap();
-    db.migrate().await.unwrap();
-    db.execute_unchecked("INSERT INTO warehouses (id, country, created_at_ms, updated_at_ms) VALUES ('WH', 'TH', 1, 1)")
-        .await
-        .unwrap();
     for id in ["ord_a", "ord_b"] {
         insert_order(&db, id, OrderStatus::Split).await;
-        db.execute_unchecked(&format!(
-            "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms, \
-             updated_at_ms) VALUES ('shp_{id}', '{id}', 'WH', 'pending', 0, 1, 1)"
-        ))
-        .await
-        .unwrap();
+        insert_pending_shipment(&db, id).await;
     }
 
     let mut tx = db.begin().await.unwrap();
@@ -177,20 +191,15 @@ async fn postgres_batch_reads_are_answered_once_and_forgotten_when_the_order_is_
 /// no round trips to save, and its refresh reads nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_a_refresh_caches_what_each_order_read_would_show() {
-    let Some(backend) = Backend::postgres().await else {
+    let Some((_database, db)) = postgres_with_a_warehouse().await else {
         return;
     };
-    let workdir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::create(&backend, workdir.path()).await;
-    let db = Database::connect(&database.url, 4).await.unwrap();
-    db.migrate().await.unwrap();
-    for catalogue in [
-        "INSERT INTO warehouses (id, country, created_at_ms, updated_at_ms) VALUES ('WH', 'TH', 1, 1)",
+    db.execute_unchecked(
         "INSERT INTO products (sku, name, price_minor, currency, created_at_ms, updated_at_ms) \
          VALUES ('SKU-1', 'one', 100, 'USD', 1, 1), ('SKU-2', 'two', 250, 'USD', 1, 1)",
-    ] {
-        db.execute_unchecked(catalogue).await.unwrap();
-    }
+    )
+    .await
+    .unwrap();
     let orders = ["ord_a", "ord_b", "ord_c"];
     for id in orders {
         insert_order(&db, id, OrderStatus::Split).await;
@@ -203,12 +212,7 @@ async fn postgres_a_refresh_caches_what_each_order_read_would_show() {
     }
     // ord_c has no shipment yet.
     for id in ["ord_a", "ord_b"] {
-        db.execute_unchecked(&format!(
-            "INSERT INTO shipments (id, order_id, warehouse, status, attempts, created_at_ms, \
-             updated_at_ms) VALUES ('shp_{id}', '{id}', 'WH', 'pending', 0, 1, 1)"
-        ))
-        .await
-        .unwrap();
+        insert_pending_shipment(&db, id).await;
     }
     let mut missed = Vec::new();
     for id in orders {
