@@ -49,6 +49,24 @@ impl AtCommit {
     }
 }
 
+impl AtCommit {
+    /// A write only PostgreSQL defers (a data-modifying CTE SQLite cannot run): on SQLite its
+    /// caller runs the equivalent steps itself, and [`crate::WriteTx::execute_at_commit`]
+    /// refuses it.
+    pub(crate) const fn postgres_only(
+        summary: &'static str,
+        postgres: &'static str,
+        distinct_param: Option<usize>,
+    ) -> AtCommit {
+        AtCommit {
+            summary,
+            postgres,
+            sqlite: "",
+            distinct_param,
+        }
+    }
+}
+
 /// A write held back until its transaction commits.
 #[derive(Debug, Clone)]
 pub(crate) struct Deferred {
@@ -326,6 +344,9 @@ mod tests {
             &crate::shipments::INSERT_SHIPMENT_ITEM,
             &crate::shipments::INSERT_SHIPMENT,
             &crate::shipments::SCHEDULE_SHIPMENT,
+            &crate::shipments::FINISH_PUSH,
+            &crate::payments::SET_PAYMENT_STATUS_OF_LOCKED,
+            &crate::payments::INSERT_PAYMENT,
         ] {
             let one = highest_param(kind.postgres);
             let merged = repeat_values_row(kind.postgres, MAX_ROWS);

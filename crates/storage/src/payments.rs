@@ -347,7 +347,7 @@ const SET_PAYMENT_STATUS: &str =
 
 /// [`SET_PAYMENT_STATUS`] of a payment this transaction locked: on PostgreSQL a row of
 /// `VALUES`, so that such changes merge (one per payment and statement).
-static SET_PAYMENT_STATUS_OF_LOCKED: AtCommit = AtCommit {
+pub(crate) static SET_PAYMENT_STATUS_OF_LOCKED: AtCommit = AtCommit {
     summary: "UPDATE payments",
     postgres: "UPDATE payments AS p SET status = v.status, updated_at_ms = v.at_ms
          FROM (VALUES ($1, $2::bigint, $3, $4)) AS v (status, at_ms, id, from_status)
@@ -356,7 +356,7 @@ static SET_PAYMENT_STATUS_OF_LOCKED: AtCommit = AtCommit {
     distinct_param: Some(2),
 };
 
-static INSERT_PAYMENT: AtCommit = AtCommit::insert(
+pub(crate) static INSERT_PAYMENT: AtCommit = AtCommit::insert(
     "INSERT payments",
     "INSERT INTO payments (id, order_id, provider, status, amount_minor, currency, \
      created_at_ms, updated_at_ms, trace_id, span_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

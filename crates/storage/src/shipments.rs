@@ -169,64 +169,62 @@ impl Database {
         if finished.is_empty() {
             return Ok(());
         }
-        let moved = if self.backend() == Backend::Sqlite {
-            let mut tx = self.begin().await?;
-            let mut moved = Vec::with_capacity(finished.len());
+        let mut tx = self.begin().await?;
+        if self.backend() == Backend::Sqlite {
             for push in finished {
                 let entry = &push.entry;
-                let did = tx
+                if tx
                     .move_shipment(push.id, &[ShipmentStatus::Pushing], push.to, entry.at_ms)
-                    .await?;
-                if did {
+                    .await?
+                {
                     tx.append_timeline(entry).await?;
                 }
-                moved.push(did);
             }
-            tx.commit().await?;
-            moved
         } else {
-            let lease = self.write().await?;
-            let conn = &lease.conn();
-            let statements = finished.iter().map(|push| async move {
+            // One statement per chunk of answers, sent with the COMMIT: one round trip and
+            // one transaction for the whole batch.
+            for (pos, push) in finished.iter().enumerate() {
                 let entry = &push.entry;
-                conn.query_opt(
-                    "UPDATE shipments",
-                    "WITH moved AS (
-                         UPDATE shipments SET status = $1, updated_at_ms = $2
-                         WHERE id = $3 AND status = $4 RETURNING order_id)
-                     INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
-                     SELECT order_id, $2, $5, $6, $7, $8 FROM moved
-                     RETURNING order_id",
+                tx.execute_at_commit(
+                    &FINISH_PUSH,
                     &params![
+                        push.id,
                         push.to.as_str(),
                         entry.at_ms,
-                        push.id,
                         ShipmentStatus::Pushing.as_str(),
+                        pos as i64,
                         entry.kind.as_str(),
                         entry.detail,
                         entry.trace_id,
                         entry.span_id,
                     ],
-                    |row| row.get::<String>(0),
                 )
-                .await
-            });
-            let answers = futures::future::join_all(statements).await;
-            answers
-                .into_iter()
-                .map(|answer| answer.map(|order| order.is_some()))
-                .collect::<Result<Vec<bool>>>()?
-        };
-        let orders: Vec<&str> = finished
-            .iter()
-            .zip(&moved)
-            .filter(|(_, moved)| **moved)
-            .map(|(push, _)| push.entry.order_id)
-            .collect();
-        self.orders_cache().invalidate(&orders).await;
-        Ok(())
+                .await?;
+                tx.touch_order(entry.order_id);
+            }
+        }
+        // The commit invalidates the cached reads of the orders it touched.
+        tx.commit().await
     }
 }
+
+/// A carrier's answer on a `pushing` shipment and its timeline entry, if the shipment was
+/// still `pushing` (PostgreSQL: a data-modifying CTE over a `VALUES` row, so that a batch's
+/// answers merge; entries keep the order of `pos`). SQLite runs
+/// [`WriteTx::move_shipment`] and the timeline entry instead.
+pub(crate) static FINISH_PUSH: AtCommit = AtCommit::postgres_only(
+    "UPDATE shipments",
+    "WITH v (id, status, at_ms, from_status, pos, type, detail, trace_id, span_id) AS (
+         VALUES ($1, $2, $3::bigint, $4, $5::bigint, $6, $7, $8, $9)),
+     moved AS (
+         UPDATE shipments AS s SET status = v.status, updated_at_ms = v.at_ms
+         FROM v WHERE s.id = v.id AND s.status = v.from_status
+         RETURNING s.id, s.order_id)
+     INSERT INTO order_events (order_id, at_ms, type, detail, trace_id, span_id)
+     SELECT m.order_id, v.at_ms, v.type, v.detail, v.trace_id, v.span_id
+     FROM moved m JOIN v ON v.id = m.id ORDER BY v.pos",
+    Some(0),
+);
 
 /// A shipment [`Database::claim_shipment_pushes`] claimed, with what its carrier is sent.
 #[derive(Debug, Clone)]

@@ -162,6 +162,9 @@ impl WriteTx {
                 });
                 Ok(())
             }
+            TxState::Sqlite { .. } if kind.sqlite.is_empty() => Err(ordo_domain::Error::internal(
+                format!("{}: a write only PostgreSQL defers", kind.summary),
+            )),
             TxState::Sqlite { .. } => self
                 .conn()
                 .execute(kind.summary, kind.sqlite, params)
