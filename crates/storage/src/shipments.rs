@@ -163,8 +163,8 @@ impl Database {
 
     /// Records the carriers' final answers: each shipment `pushing` becomes its `to`
     /// (`accepted` or `failed`) and, if it did, its entry joins its order's timeline (one no
-    /// longer `pushing` is left as it is, nothing written). PostgreSQL: a statement of its own each (a data-modifying CTE), all
-    /// sent at once on one connection (one round trip); SQLite: one transaction.
+    /// longer `pushing` is left as it is, nothing written), all in one transaction. On
+    /// PostgreSQL the answers ride with the `COMMIT`, merged ([`FINISH_PUSH`]): one round trip.
     pub async fn finish_shipment_pushes(&self, finished: &[FinishedPush<'_>]) -> Result<()> {
         if finished.is_empty() {
             return Ok(());
