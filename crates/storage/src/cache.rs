@@ -352,19 +352,6 @@ where
         found
     }
 
-    /// Puts `value`, a record its writer just committed and nobody could read before (a
-    /// placed order), as the in-process entry of `key`, so that its writer's next read is a
-    /// hit. Not stored if an invalidation of `key` slips in meanwhile. Only without Redis:
-    /// there, the shared tier fills on the first read of any instance, and this process's
-    /// entry would only run ahead of it.
-    pub fn fill(&self, key: &str, value: T) {
-        if self.shared.is_some() {
-            return;
-        }
-        let generation = self.local.slot(key).load(Ordering::Acquire);
-        self.local.store(key, generation, &Some(Arc::new(value)));
-    }
-
     /// [`Cache::refresh`] of the in-process tier: the entries this process reads first. Redis
     /// is left as the invalidation left it (its next miss fills it).
     pub async fn refresh<F, Fut>(&self, keys: &[&str], load: F) -> Result<()>
@@ -558,18 +545,6 @@ mod tests {
             (Some(&"m2"), Lookup::Miss),
             "the refresh's older read must not have been stored"
         );
-    }
-
-    /// A record its writer filled in is read without a load.
-    #[tokio::test]
-    async fn a_filled_entry_is_a_hit() {
-        let cache: ReadCache<String> = ReadCache::new("order", None);
-        cache.fill("ord_new", "as written".to_owned());
-        let found = cache
-            .get_or_load("ord_new", || async { panic!("filled") })
-            .await
-            .unwrap();
-        assert_eq!(found.as_deref().map(String::as_str), Some("as written"));
     }
 
     #[tokio::test]

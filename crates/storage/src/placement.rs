@@ -22,7 +22,7 @@
 //! first caller's span; it and every caller's span link to each other.
 
 use crate::idempotency::KeyClaim;
-use crate::records::{NewOutboxEvent, OrderRecord, OrderSnapshot};
+use crate::records::{NewOutboxEvent, OrderRecord};
 use crate::sql::{self, Param, corrupt_row, observed_in, params};
 use crate::{Connections, Database, WriteTx, placeholders};
 use ordo_domain::ids::{CountryCode, Sku, WarehouseId};
@@ -291,15 +291,6 @@ async fn write_batch(db: &Database, jobs: Vec<Job>) {
         .map(|(job, _)| job.placement.order.id.as_str())
         .collect();
     db.orders_cache().invalidate(&placed).await;
-    // A placed order is read next by its creator (to pay for it): its entry is what was
-    // written (an order has no shipments before it is paid).
-    for (job, outcome) in jobs.iter().zip(&outcomes) {
-        if matches!(outcome, Ok(Placement::Placed)) {
-            let order = job.placement.order.clone();
-            db.orders_cache()
-                .fill(&order.id.clone(), OrderSnapshot::new(order, Vec::new()));
-        }
-    }
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
         let _ = job.reply.send(outcome);
     }

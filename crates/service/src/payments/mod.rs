@@ -101,14 +101,12 @@ impl PaymentsApi for Payments {
         input: CreatePaymentInput,
     ) -> Result<PaymentCreated> {
         let order_id = OrderId::parse(order_id)?;
-        // Through the order cache: its creator's entry (a placed order is cached as written).
         let stored = self
             .shared
             .db
-            .order_snapshot(order_id.as_str())
+            .order(order_id.as_str())
             .await?
             .ok_or_else(|| Error::not_found(format!("order {order_id}")))?;
-        let stored = &stored.order;
         // The request may come in another trace than the order's: the step joins the order's
         // trace, under its creation, and links the request.
         let step = tracing::info_span!(parent: None, "create_payment", order.id = %order_id,
