@@ -128,6 +128,39 @@ fn order_from_joined_rows(
     Some(order)
 }
 
+/// A row of [`ORDER_SNAPSHOT`]: the order and one of its items, and the order's shipments
+/// (JSON).
+type SnapshotRow = ((OrderRecord, Option<OrderItemRecord>), String);
+
+fn snapshot_row(row: &RowRef<'_>) -> Result<SnapshotRow> {
+    Ok((
+        (order_from_row(row)?, item_from_joined_row(row)?),
+        row.get::<String>(15)?,
+    ))
+}
+
+/// The snapshots of the rows of [`ORDER_SNAPSHOT`] (or its many-order form), which come
+/// grouped by order, each order's items in line order.
+fn snapshots_from_rows(rows: Vec<SnapshotRow>) -> Result<Vec<OrderSnapshot>> {
+    let mut snapshots = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while let Some((first, shipments)) = rows.next() {
+        let mut of_order = vec![first];
+        while let Some(((next, _), _)) = rows.peek()
+            && next.id == of_order[0].0.id
+        {
+            let Some((row, _)) = rows.next() else { break };
+            of_order.push(row);
+        }
+        let Some(order) = order_from_joined_rows(of_order) else {
+            continue;
+        };
+        let shipments = shipments_from_json(&order.id, &shipments)?;
+        snapshots.push(OrderSnapshot::new(order, shipments));
+    }
+    Ok(snapshots)
+}
+
 /// The shipments of order `order_id` from [`ORDER_SNAPSHOT`]'s JSON array.
 fn shipments_from_json(order_id: &str, json: &str) -> Result<Vec<ShipmentRecord>> {
     type Row = (
@@ -224,30 +257,12 @@ impl Database {
         let lease = self.read().await?;
         let rows = lease
             .conn()
-            .query("SELECT orders", &sql, &binds, |row| {
-                Ok((
-                    (order_from_row(row)?, item_from_joined_row(row)?),
-                    row.get::<String>(15)?,
-                ))
-            })
+            .query("SELECT orders", &sql, &binds, snapshot_row)
             .await?;
-        let mut snapshots = HashMap::with_capacity(ids.len());
-        let mut rows = rows.into_iter().peekable();
-        while let Some(((order, item), shipments)) = rows.next() {
-            let mut of_order = vec![(order, item)];
-            while let Some(((next, _), _)) = rows.peek()
-                && next.id == of_order[0].0.id
-            {
-                let Some((row, _)) = rows.next() else { break };
-                of_order.push(row);
-            }
-            let Some(order) = order_from_joined_rows(of_order) else {
-                continue;
-            };
-            let shipments = shipments_from_json(&order.id, &shipments)?;
-            snapshots.insert(order.id.clone(), OrderSnapshot::new(order, shipments));
-        }
-        Ok(snapshots)
+        Ok(snapshots_from_rows(rows)?
+            .into_iter()
+            .map(|snapshot| (snapshot.order.id.clone(), snapshot))
+            .collect())
     }
 
     /// PostgreSQL: the order with its items (a row each) and, on every row, its shipments as
@@ -256,19 +271,9 @@ impl Database {
         let lease = self.read().await?;
         let rows = lease
             .conn()
-            .query("SELECT orders", ORDER_SNAPSHOT, &params![id], |row| {
-                Ok((
-                    (order_from_row(row)?, item_from_joined_row(row)?),
-                    row.get::<String>(15)?,
-                ))
-            })
+            .query("SELECT orders", ORDER_SNAPSHOT, &params![id], snapshot_row)
             .await?;
-        let shipments = match rows.first() {
-            Some((_, json)) => shipments_from_json(id, json)?,
-            None => return Ok(None),
-        };
-        let order = order_from_joined_rows(rows.into_iter().map(|(order, _)| order).collect());
-        Ok(order.map(|order| OrderSnapshot::new(order, shipments)))
+        Ok(snapshots_from_rows(rows)?.pop())
     }
 
     /// Orders matching `filter`, newest first. Ids are time-ordered, so "newest first" is

@@ -45,10 +45,15 @@ fn payment_from_row_at(row: &RowRef<'_>, at: usize) -> Result<PaymentRecord> {
     })
 }
 
-/// The payment starting at column `at` of an outer join's row, if the row has one.
-fn optional_payment_at(row: &RowRef<'_>, at: usize) -> Result<Option<PaymentRecord>> {
+/// The record `parse` reads from column `at` on, of an outer join's row, if the row has one
+/// there (its first column, a key, is not null).
+fn optional_at<T>(
+    row: &RowRef<'_>,
+    at: usize,
+    parse: fn(&RowRef<'_>, usize) -> Result<T>,
+) -> Result<Option<T>> {
     match row.get::<Option<String>>(at)? {
-        Some(_) => payment_from_row_at(row, at).map(Some),
+        Some(_) => parse(row, at).map(Some),
         None => Ok(None),
     }
 }
@@ -120,12 +125,10 @@ impl Database {
                 &sql,
                 &params![payment_id, provider, event_id],
                 |row| {
-                    let payment = optional_payment_at(row, 0)?;
-                    let event = match row.get::<Option<String>>(PAYMENT_WIDTH)? {
-                        Some(_) => Some(event_from_row_at(row, PAYMENT_WIDTH)?),
-                        None => None,
-                    };
-                    Ok((payment, event))
+                    Ok((
+                        optional_at(row, 0, payment_from_row_at)?,
+                        optional_at(row, PAYMENT_WIDTH, event_from_row_at)?,
+                    ))
                 },
             )
             .await
@@ -229,7 +232,7 @@ impl WriteTx {
             .query_opt("SELECT orders", &sql, &params![order_id], |row| {
                 Ok((
                     order_from_row_at(row, 0)?,
-                    optional_payment_at(row, ORDER_WIDTH)?,
+                    optional_at(row, ORDER_WIDTH, payment_from_row_at)?,
                 ))
             })
             .await
